@@ -1,0 +1,34 @@
+"""The one exception hierarchy of geoseg.
+
+Every error a user can cause derives from :class:`GeosegError` and from the builtin that
+fits, so ``except FileNotFoundError`` keeps working for callers who do not know geoseg.
+Messages are one line: what was given, what was expected, how to fix it.
+"""
+
+
+class GeosegError(Exception):
+    """Root of all errors geoseg raises on purpose."""
+
+
+class InputNotFoundError(GeosegError, FileNotFoundError):
+    """An input file (scene, model, labels, config) does not exist."""
+
+
+class InvalidInputError(GeosegError, ValueError):
+    """An input exists but cannot be used as given (not a raster, wrong bands, no CRS...)."""
+
+
+class BundleError(GeosegError, ValueError):
+    """A model file is not a geoseg bundle, or its metadata is inconsistent."""
+
+
+class ConfigError(GeosegError, ValueError):
+    """A configuration value or command-line option is invalid."""
+
+
+class OutputExistsError(GeosegError, FileExistsError):
+    """The final output exists and --overwrite was not given."""
+
+
+class OutputNotWritableError(GeosegError, PermissionError):
+    """The output location cannot be created or written."""
