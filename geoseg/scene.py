@@ -1,0 +1,129 @@
+"""Opening and reading scenes: the only module that reads input rasters.
+
+Reads are windowed and boundless: the part of a window outside the scene is filled with 0
+and marked invalid. Validity comes from the scene's nodata value, alpha band or internal
+mask (GDAL's mask flags), and NaNs in float data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import RasterioError, RasterioIOError
+
+from .errors import InputNotFoundError, InvalidInputError
+from .grid import PixelGrid, Window, intersect
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass(frozen=True, slots=True)
+class Scene:
+    """What geoseg needs to know about an input raster before reading it."""
+
+    path: str
+    grid: PixelGrid
+    count: int
+    dtype: str
+    nodata: float | None
+    data_bands: tuple[int, ...]
+    """1-based band indexes that hold data (alpha bands left out)."""
+
+
+def open_scene(path, *, allow_no_crs: bool = False) -> Scene:
+    """Inspect a scene and refuse what geoseg cannot use, with a one-line reason."""
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise InvalidInputError(f"{path}: is a folder, not a raster file")
+    try:
+        with rasterio.open(path) as ds:
+            grid = PixelGrid.of(ds)
+            dtype, count, nodata = ds.dtypes[0], ds.count, ds.nodata
+            alpha = {i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha}
+    except RasterioIOError as exc:
+        raise InvalidInputError(f"{path}: not a raster GDAL can read ({_first_line(exc)}); "
+                                "give a GeoTIFF or another GDAL raster") from exc
+    if count == 0 or grid.height == 0 or grid.width == 0:
+        raise InvalidInputError(f"{path}: the raster is empty ({count} bands, "
+                                f"{grid.height} x {grid.width} pixels)")
+    if dtype not in SUPPORTED_DTYPES:
+        raise InvalidInputError(f"{path}: pixel type {dtype} is not supported; expected one "
+                                f"of {', '.join(SUPPORTED_DTYPES)}")
+    if grid.crs is None and not allow_no_crs:
+        raise InvalidInputError(f"{path}: has no CRS, so outputs could not be placed on a "
+                                "map; assign one (gdal_edit.py -a_srs EPSG:XXXX) or pass "
+                                "--allow-no-crs")
+    data_bands = tuple(b for b in range(1, count + 1) if b not in alpha)
+    return Scene(str(path), grid, count, dtype, nodata, data_bands)
+
+
+def select_bands(scene: Scene, bands, *, expected: int, names=()) -> tuple[int, ...]:
+    """1-based band indexes to feed a model that expects ``expected`` bands.
+
+    ``bands`` (e.g. ``(3, 2, 1)``) is used as given after checks; by default the scene's
+    data bands (alpha left out) are used when their number fits.
+    """
+    label = f" ({', '.join(names)})" if names else ""
+    if bands:
+        bands = tuple(int(b) for b in bands)
+        bad = [b for b in bands if not 1 <= b <= scene.count]
+        if bad:
+            raise InvalidInputError(f"{scene.path}: has {scene.count} bands; band(s) "
+                                    f"{', '.join(map(str, bad))} do not exist")
+        if len(bands) != expected:
+            raise InvalidInputError(f"{len(bands)} bands selected; the model expects "
+                                    f"{expected}{label}")
+        return bands
+    if len(scene.data_bands) != expected:
+        hint = ",".join(str(b) for b in range(1, expected + 1))
+        raise InvalidInputError(f"{scene.path}: has {len(scene.data_bands)} bands; the model "
+                                f"expects {expected}{label}: pass --bands {hint} (or the "
+                                "bands that hold them)")
+    return scene.data_bands
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def read_window(ds, window: Window, *, bands: tuple[int, ...]):
+    """Pixels (C, H, W) in the scene's dtype and a validity mask (H, W) for ``window``.
+
+    Boundless: the window may reach past the scene; that part is 0 and invalid. A pixel is
+    invalid where the GDAL mask says so (alpha, internal mask) or where every selected band
+    equals nodata, or any is NaN.
+    """
+    pixels = np.zeros((len(bands), window.height, window.width), ds.dtypes[0])
+    valid = np.zeros((window.height, window.width), bool)
+    inner = intersect(window, Window(0, 0, ds.height, ds.width))
+    if inner is None:
+        return pixels, valid
+    rows, cols = inner.slices(within=window)
+    try:
+        data = ds.read(list(bands), window=inner.to_rasterio())
+        pixels[:, rows, cols] = data
+        valid[rows, cols] = _valid_mask(ds, data, inner, bands)
+    except RasterioError as exc:
+        raise InvalidInputError(f"{ds.name}: cannot read pixels at rows {inner.row}-"
+                                f"{inner.row_stop}, cols {inner.col}-{inner.col_stop} "
+                                f"({_first_line(exc)}); the file may be corrupt") from exc
+    return pixels, valid
+
+
+def _valid_mask(ds, data: np.ndarray, window: Window, bands) -> np.ndarray:
+    flags = ds.mask_flag_enums[bands[0] - 1]
+    if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
+        valid = ds.read_masks(bands[0], window=window.to_rasterio()) > 0
+    else:
+        valid = np.ones(data.shape[1:], bool)
+    if ds.nodata is not None and not np.isnan(ds.nodata):
+        valid &= ~np.all(data == data.dtype.type(ds.nodata), axis=0)
+    if data.dtype.kind == "f":
+        valid &= ~np.any(np.isnan(data), axis=0)
+    return valid
