@@ -1,0 +1,96 @@
+"""Frozen, validated configuration for prediction, loaded from YAML and overridden by the CLI.
+
+``configs/predict.yaml`` holds the defaults; a user's ``--config FILE.yaml`` replaces any of
+them and command-line options replace those. Unknown keys are refused with the valid ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError, InputNotFoundError
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict a scene. Sizes in pixels; ``None`` takes the model bundle's value."""
+
+    tile_size: int | None = None
+    overlap: int | None = None
+    stitch: str = "blend"
+    block_size: int = 2048
+    batch_size: int = 8
+    device: str = "auto"
+    threads: int | None = None
+    bands: tuple[int, ...] | None = None
+    probabilities: bool = False
+    vectorize: bool = False
+    overwrite: bool = False
+    allow_no_crs: bool = False
+
+    def __post_init__(self):
+        from .stitch import check_stitch
+
+        check_stitch(self.stitch)
+        for name in ("block_size", "batch_size"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be a positive integer")
+        if self.threads is not None and self.threads <= 0:
+            raise ConfigError(f"threads {self.threads} must be a positive integer")
+
+    def identity(self) -> dict:
+        """The options that change output bytes (for manifests and resume checks)."""
+        return {"tile_size": self.tile_size, "overlap": self.overlap, "stitch": self.stitch,
+                "bands": list(self.bands) if self.bands else None,
+                "probabilities": self.probabilities, "vectorize": self.vectorize}
+
+
+def parse_bands(value) -> tuple[int, ...] | None:
+    """``"3,2,1"`` or ``[3, 2, 1]`` -> ``(3, 2, 1)``; empty -> None."""
+    if value in (None, "", ()):
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return tuple(int(str(b).strip()) for b in items)
+    except ValueError as exc:
+        raise ConfigError(f"bands {value!r} must be 1-based band numbers like 3,2,1") from exc
+
+
+def options_from(mapping: dict, base: PredictOptions | None = None) -> PredictOptions:
+    """Options from a dict (YAML or CLI), on top of ``base``; None values are skipped."""
+    valid = {f.name for f in fields(PredictOptions)}
+    unknown = sorted(set(mapping) - valid)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: "
+                          f"{', '.join(sorted(valid))}")
+    changes = {k: v for k, v in mapping.items() if v is not None}
+    if "bands" in changes:
+        changes["bands"] = parse_bands(changes["bands"])
+    return replace(base or PredictOptions(), **changes)
+
+
+def load_yaml(path) -> dict:
+    """A YAML mapping from ``path``, with clear errors for missing or malformed files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    return data
+
+
+def load_predict_options(path) -> PredictOptions:
+    """Options from a YAML file; a ``predict:`` section is used when present."""
+    data = load_yaml(path)
+    data = data.get("predict", data)
+    try:
+        return options_from(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

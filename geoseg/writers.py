@@ -1,0 +1,122 @@
+"""Class and probability rasters: written block by block, published as a COG atomically.
+
+Blocks go into a tiled GeoTIFF under a hidden temporary name beside the final file; when
+every block is in, GDAL's COG driver copies it (overviews: MODE for classes, AVERAGE for
+probabilities) to a second temporary name, which is renamed over the final name. A crash
+leaves the old output or none, never a partial file (DESIGN.md promise 6). Tags hold no
+timestamps or block sizes, so the bytes depend only on the pixels and the model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+
+from . import __version__
+from .classes import CLASSES_TAG, NODATA_CLASS, classes_to_json
+from .errors import OutputExistsError, OutputNotWritableError
+from .grid import PixelGrid, Window
+
+_STAGING = dict(driver="GTiff", tiled=True, blockxsize=512, blockysize=512,
+                compress="deflate", BIGTIFF="IF_SAFER")
+
+
+def prepare_output(path: Path, *, overwrite: bool) -> Path:
+    """Make the output's folder; refuse an existing output without ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OutputNotWritableError(f"{path.parent}: cannot write outputs there "
+                                     f"({exc.strerror or exc}); choose another --out") from exc
+    return path
+
+
+def staging_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial-{os.getpid()}.tif")
+
+
+class RasterOutput:
+    """A raster being written block by block; :meth:`publish` makes it final.
+
+    Use as a context manager: leaving without publish removes the staging file.
+    """
+
+    def __init__(self, path, grid: PixelGrid, *, count: int, nodata, tags: dict,
+                 colormap: dict | None = None, band_names=(), resampling: str = "NEAREST"):
+        self.path = Path(path)
+        self.staging = staging_path(self.path)
+        self.resampling = resampling
+        self._ds = rasterio.open(self.staging, "w", height=grid.height, width=grid.width,
+                                 count=count, dtype="uint8", crs=grid.crs,
+                                 transform=grid.transform, nodata=nodata, **_STAGING)
+        self._ds.update_tags(**tags)
+        for i, name in enumerate(band_names, start=1):
+            self._ds.set_band_description(i, name)
+        if colormap:
+            self._ds.write_colormap(1, colormap)
+
+    def write(self, data: np.ndarray, window: Window) -> None:
+        """Write (H, W) or (C, H, W) uint8 pixels at ``window``."""
+        if data.ndim == 2:
+            data = data[np.newaxis]
+        self._ds.write(data, window=window.to_rasterio())
+
+    def publish(self) -> Path:
+        """Convert to COG under a temporary name, then rename over the final name."""
+        self._ds.close()
+        cog = self.path.with_name(f".{self.path.name}.cog-{os.getpid()}.tif")
+        try:
+            rasterio.shutil.copy(self.staging, cog, driver="COG", compress="DEFLATE",
+                                 blocksize=512, resampling=self.resampling,
+                                 overviews="AUTO", BIGTIFF="IF_SAFER")
+            os.replace(cog, self.path)
+        finally:
+            cog.unlink(missing_ok=True)
+            self.staging.unlink(missing_ok=True)
+        return self.path
+
+    def close(self) -> None:
+        if not self._ds.closed:
+            self._ds.close()
+        self.staging.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def output_tags(meta, model_sha256: str, **extra) -> dict:
+    """Tags every geoseg raster carries: classes, model identity, geoseg version."""
+    tags = {CLASSES_TAG: classes_to_json(meta.classes), "GEOSEG_MODEL_NAME": meta.name,
+            "GEOSEG_MODEL_SHA256": model_sha256, "GEOSEG_VERSION": __version__}
+    tags.update({k: str(v) for k, v in extra.items()})
+    return tags
+
+
+def class_output(path, grid: PixelGrid, meta, tags: dict) -> RasterOutput:
+    """The class raster: uint8, nodata 255, colour table, class names in tags."""
+    colormap = {c.id: c.rgba for c in meta.classes}
+    colormap[NODATA_CLASS] = (0, 0, 0, 0)
+    names = {f"CLASS_{c.id}": c.name for c in meta.classes}
+    return RasterOutput(path, grid, count=1, nodata=NODATA_CLASS, tags={**tags, **names},
+                        colormap=colormap, band_names=("class",), resampling="MODE")
+
+
+def probability_output(path, grid: PixelGrid, meta, tags: dict) -> RasterOutput:
+    """One uint8 band per class, probability x 255; 0 on nodata pixels."""
+    return RasterOutput(path, grid, count=len(meta.classes), nodata=None,
+                        tags={**tags, "GEOSEG_SCALE": "1/255"},
+                        band_names=tuple(f"p({c.name})" for c in meta.classes),
+                        resampling="AVERAGE")
