@@ -1,0 +1,36 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv when missing and
+# install geoseg with its dev extras into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.geoseg-installed
+MODEL ?= models/buildings-massachusetts.safetensors
+DEMO_SCENE := data/demo/23429155_15_uint8_clipped.tif
+DEMO_LABELS := data/demo/23429155_15.gpkg
+
+.PHONY: demo test install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch/torchvision pinned first: the versions this machine kind has on disk.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install --quiet -e ".[dev,slurm]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/geoseg predict $(DEMO_SCENE) --model $(MODEL) --out out/demo --overwrite --vectorize --probabilities
+	$(BIN)/geoseg evaluate out/demo/23429155_15_uint8_clipped/classes.tif --truth $(DEMO_LABELS) --attribute class --json out/demo/metrics.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf out .pytest_cache

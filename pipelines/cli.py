@@ -1,0 +1,213 @@
+"""The ``geoseg`` command: a thin shell over library functions.
+
+Errors a user can cause (``GeosegError``) become one line on stderr and exit code 1; the
+traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from geoseg import __version__
+from geoseg.errors import GeosegError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "predict.yaml"
+
+
+class GeosegGroup(click.Group):
+    """Turns GeosegError from any command into one clear line and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GeosegError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=GeosegGroup)
+@click.version_option(__version__, prog_name="geoseg")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Segment satellite and aerial scenes of any size with smp models."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit 1 (for errors found by the CLI itself)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def predict_options(function):
+    """Options shared by every command that predicts (``predict`` and ``batch``)."""
+    options = [
+        click.option("--model", "-m", required=True, type=click.Path(dir_okay=False),
+                     help="Model bundle (.safetensors) from `geoseg model create` or "
+                          "`geoseg train`."),
+        click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+                     help="Output folder; each scene writes OUT/<scene stem>/."),
+        click.option("--config", type=click.Path(dir_okay=False),
+                     help="YAML of predict options (see configs/predict.yaml)."),
+        click.option("--tile-size", type=int, help="Tile size in pixels (model's default)."),
+        click.option("--overlap", type=int, help="Tile overlap in pixels (model's default)."),
+        click.option("--stitch", type=click.Choice(["blend", "center"]),
+                     help="blend: weighted average; center: each tile keeps its core."),
+        click.option("--block-size", type=int,
+                     help="Block side in pixels, rounded to whole tiles (default 2048)."),
+        click.option("--batch-size", type=int, help="Tiles per forward pass (default 8)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+                     help="auto: CUDA when present, else CPU."),
+        click.option("--threads", type=int, help="Torch CPU threads per process."),
+        click.option("--bands", help="1-based scene bands to feed the model, e.g. 3,2,1."),
+        click.option("--probabilities/--no-probabilities", default=None,
+                     help="Also write probabilities.tif (uint8, one band per class)."),
+        click.option("--vectorize/--no-vectorize", default=None,
+                     help="Also write polygons.gpkg."),
+        click.option("--overwrite/--no-overwrite", default=None,
+                     help="Replace existing outputs."),
+        click.option("--allow-no-crs/--no-allow-no-crs", default=None,
+                     help="Accept scenes without a CRS (outputs have none either)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def resolve_options(config, **overrides):
+    """configs/predict.yaml, then ``--config``, then command-line options."""
+    from geoseg.config import PredictOptions, load_predict_options, options_from
+
+    base = load_predict_options(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else PredictOptions()
+    if config:
+        from geoseg.config import load_yaml
+
+        data = load_yaml(config)
+        base = options_from(data.get("predict", data), base)
+    return options_from(overrides, base)
+
+
+@cli.command()
+@click.argument("scenes", nargs=-1, required=True)
+@predict_options
+def predict(scenes, model, out, config, **overrides):
+    """Predict SCENES into OUT/<scene stem>/classes.tif (a COG)."""
+    from geoseg.model import load_bundle, resolve_device
+    from geoseg.predict import predict_scene
+
+    from .progress import TileProgress
+
+    options = resolve_options(config, **overrides)
+    bundle = load_bundle(model, device=resolve_device(options.device))
+    failures = 0
+    with TileProgress() as progress:
+        for scene in scenes:
+            try:
+                summary = predict_scene(scene, out, model=bundle, options=options,
+                                        progress=progress.advance)
+            except GeosegError as exc:
+                failures += 1
+                progress.write(f"error: {exc}")
+                continue
+            progress.write(f"{scene}: {summary['tiles_run']} tiles in "
+                           f"{summary['seconds']:.1f} s -> {summary['outputs']['classes']}")
+    if failures:
+        fail(f"{failures} of {len(scenes)} scene(s) failed")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
+def info(model, as_json):
+    """Print a model bundle's metadata."""
+    from geoseg.model import file_sha256, read_meta
+
+    meta = read_meta(model)
+    if as_json:
+        click.echo(meta.to_json())
+        return
+    rows = [("file", model), ("sha256", file_sha256(model)), ("name", meta.name),
+            ("architecture", f"{meta.arch} / {meta.encoder}"),
+            ("bands", ", ".join(meta.bands)),
+            ("scale", ", ".join(f"{v:g}" for v in meta.scale)),
+            ("mean", ", ".join(f"{v:g}" for v in meta.mean)),
+            ("std", ", ".join(f"{v:g}" for v in meta.std)),
+            ("classes", ", ".join(f"{c.id}={c.name} ({c.color})" for c in meta.classes)),
+            ("nodata class", meta.nodata_class),
+            ("tile size / overlap", f"{meta.tile_size} / {meta.overlap} px"),
+            ("output stride", meta.output_stride),
+            ("receptive field", f"{meta.receptive_field} px")]
+    rows += [(f"provenance.{k}", json.dumps(v) if isinstance(v, (dict, list)) else v)
+             for k, v in sorted(meta.provenance.items())]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")
+
+
+@cli.group()
+def model():
+    """Create model bundles."""
+
+
+@model.command("create")
+@click.option("--arch", default="Unet", show_default=True, help="smp architecture name.")
+@click.option("--encoder", default="resnet18", show_default=True, help="smp encoder name.")
+@click.option("--classes", required=True, help="Class names in id order, e.g. background,building.")
+@click.option("--bands", required=True,
+              help="Input band count (3) or band names in order (red,green,blue).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="An smp state_dict (.pt/.pth via weights_only, or .safetensors).")
+@click.option("--tile-size", default=256, show_default=True)
+@click.option("--overlap", default=64, show_default=True)
+@click.option("--scale", help="Per-band multiplier to [0, 1], comma separated (default 1/255).")
+@click.option("--mean", help="Per-band mean after scaling, comma separated (default 0.5).")
+@click.option("--std", help="Per-band std after scaling, comma separated (default 0.25).")
+@click.option("--name", default=None, help="Model name (default: the output file's stem).")
+@click.option("--seed", default=0, show_default=True, help="Seed for untrained weights.")
+@click.option("--overwrite", is_flag=True)
+def create(arch, encoder, classes, bands, out, weights, tile_size, overlap, scale, mean, std,
+           name, seed, overwrite):
+    """Make a bundle: untrained, or around an existing smp state_dict."""
+    from geoseg.classes import make_classes
+    from geoseg.errors import ConfigError
+    from geoseg.model import create_bundle, load_state_dict, save_bundle
+    from geoseg.writers import prepare_output
+
+    band_names = (tuple(f"band{i}" for i in range(1, int(bands) + 1)) if bands.isdigit()
+                  else tuple(b.strip() for b in bands.split(",")))
+
+    def floats(text):
+        if text is None:
+            return None
+        try:
+            return [float(v) for v in text.split(",")]
+        except ValueError:
+            raise ConfigError(f"{text!r} must be comma-separated numbers") from None
+
+    out_path = prepare_output(Path(out), overwrite=overwrite)
+    state = load_state_dict(weights) if weights else None
+    bundle = create_bundle(arch=arch, encoder=encoder, classes=make_classes(classes.split(",")),
+                           bands=band_names, scale=floats(scale), mean=floats(mean),
+                           std=floats(std), tile_size=tile_size, overlap=overlap,
+                           state_dict=state, name=name or out_path.stem, seed=seed,
+                           provenance={"source": "weights: " + str(weights) if weights
+                                       else "untrained (random weights)"})
+    digest = save_bundle(bundle, out_path)
+    click.echo(f"wrote {out_path} ({arch}/{encoder}, {len(band_names)} bands, "
+               f"{len(bundle.meta.classes)} classes, sha256 {digest[:12]})")
+
+
+def main():
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

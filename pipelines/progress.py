@@ -1,0 +1,29 @@
+"""A progress bar over tiles with tiles/s, on stderr (silent when stderr is not a TTY)."""
+
+from __future__ import annotations
+
+from tqdm import tqdm
+
+
+class TileProgress:
+    """Counts tiles as they finish; the total grows as scenes are planned."""
+
+    def __init__(self, total: int | None = None):
+        self.bar = tqdm(total=total, unit="tile", dynamic_ncols=True, disable=None,
+                        smoothing=0.1)
+
+    def advance(self, n: int) -> None:
+        self.bar.update(n)
+
+    def add_total(self, n: int) -> None:
+        self.bar.total = (self.bar.total or 0) + n
+        self.bar.refresh()
+
+    def write(self, text: str) -> None:
+        tqdm.write(text)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
