@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio import windows as rio_windows
 from rasterio.windows import Window as RioWindow
 
 
@@ -89,11 +90,11 @@ class PixelGrid:
 
     def window_transform(self, window: Window) -> Affine:
         """The transform that maps ``window``'s pixel (0, 0) corner to map coordinates."""
-        return self.transform * Affine.translation(window.col, window.row)
+        return rio_windows.transform(window.to_rasterio(), self.transform)
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) of a window in map units; for rectilinear grids."""
         t = self.window_transform(window)
-        x0, y0 = t * (0, 0)
-        x1, y1 = t * (window.width, window.height)
+        x0, y0 = t @ (0, 0)
+        x1, y1 = t @ (window.width, window.height)
         return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)

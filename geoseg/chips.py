@@ -1,0 +1,248 @@
+"""Training data: labelled scenes in memory, train/validation regions, chips, augmentation.
+
+A :class:`LabelledScene` is one scene's pixels (C, H, W, its dtype), validity (H, W) and
+class ids (H, W, uint8, 255 = no label) on the scene's grid. Training scenes are held in
+memory whole: training sets are small, unlike the scenes prediction streams through.
+
+Train and validation never share a pixel: either whole scenes are held apart, or each
+scene is cut into square blocks and every block goes to one side; a training chip is only
+drawn where it lies entirely in training blocks, and validation reads only validation
+blocks. Chip sampling is random (seeded ``numpy.random.Generator``), optionally centred on a
+pixel of a rare class; augmentation is flips, 90-degree rotations and a mild per-band gain
+and offset applied to the normalized values of valid pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+
+from .classes import NODATA_CLASS
+from .grid import Window
+from .labels import LabelSpec, labels_on_grid
+from .scene import open_scene, read_window, select_bands
+
+SCALE_BY_DTYPE = {"uint8": 1 / 255, "uint16": 1 / 65535}
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledScene:
+    """One scene in memory with its labels; ``region`` marks pixels this split may use."""
+
+    path: str
+    labels_path: str
+    pixels: np.ndarray
+    valid: np.ndarray
+    labels: np.ndarray
+    region: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.labels.shape[1]
+
+
+def load_labelled_scene(image, labels, *, spec: LabelSpec, classes, bands=(),
+                        band_names=()) -> LabelledScene:
+    """Read a whole scene and burn its labels on its grid; nodata pixels get no label."""
+    scene = open_scene(image)
+    band_idx = select_bands(scene, bands, expected=len(band_names), names=band_names)
+    with rasterio.open(scene.path) as ds:
+        pixels, valid = read_window(ds, scene.grid.window, bands=band_idx)
+    ids = labels_on_grid(labels, scene.grid, spec, classes)
+    ids = np.where(valid, ids, NODATA_CLASS).astype(np.uint8)
+    return LabelledScene(str(image), str(labels), pixels, valid, ids,
+                         np.ones(ids.shape, bool))
+
+
+def split_blocks(scene: LabelledScene, *, block_size: int, fraction: float,
+                 rng: np.random.Generator) -> tuple[LabelledScene, LabelledScene]:
+    """The scene as (train, validation) halves by square blocks of ``block_size`` pixels.
+
+    At least one block goes to each side when the scene has two or more blocks.
+    """
+    rows = -(-scene.height // block_size)
+    cols = -(-scene.width // block_size)
+    n = rows * cols
+    n_val = min(max(1, round(n * fraction)), n - 1) if n > 1 else 0
+    is_val = np.zeros(n, bool)
+    is_val[rng.permutation(n)[:n_val]] = True
+    block_val = is_val.reshape(rows, cols)
+    val = np.kron(block_val, np.ones((block_size, block_size), bool))
+    val = val[: scene.height, : scene.width]
+    train = LabelledScene(scene.path, scene.labels_path, scene.pixels, scene.valid,
+                          scene.labels, scene.region & ~val)
+    valid = LabelledScene(scene.path, scene.labels_path, scene.pixels, scene.valid,
+                          scene.labels, scene.region & val)
+    return train, valid
+
+
+def band_statistics(scenes, *, scale: tuple[float, ...]) -> tuple[tuple, tuple]:
+    """Per-band mean and std of ``value * scale`` over valid pixels of the scenes' regions."""
+    n_bands = scenes[0].pixels.shape[0]
+    total = np.zeros(n_bands)
+    total_sq = np.zeros(n_bands)
+    count = 0
+    for s in scenes:
+        use = s.valid & s.region
+        values = s.pixels[:, use].astype(np.float64) * np.asarray(scale).reshape(-1, 1)
+        total += values.sum(axis=1)
+        total_sq += (values ** 2).sum(axis=1)
+        count += values.shape[1]
+    if count == 0:
+        raise ValueError("no valid pixels in the training scenes")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+    return tuple(float(m) for m in mean), tuple(float(max(s, 1e-6)) for s in std)
+
+
+def default_scale(dtype: str, n_bands: int) -> tuple[float, ...]:
+    return (SCALE_BY_DTYPE.get(dtype, 1.0),) * n_bands
+
+
+@dataclass(frozen=True, slots=True)
+class ChipSampler:
+    """Where training chips may start, per scene, and where rare-class pixels are.
+
+    ``origins[i]``: flat indexes (row * width + col) of chip origins whose whole chip lies
+    in scene i's training region; ``rare[i][k]``: flat pixel indexes of class k.
+    """
+
+    size: int
+    origins: tuple
+    rare: tuple
+    rare_classes: tuple
+
+
+def make_sampler(scenes, *, size: int, num_classes: int, background: int | None) -> ChipSampler:
+    """Precompute chip origins (chips inside the region, at least one labelled pixel)."""
+    origins, rare = [], []
+    for s in scenes:
+        inside = _windows_inside(s.region, size)
+        origins.append(np.flatnonzero(inside))
+        per_class = {}
+        for k in range(num_classes):
+            if k == background:
+                continue
+            pixels = np.flatnonzero((s.labels == k) & s.region)
+            if len(pixels):
+                per_class[k] = pixels
+        rare.append(per_class)
+    if not any(len(o) for o in origins):
+        raise ValueError(f"no {size} x {size} chip fits inside the training area; use a "
+                         "smaller chip_size or larger blocks")
+    present = sorted({k for r in rare for k in r})
+    return ChipSampler(size, tuple(origins), tuple(rare), tuple(present))
+
+
+def _windows_inside(region: np.ndarray, size: int) -> np.ndarray:
+    """Boolean (H, W): chip at (row, col) lies inside ``region`` (scene padded to size)."""
+    h, w = region.shape
+    ph, pw = max(h, size), max(w, size)
+    padded = np.zeros((ph, pw), bool)
+    padded[:h, :w] = region
+    if (ph, pw) != (h, w):  # a scene smaller than a chip: its padding counts as inside
+        padded[h:, :] = True
+        padded[:, w:] = True
+    integral = np.zeros((ph + 1, pw + 1), np.int64)
+    integral[1:, 1:] = padded.cumsum(0).cumsum(1)
+    n_r, n_c = ph - size + 1, pw - size + 1
+    sums = (integral[size:size + n_r, size:size + n_c] - integral[:n_r, size:size + n_c]
+            - integral[size:size + n_r, :n_c] + integral[:n_r, :n_c])
+    inside = np.zeros((h, w), bool)
+    inside[:n_r, :n_c] = sums == size * size
+    return inside
+
+
+def sample_chip(scenes, sampler: ChipSampler, rng: np.random.Generator, *,
+                balance: float) -> tuple[int, int, int]:
+    """(scene index, row, col) of a chip origin; with probability ``balance`` the chip
+    contains a pixel of a rare class chosen uniformly among the classes present."""
+    size = sampler.size
+    weights = np.array([len(o) for o in sampler.origins], float)
+    if sampler.rare_classes and rng.random() < balance:
+        k = sampler.rare_classes[rng.integers(len(sampler.rare_classes))]
+        holders = [i for i, r in enumerate(sampler.rare) if k in r and weights[i] > 0]
+        for _ in range(20):
+            i = holders[rng.integers(len(holders))] if holders else None
+            if i is None:
+                break
+            pixel = sampler.rare[i][k][rng.integers(len(sampler.rare[i][k]))]
+            row, col = divmod(int(pixel), scenes[i].width)
+            row = int(row - rng.integers(size))
+            col = int(col - rng.integers(size))
+            row = min(max(row, 0), max(scenes[i].height - size, 0))
+            col = min(max(col, 0), max(scenes[i].width - size, 0))
+            origin = row * scenes[i].width + col
+            if _is_origin(sampler.origins[i], origin):
+                return i, row, col
+    i = int(rng.choice(len(weights), p=weights / weights.sum()))
+    origin = sampler.origins[i][rng.integers(len(sampler.origins[i]))]
+    row, col = divmod(int(origin), scenes[i].width)
+    return i, row, col
+
+
+def _is_origin(sorted_origins: np.ndarray, origin: int) -> bool:
+    j = np.searchsorted(sorted_origins, origin)
+    return j < len(sorted_origins) and sorted_origins[j] == origin
+
+
+def cut(scene: LabelledScene, window: Window, *, use_region: bool = True):
+    """Pixels (C, h, w), valid (h, w), labels (h, w) for ``window``, padded past the scene
+    (padding invalid, label 255). With ``use_region``, pixels outside the scene's region
+    (the other split) are invalid and unlabelled too, so a split never sees the other."""
+    c = scene.pixels.shape[0]
+    pixels = np.zeros((c, window.height, window.width), scene.pixels.dtype)
+    valid = np.zeros((window.height, window.width), bool)
+    labels = np.full((window.height, window.width), NODATA_CLASS, np.uint8)
+    r0, c0 = max(window.row, 0), max(window.col, 0)
+    r1, c1 = min(window.row_stop, scene.height), min(window.col_stop, scene.width)
+    if r1 <= r0 or c1 <= c0:
+        return pixels, valid, labels
+    dst = (slice(r0 - window.row, r1 - window.row), slice(c0 - window.col, c1 - window.col))
+    pixels[(slice(None),) + dst] = scene.pixels[:, r0:r1, c0:c1]
+    ok = scene.valid[r0:r1, c0:c1]
+    lab = scene.labels[r0:r1, c0:c1]
+    if use_region:
+        ok = ok & scene.region[r0:r1, c0:c1]
+        lab = np.where(scene.region[r0:r1, c0:c1], lab, NODATA_CLASS)
+    valid[dst] = ok
+    labels[dst] = lab
+    return pixels, valid, labels
+
+
+def augment(x: np.ndarray, y: np.ndarray, valid: np.ndarray, rng: np.random.Generator, *,
+            jitter: float) -> tuple[np.ndarray, np.ndarray]:
+    """Random flip / 90-degree rotation of a normalized chip ``x`` (C, H, W) and its labels
+    ``y`` (H, W); then per-band gain ``1 +- jitter`` and offset ``+- jitter`` (in std units)
+    on valid pixels only, so masked pixels stay exactly 0 as in prediction."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    if jitter > 0:
+        c = x.shape[0]
+        gain = 1 + rng.uniform(-jitter, jitter, (c, 1, 1)).astype(np.float32)
+        offset = rng.uniform(-jitter, jitter, (c, 1, 1)).astype(np.float32)
+        x = (x * gain + offset) * valid
+    if x.shape[1] == x.shape[2]:
+        x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
+    if flip:
+        x, y = x[:, :, ::-1], y[:, ::-1]
+    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y)
+
+
+def validation_windows(scene: LabelledScene, *, size: int) -> list[Window]:
+    """Non-overlapping ``size`` windows covering the scene that hold validation labels."""
+    out = []
+    for row in range(0, scene.height, size):
+        for col in range(0, scene.width, size):
+            w = Window(row, col, size, size)
+            lab = scene.labels[row:row + size, col:col + size]
+            reg = scene.region[row:row + size, col:col + size]
+            if ((lab != NODATA_CLASS) & reg).any():
+                out.append(w)
+    return out

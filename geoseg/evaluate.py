@@ -1,0 +1,249 @@
+"""Accuracy of a class raster against reference labels.
+
+Pixel metrics come from one confusion matrix (rows: truth, columns: prediction) over pixels
+where both truth and prediction are known (neither is :data:`NODATA_CLASS`): per-class IoU,
+precision, recall, F1, mIoU and pixel accuracy. A class absent from both truth and
+prediction has no IoU (None) and does not count in mIoU.
+
+For building-like classes, object-level F1 is the SpaceNet metric: predicted polygons
+(connected regions of the class, from ``rasterio.features.shapes``) and true polygons
+(the label polygons, or regions of a label raster) are matched one to one, greedily by
+decreasing IoU, when their IoU is at least 0.5; objects smaller than ``min_area`` pixels
+are left out of both sides, as SpaceNet does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+
+from .classes import NODATA_CLASS, ClassInfo, classes_from_tags, make_classes
+from .errors import InputNotFoundError, InvalidInputError
+from .grid import PixelGrid
+from .labels import LabelSpec, is_vector, labels_on_grid, read_vector_labels, polygon_classes
+
+OBJECT_CLASS_HINTS = ("building", "bâtiment", "batiment", "house", "roof")
+
+
+def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, *, num_classes: int,
+                     ignore: int = NODATA_CLASS) -> np.ndarray:
+    """(K, K) int64 counts, rows truth, columns prediction; pixels where either side is
+    ``ignore`` (or outside 0..K-1) are left out."""
+    t = np.asarray(truth).ravel().astype(np.int64)
+    p = np.asarray(prediction).ravel().astype(np.int64)
+    keep = (t != ignore) & (p != ignore) & (t < num_classes) & (p < num_classes)
+    keep &= (t >= 0) & (p >= 0)
+    idx = t[keep] * num_classes + p[keep]
+    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes,
+                                                                         num_classes)
+
+
+def _ratio(num: float, den: float):
+    return float(num / den) if den > 0 else None
+
+
+def pixel_metrics(cm: np.ndarray, classes: tuple[ClassInfo, ...]) -> dict:
+    """Per-class and overall metrics from a confusion matrix (see module docstring)."""
+    cm = np.asarray(cm, np.int64)
+    tp = np.diag(cm).astype(float)
+    true_n = cm.sum(axis=1).astype(float)
+    pred_n = cm.sum(axis=0).astype(float)
+    per_class = {}
+    for c in classes:
+        k = c.id
+        precision = _ratio(tp[k], pred_n[k])
+        recall = _ratio(tp[k], true_n[k])
+        f1 = _ratio(2 * tp[k], true_n[k] + pred_n[k])
+        per_class[c.name] = {"id": k, "iou": _ratio(tp[k], true_n[k] + pred_n[k] - tp[k]),
+                             "precision": precision, "recall": recall, "f1": f1,
+                             "true_pixels": int(true_n[k]), "predicted_pixels": int(pred_n[k])}
+    ious = [m["iou"] for m in per_class.values() if m["iou"] is not None]
+    total = cm.sum()
+    return {"pixel_accuracy": _ratio(tp.sum(), total),
+            "miou": float(np.mean(ious)) if ious else None,
+            "pixels": int(total), "classes": per_class,
+            "confusion_matrix": cm.tolist()}
+
+
+def mean_iou(cm: np.ndarray) -> float:
+    """mIoU over classes present in truth or prediction (0.0 if none)."""
+    tp = np.diag(cm).astype(float)
+    union = cm.sum(0) + cm.sum(1) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if present.any() else 0.0
+
+
+def match_objects(predicted, truth, *, iou_threshold: float = 0.5) -> dict:
+    """One-to-one matching of two polygon lists at IoU >= threshold (greedy by IoU).
+
+    Returns counts (tp, fp, fn) and precision, recall, f1 (None when undefined).
+    """
+    import shapely
+    from shapely import STRtree
+
+    predicted = [g for g in predicted if g is not None and not g.is_empty]
+    truth = [g for g in truth if g is not None and not g.is_empty]
+    pairs = []
+    if predicted and truth:
+        tree = STRtree(truth)
+        p_idx, t_idx = tree.query(predicted, predicate="intersects")
+        if len(p_idx):
+            p_geoms = np.array(predicted, dtype=object)[p_idx]
+            t_geoms = np.array(truth, dtype=object)[t_idx]
+            inter = shapely.area(shapely.intersection(p_geoms, t_geoms))
+            union = shapely.area(p_geoms) + shapely.area(t_geoms) - inter
+            iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
+            pairs = sorted(zip(iou, p_idx, t_idx), key=lambda x: -x[0])
+    used_p, used_t = set(), set()
+    for iou, p, t in pairs:
+        if iou < iou_threshold:
+            break
+        if p in used_p or t in used_t:
+            continue
+        used_p.add(p)
+        used_t.add(t)
+    tp = len(used_p)
+    fp, fn = len(predicted) - tp, len(truth) - tp
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
+            "f1": f1, "iou_threshold": iou_threshold}
+
+
+def raster_polygons(class_ids: np.ndarray, grid: PixelGrid, class_id: int) -> list:
+    """Connected regions (4-connected) of ``class_id`` as shapely polygons in map units."""
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    mask = class_ids == class_id
+    if not mask.any():
+        return []
+    return [shape(geom) for geom, _ in shapes(mask.astype(np.uint8), mask=mask,
+                                                transform=grid.transform, connectivity=4)]
+
+
+def object_classes(classes, names=None) -> list[ClassInfo]:
+    """Classes scored at object level: ``names`` if given, else building-like names."""
+    if names:
+        wanted = {n.lower() for n in names}
+        unknown = wanted - {c.name.lower() for c in classes}
+        if unknown:
+            raise InvalidInputError(f"object class(es) {', '.join(sorted(unknown))} are not "
+                                    f"among the classes ({', '.join(c.name for c in classes)})")
+        return [c for c in classes if c.name.lower() in wanted]
+    return [c for c in classes
+            if any(h in c.name.lower() for h in OBJECT_CLASS_HINTS)]
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """How to read the truth and what to score. ``labels``: how vector truth or a label
+    raster maps to class names (see :class:`~geoseg.labels.LabelSpec`); ``min_area`` in
+    pixels; ``object_classes``: names (None: building-like names)."""
+
+    labels: LabelSpec = field(default_factory=LabelSpec)
+    object_classes: tuple[str, ...] | None = None
+    iou_threshold: float = 0.5
+    min_area: float = 20.0
+
+
+def read_prediction(path) -> tuple[np.ndarray, PixelGrid, tuple[ClassInfo, ...]]:
+    """A class raster written by geoseg: ids (H, W), grid, classes (from its tag, else
+    numbered class_0.. from the largest value)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: prediction raster not found; check the path")
+    try:
+        with rasterio.open(path) as ds:
+            ids = ds.read(1)
+            grid = PixelGrid.of(ds)
+            classes = classes_from_tags(ds.tags())
+            nodata = ds.nodata
+    except RasterioIOError as exc:
+        raise InvalidInputError(f"{path}: not a raster GDAL can read "
+                                f"({str(exc).splitlines()[0]})") from exc
+    if ids.dtype.kind not in "ui":
+        raise InvalidInputError(f"{path}: holds {ids.dtype} values, not class ids; give the "
+                                "classes.tif written by geoseg predict")
+    if nodata is not None and nodata != NODATA_CLASS:
+        ids = np.where(ids == nodata, NODATA_CLASS, ids)
+    ids = ids.astype(np.int64)
+    if classes is None:
+        top = int(ids[ids != NODATA_CLASS].max(initial=0))
+        classes = make_classes([f"class_{i}" for i in range(top + 1)])
+    return ids, grid, classes
+
+
+def evaluate_prediction(prediction, truth, *, options: EvaluateOptions = EvaluateOptions()
+                        ) -> dict:
+    """Pixel metrics and, for object classes, object-level F1 of a class raster against
+    vector or raster truth (reprojected / resampled onto the prediction's grid)."""
+    ids, grid, classes = read_prediction(prediction)
+    spec = options.labels
+    truth_ids = labels_on_grid(truth, grid, spec, classes)
+    cm = confusion_matrix(truth_ids, ids, num_classes=len(classes))
+    report = {"prediction": str(prediction), "truth": str(truth), **pixel_metrics(cm, classes)}
+    report["objects"] = {}
+    min_area = options.min_area * grid.pixel_area
+    known = (truth_ids != NODATA_CLASS) & (ids != NODATA_CLASS)
+    for c in object_classes(classes, options.object_classes):
+        pred_polys = raster_polygons(np.where(known, ids, NODATA_CLASS), grid, c.id)
+        true_polys = _true_polygons(truth, truth_ids, grid, spec, classes, c.id)
+        pred_polys = [g for g in pred_polys if g.area >= min_area]
+        true_polys = [g for g in true_polys if g.area >= min_area]
+        report["objects"][c.name] = match_objects(pred_polys, true_polys,
+                                                  iou_threshold=options.iou_threshold)
+        report["objects"][c.name]["min_area_pixels"] = options.min_area
+    return report
+
+
+def _true_polygons(truth, truth_ids, grid: PixelGrid, spec, classes, class_id) -> list:
+    """True objects: the label polygons themselves (clipped to the labelled part of the
+    grid) for vector truth, connected regions for raster truth."""
+    if not is_vector(truth):
+        return raster_polygons(truth_ids, grid, class_id)
+    import shapely
+    from shapely.ops import unary_union
+
+    frame = read_vector_labels(truth, layer=spec.layer)
+    ids = polygon_classes(frame, spec, classes, source=Path(truth).name)
+    geoms = frame.to_crs(grid.crs).geometry.values[ids == class_id]
+    labelled = [g for g in raster_polygons((truth_ids != NODATA_CLASS).astype(np.uint8),
+                                           grid, 1)]
+    area = unary_union(labelled) if labelled else None
+    if area is None or len(geoms) == 0:
+        return []
+    clipped = shapely.intersection(np.asarray(geoms, dtype=object), area)
+    return [g for g in clipped if not g.is_empty]
+
+
+def format_table(report: dict) -> str:
+    """The report as a plain-text table (per class, then overall and object scores)."""
+    def f(v):
+        return "   -  " if v is None else f"{v:6.4f}"
+
+    lines = [f"{'class':<16}{'IoU':>8}{'prec':>8}{'recall':>8}{'F1':>8}{'true px':>10}"
+             f"{'pred px':>10}"]
+    for name, m in report["classes"].items():
+        lines.append(f"{name:<16}{f(m['iou']):>8}{f(m['precision']):>8}{f(m['recall']):>8}"
+                     f"{f(m['f1']):>8}{m['true_pixels']:>10}{m['predicted_pixels']:>10}")
+    lines.append(f"mIoU {f(report['miou'])}   pixel accuracy {f(report['pixel_accuracy'])}"
+                 f"   pixels {report['pixels']}")
+    for name, o in report.get("objects", {}).items():
+        lines.append(f"objects {name}: F1 {f(o['f1'])}  precision {f(o['precision'])}  "
+                     f"recall {f(o['recall'])}  (tp {o['tp']}, fp {o['fp']}, fn {o['fn']}, "
+                     f"IoU >= {o['iou_threshold']})")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, path) -> None:
+    """The report as JSON (written via a temporary name)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,418 @@
+"""Training a segmentation model from labelled scenes into a geoseg bundle.
+
+A recipe (YAML, :func:`load_recipe`) names the scenes and labels, the split, the network
+and the optimisation; :func:`train` runs it: labels rasterized on each scene's grid, band
+statistics from the training split, random (optionally rare-class balanced) augmented
+chips, cross-entropy (+ Dice), AdamW with a one-cycle or cosine schedule, validation mIoU
+every ``val_every`` steps with early stopping, a checkpoint after each validation (a rerun
+resumes from it), and finally the best weights saved as a bundle with the recipe, the data
+and the validation metrics in its provenance. Same seed, same data -> same weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .chips import (LabelledScene, augment, band_statistics, cut, default_scale,
+                    load_labelled_scene, make_sampler, sample_chip, split_blocks,
+                    validation_windows)
+from .classes import NODATA_CLASS, make_classes
+from .errors import ConfigError, InputNotFoundError, InvalidInputError
+from .grid import Window
+from .labels import LabelSpec, background_id
+from .model import (BundleMeta, create_bundle, normalize, save_bundle)
+from .evaluate import confusion_matrix, pixel_metrics, mean_iou
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class SceneEntry:
+    """One labelled scene: image path, label path (vector or raster)."""
+
+    image: str
+    labels: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe; sizes in pixels, ``max_minutes`` in wall-clock minutes."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: tuple[SceneEntry, ...]
+    output: str
+    validation: tuple[SceneEntry, ...] = ()
+    colors: tuple[str, ...] = ()
+    bands: tuple[str, ...] = ("red", "green", "blue")
+    band_indexes: tuple[int, ...] = ()
+    labels: LabelSpec = field(default_factory=LabelSpec)
+    split: str = "scene"             # scene | blocks
+    block_size: int = 256
+    val_fraction: float = 0.25
+    arch: str = "unet"
+    encoder: str = "mobilenet_v2"
+    arch_kwargs: dict = field(default_factory=dict)
+    tile_size: int = 256
+    overlap: int = 64
+    chip_size: int = 256
+    batch_size: int = 8
+    steps: int = 400
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    dice_weight: float = 1.0
+    class_weights: tuple[float, ...] = ()
+    balance: float = 0.5
+    jitter: float = 0.1
+    val_every: int = 50
+    patience: int = 4
+    seed: int = 0
+    threads: int = 2
+    max_minutes: float = 0.0
+    checkpoint_dir: str = ""
+    float16: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_recipe(path, *, overrides: dict | None = None) -> Recipe:
+    """A :class:`Recipe` from YAML, with ``overrides`` (field -> value) applied on top.
+
+    Relative paths in the recipe are relative to the current directory (the repo root).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: recipe not found; see configs/train/ for examples")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of fields, got {type(data).__name__}")
+    data.update(overrides or {})
+    return recipe_from_dict(data, source=path.name)
+
+
+def recipe_from_dict(data: dict, *, source: str = "recipe") -> Recipe:
+    """Validate a plain dict into a :class:`Recipe`; unknown fields are refused by name."""
+    data = dict(data)
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid: "
+                          f"{', '.join(sorted(names))}")
+    for key in ("name", "classes", "train", "output"):
+        if key not in data:
+            raise ConfigError(f"{source}: missing field {key!r}")
+    try:
+        data["train"] = _entries(data["train"], source)
+        data["validation"] = _entries(data.get("validation") or (), source)
+        labels = data.get("labels") or {}
+        if isinstance(labels, LabelSpec):
+            data["labels"] = labels
+        else:
+            data["labels"] = LabelSpec(**{k: v for k, v in labels.items()})
+        for key in ("classes", "colors", "bands", "band_indexes", "class_weights"):
+            if key in data:
+                data[key] = tuple(data[key] or ())
+        recipe = Recipe(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    return check_recipe(recipe, source=source)
+
+
+def _entries(items, source) -> tuple[SceneEntry, ...]:
+    out = []
+    for item in items:
+        if isinstance(item, SceneEntry):
+            out.append(item)
+        elif isinstance(item, dict) and set(item) == {"image", "labels"}:
+            out.append(SceneEntry(str(item["image"]), str(item["labels"])))
+        else:
+            raise ConfigError(f"{source}: each scene is {{image: PATH, labels: PATH}}, got "
+                              f"{item!r}")
+    return tuple(out)
+
+
+def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
+    from .tiling import check_tiling
+
+    if not r.train:
+        raise ConfigError(f"{source}: no training scenes")
+    if r.split not in ("scene", "blocks"):
+        raise ConfigError(f"{source}: split {r.split!r} is not one of scene, blocks")
+    if r.split == "scene" and not r.validation:
+        raise ConfigError(f"{source}: split: scene needs validation scenes; list some or "
+                          "use split: blocks")
+    if r.schedule not in SCHEDULES:
+        raise ConfigError(f"{source}: schedule {r.schedule!r} is not one of "
+                          f"{', '.join(SCHEDULES)}")
+    if r.chip_size % 32 or r.chip_size <= 0:
+        raise ConfigError(f"{source}: chip_size {r.chip_size} must be a positive multiple "
+                          "of 32")
+    if r.band_indexes and len(r.band_indexes) != len(r.bands):
+        raise ConfigError(f"{source}: {len(r.band_indexes)} band_indexes for "
+                          f"{len(r.bands)} bands ({', '.join(r.bands)})")
+    if r.class_weights and len(r.class_weights) != len(r.classes):
+        raise ConfigError(f"{source}: class_weights needs one value per class")
+    if min(r.steps, r.batch_size, r.val_every) <= 0:
+        raise ConfigError(f"{source}: steps, batch_size and val_every must be positive")
+    check_tiling(size=r.tile_size, overlap=r.overlap)
+    make_classes(r.classes, r.colors)
+    return r
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did: the bundle path, steps run, seconds, best metrics."""
+
+    bundle: str
+    steps: int
+    seconds: float
+    best_step: int
+    metrics: dict
+    history: list
+
+
+def prepare_data(recipe: Recipe, classes):
+    """(train scenes, validation scenes) in memory; regions split by scene or by blocks."""
+    def load(entries):
+        return [load_labelled_scene(e.image, e.labels, spec=recipe.labels, classes=classes,
+                                    bands=recipe.band_indexes, band_names=recipe.bands)
+                for e in entries]
+
+    train_scenes, val_scenes = load(recipe.train), load(recipe.validation)
+    if recipe.split == "blocks":
+        rng = np.random.default_rng(recipe.seed + 1)
+        halves = [split_blocks(s, block_size=recipe.block_size, fraction=recipe.val_fraction,
+                               rng=rng) for s in train_scenes]
+        train_scenes = [t for t, _ in halves]
+        val_scenes = val_scenes + [v for _, v in halves if v.region.any()]
+    dtypes = {s.pixels.dtype.name for s in train_scenes + val_scenes}
+    if len(dtypes) > 1:
+        raise InvalidInputError(f"the scenes mix pixel types ({', '.join(sorted(dtypes))}); "
+                                "one model normalizes one type: convert them alike")
+    return train_scenes, val_scenes
+
+
+def _loss_fn(recipe: Recipe, num_classes: int):
+    weight = torch.tensor(recipe.class_weights, dtype=torch.float32) if recipe.class_weights \
+        else None
+    ce = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=NODATA_CLASS)
+    dice = None
+    if recipe.dice_weight > 0:
+        from segmentation_models_pytorch.losses import DiceLoss
+
+        dice = DiceLoss("multiclass", ignore_index=NODATA_CLASS)
+
+    def loss(logits, target):
+        value = ce(logits, target)
+        if dice is not None:
+            value = value + recipe.dice_weight * dice(logits, target)
+        return value
+
+    return loss
+
+
+def _scheduler(recipe: Recipe, optimizer):
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
+                                                   total_steps=recipe.steps, pct_start=0.15)
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def make_batch(scenes, sampler, rng, meta: BundleMeta, recipe: Recipe):
+    """One augmented batch: x (N, C, S, S) float32 normalized, y (N, S, S) int64."""
+    size = recipe.chip_size
+    xs, ys = [], []
+    for _ in range(recipe.batch_size):
+        i, row, col = sample_chip(scenes, sampler, rng, balance=recipe.balance)
+        pixels, valid, labels = cut(scenes[i], Window(row, col, size, size))
+        x = normalize(pixels, valid, meta)
+        x, y = augment(x, labels, valid, rng, jitter=recipe.jitter)
+        xs.append(x)
+        ys.append(y)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
+
+
+def validate(network, scenes: list[LabelledScene], meta: BundleMeta, *, size: int,
+             num_classes: int, batch_size: int = 4) -> np.ndarray:
+    """Confusion matrix of ``network`` on the validation regions (non-overlapping chips)."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    network.eval()
+    with torch.inference_mode():
+        for s in scenes:
+            windows = validation_windows(s, size=size)
+            for start in range(0, len(windows), batch_size):
+                parts = [cut(s, w) for w in windows[start:start + batch_size]]
+                x = np.stack([normalize(p, v, meta) for p, v, _ in parts])
+                pred = network(torch.from_numpy(x)).argmax(1).numpy()
+                for (_, valid, labels), p in zip(parts, pred):
+                    truth = np.where(valid, labels, NODATA_CLASS)
+                    cm += confusion_matrix(truth, p, num_classes=num_classes)
+    network.train()
+    return cm
+
+
+def data_provenance(recipe: Recipe, train_scenes, val_scenes) -> list[dict]:
+    out = []
+    for role, entries in (("train", recipe.train), ("validation", recipe.validation)):
+        for e in entries:
+            out.append({"role": role, "image": e.image, "labels": e.labels,
+                        "image_sha256": _sha256(e.image)})
+    if recipe.split == "blocks":
+        out.append({"split": f"blocks of {recipe.block_size} px, "
+                             f"{recipe.val_fraction:.0%} to validation (seed {recipe.seed + 1})"})
+    return out
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
+          output: str | None = None) -> TrainResult:
+    """Run ``recipe`` and write its bundle (to ``output`` or ``recipe.output``)."""
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    torch.set_num_threads(max(1, recipe.threads))
+    torch.manual_seed(recipe.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    classes = make_classes(recipe.classes, recipe.colors)
+    num_classes = len(classes)
+    train_scenes, val_scenes = prepare_data(recipe, classes)
+    scale = default_scale(train_scenes[0].pixels.dtype.name, len(recipe.bands))
+    mean, std = band_statistics(train_scenes, scale=scale)
+    sampler = make_sampler(train_scenes, size=recipe.chip_size, num_classes=num_classes,
+                           background=background_id(classes))
+    bundle = create_bundle(arch=recipe.arch, encoder=recipe.encoder, classes=classes,
+                           bands=recipe.bands, scale=scale, mean=mean, std=std,
+                           tile_size=recipe.tile_size, overlap=recipe.overlap,
+                           arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed)
+    meta, network = bundle.meta, bundle.network.train()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr,
+                                  weight_decay=recipe.weight_decay)
+    scheduler = _scheduler(recipe, optimizer)
+    loss_fn = _loss_fn(recipe, num_classes)
+    rng = np.random.default_rng(recipe.seed)
+    ckpt_dir = Path(recipe.checkpoint_dir or f"runs/{recipe.name}")
+    ckpt_path = ckpt_dir / "last.pt"
+    state = {"step": 0, "best_miou": -1.0, "best_step": 0, "bad": 0, "history": [],
+             "best_state": None, "elapsed": 0.0}
+    fingerprint = json.dumps(recipe.to_dict(), sort_keys=True, default=str)
+    if resume and ckpt_path.is_file():
+        state = _load_checkpoint(ckpt_path, fingerprint, network, optimizer, scheduler, rng)
+    elapsed0 = state["elapsed"]
+    bar = tqdm(total=recipe.steps, initial=state["step"], disable=not progress,
+               desc=recipe.name, unit="step", dynamic_ncols=True)
+    stop = state["bad"] > recipe.patience
+    running = None
+    while state["step"] < recipe.steps and not stop:
+        x, y = make_batch(train_scenes, sampler, rng, meta, recipe)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(network(x), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        state["step"] += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.9 * running + 0.1 * value
+        state["history"].append({"step": state["step"], "loss": value})
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.3f}", val_miou=f"{max(state['best_miou'], 0):.3f}")
+        minutes = (elapsed0 + time.monotonic() - started) / 60
+        out_of_time = recipe.max_minutes and minutes >= recipe.max_minutes
+        if state["step"] % recipe.val_every == 0 or state["step"] == recipe.steps \
+                or out_of_time:
+            cm = validate(network, val_scenes, meta, size=recipe.chip_size,
+                          num_classes=num_classes)
+            miou = mean_iou(cm)
+            state["history"][-1]["val_miou"] = miou
+            if miou > state["best_miou"]:
+                state.update(best_miou=miou, best_step=state["step"], bad=0, best_cm=cm.tolist(),
+                             best_state={k: v.detach().clone()
+                                         for k, v in network.state_dict().items()})
+            else:
+                state["bad"] += 1
+            bar.set_postfix(loss=f"{running:.3f}", val_miou=f"{miou:.3f}",
+                            best=f"{state['best_miou']:.3f}")
+            state["elapsed"] = elapsed0 + time.monotonic() - started
+            _save_checkpoint(ckpt_path, fingerprint, state, network, optimizer, scheduler, rng)
+            stop = state["bad"] > recipe.patience or bool(out_of_time)
+    bar.close()
+    seconds = elapsed0 + time.monotonic() - started
+    metrics = pixel_metrics(np.asarray(state.get("best_cm", np.zeros((num_classes,) * 2))),
+                            classes)
+    metrics = {"validation_miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
+               "per_class_iou": {k: v["iou"] for k, v in metrics["classes"].items()},
+               "best_step": state["best_step"]}
+    provenance = {"recipe": recipe.to_dict(),
+                  "data": data_provenance(recipe, train_scenes, val_scenes),
+                  "metrics": metrics, "training": {"steps": state["step"],
+                                                   "seconds": round(seconds, 1),
+                                                   "threads": recipe.threads}}
+    final = create_bundle(arch=recipe.arch, encoder=recipe.encoder, classes=classes,
+                          bands=recipe.bands, scale=scale, mean=mean, std=std,
+                          tile_size=recipe.tile_size, overlap=recipe.overlap,
+                          arch_kwargs=recipe.arch_kwargs, name=recipe.name,
+                          state_dict=state["best_state"] or network.state_dict(),
+                          provenance=provenance, seed=recipe.seed)
+    out = Path(output or recipe.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save(final, out, float16=recipe.float16)
+    return TrainResult(str(out), state["step"], seconds, state["best_step"], metrics,
+                       state["history"])
+
+
+def _save(bundle, path, *, float16: bool):
+    if not float16:
+        return save_bundle(bundle, path)
+    try:
+        return save_bundle(bundle, path, float16=True)
+    except TypeError as exc:
+        raise ConfigError("float16: true needs save_bundle(..., float16=) in geoseg.model"
+                          ) from exc
+
+
+def _save_checkpoint(path: Path, fingerprint, state, network, optimizer, scheduler, rng):
+    """Everything to continue exactly where training stopped (torch.save, tensors and
+    plain types only so that torch.load(weights_only=True) reads it back)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    payload = {"fingerprint": fingerprint, "state": state, "network": network.state_dict(),
+               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+               "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, fingerprint, network, optimizer, scheduler, rng) -> dict:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{path}: a checkpoint of a different recipe; delete it, set "
+                          "another checkpoint_dir, or pass --no-resume")
+    network.load_state_dict(payload["network"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    rng.bit_generator.state = json.loads(payload["rng"])
+    torch.set_rng_state(payload["torch_rng"])
+    return payload["state"]
