@@ -1,0 +1,214 @@
+"""Prediction end to end on tiny synthetic scenes: georeferencing, seams, nodata, dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from conftest import smooth_noise, write_raster
+from geoseg.config import PredictOptions
+from geoseg.model import forward_probabilities, load_bundle, normalize
+from geoseg.predict import predict_scene
+from geoseg.tiling import TileGrid
+
+
+def read_classes(out_dir, stem="scene"):
+    with rasterio.open(out_dir / stem / "classes.tif") as ds:
+        return ds.read(1), ds.profile, ds.tags()
+
+
+def whole_image_classes(bundle, pixels, valid):
+    """One forward pass over the whole scene, padded with the nodata fill (0 after
+    normalization) out to the tile grid's extent: the same padding the edge tiles see."""
+    meta = bundle.meta
+    c, height, width = pixels.shape
+    grid = TileGrid.build(height=height, width=width, size=meta.tile_size,
+                          overlap=meta.overlap)
+    x = np.zeros((c, (grid.n_rows - 1) * grid.stride + grid.size,
+                  (grid.n_cols - 1) * grid.stride + grid.size), np.float32)
+    x[:, :height, :width] = normalize(pixels, valid, meta)
+    probs = forward_probabilities(bundle, torch.from_numpy(x[None])).numpy()[0]
+    classes = probs[:, :height, :width].argmax(0).astype(np.uint8)
+    classes[~valid] = 255
+    return classes
+
+
+class CountingNetwork(torch.nn.Module):
+    """Wraps a network and counts the tiles it sees."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.tiles = inner, 0
+
+    def forward(self, x):
+        self.tiles += x.shape[0]
+        return self.inner(x)
+
+
+def counting(bundle):
+    from dataclasses import replace
+
+    return replace(bundle, network=CountingNetwork(bundle.network))
+
+
+GRIDS = {
+    "projected": ("EPSG:32633", Affine(2.0, 0, 500000.0, 0, -2.0, 4000000.0)),
+    "geographic": ("EPSG:4326", Affine(0.0001, 0, 13.4, 0, -0.0001, 52.5)),
+    "non-square pixels": ("EPSG:3857", Affine(3.0, 0, 1000.0, 0, -1.5, 2000.0)),
+    "negative northings": ("EPSG:32621", Affine(30.0, 0, 300000.0, 0, -30.0, -2500000.0)),
+    "rotated": ("EPSG:32633", Affine(1.8, 0.5, 500000.0, 0.4, -1.9, 4000000.0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRIDS))
+def test_outputs_have_the_inputs_crs_transform_and_shape(tmp_path, make_bundle, name):
+    crs, transform = GRIDS[name]
+    scene = write_raster(tmp_path / "scene.tif", smooth_noise((150, 97)), crs=crs,
+                         transform=transform)
+    model = make_bundle()
+    predict_scene(scene, tmp_path / "out", model=model,
+                  options=PredictOptions(probabilities=True))
+    for output in ("classes.tif", "probabilities.tif"):
+        with rasterio.open(tmp_path / "out" / "scene" / output) as ds, \
+                rasterio.open(scene) as src:
+            assert ds.crs == src.crs
+            assert ds.transform == src.transform
+            assert (ds.height, ds.width) == (src.height, src.width)
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    classes, profile, tags = read_classes(tmp_path / "out")
+    assert profile["dtype"] == "uint8" and profile["nodata"] == 255
+    assert set(np.unique(classes)) <= {0, 1}
+    assert tags["CLASS_1"] == "building" and "GEOSEG_MODEL_SHA256" in tags
+    with rasterio.open(tmp_path / "out" / "scene" / "classes.tif") as ds:
+        assert ds.colormap(1)[1][:3] == (0xE4, 0x1A, 0x1C)
+
+
+def test_large_output_is_a_cog_with_mode_overviews(tmp_path, make_bundle):
+    scene = write_raster(tmp_path / "scene.tif", smooth_noise((1100, 1030)))
+    predict_scene(scene, tmp_path / "out", model=make_bundle(arch="pixelwise"),
+                  options=PredictOptions(block_size=512))
+    with rasterio.open(tmp_path / "out" / "scene" / "classes.tif") as ds:
+        assert ds.overviews(1) == [2, 4]
+        small = ds.read(1, out_shape=(ds.height // 4, ds.width // 4))
+        assert set(np.unique(small)) <= {0, 1, 255}
+        assert ds.block_shapes[0] == (512, 512)
+        assert ds.compression.name.lower() == "deflate"
+
+
+def test_center_crop_equals_whole_image_when_the_halo_covers_the_receptive_field(
+        tmp_path, make_bundle):
+    pixels = smooth_noise((300, 230), seed=3)
+    scene = write_raster(tmp_path / "scene.tif", pixels)
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)  # rf 7 <= halo 16
+    bundle = load_bundle(model)
+    assert bundle.meta.receptive_field <= bundle.meta.overlap // 2
+    predict_scene(scene, tmp_path / "out", model=bundle,
+                  options=PredictOptions(stitch="center", block_size=64))
+    classes, _, _ = read_classes(tmp_path / "out")
+    whole = whole_image_classes(bundle, pixels, np.ones(pixels.shape[1:], bool))
+    assert (classes == whole).mean() >= 0.9999
+
+
+@pytest.mark.parametrize("stitch, minimum", [("center", 0.9999), ("blend", 0.999)])
+def test_smp_unet_tiled_agrees_with_whole_image(tmp_path, make_bundle, stitch, minimum):
+    """A real smp Unet whose receptive field (about 123 px, 3 encoder stages) fits in the
+    halo of a 256 px tile overlapping by 128."""
+    pixels = smooth_noise((320, 288), seed=1)
+    scene = write_raster(tmp_path / "scene.tif", pixels)
+    model = make_bundle(arch="Unet", encoder="resnet18", tile_size=256, overlap=128,
+                        arch_kwargs={"encoder_depth": 3, "decoder_channels": (64, 32, 16)})
+    bundle = load_bundle(model)
+    predict_scene(scene, tmp_path / "out", model=bundle, options=PredictOptions(stitch=stitch))
+    classes, _, _ = read_classes(tmp_path / "out")
+    whole = whole_image_classes(bundle, pixels, np.ones(pixels.shape[1:], bool))
+    assert 0.02 < (whole == 1).mean() < 0.98, "a model that predicts one class tests nothing"
+    assert (classes == whole).mean() >= minimum
+
+
+@pytest.mark.parametrize("stitch", ["blend", "center"])
+def test_block_size_changes_no_output_byte_and_each_tile_runs_once(tmp_path, make_bundle,
+                                                                    stitch):
+    scene = write_raster(tmp_path / "scene.tif", smooth_noise((200, 170), seed=2))
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)
+    stride = 32
+    outputs = []
+    for factor in (1, 2, 4):
+        bundle = counting(load_bundle(model))
+        out = tmp_path / f"out{factor}"
+        summary = predict_scene(scene, out, model=bundle, options=PredictOptions(
+            stitch=stitch, block_size=factor * stride, probabilities=True))
+        grid = TileGrid.build(height=200, width=170, size=64, overlap=32)
+        assert bundle.network.tiles == summary["tiles_run"] == len(grid)
+        outputs.append([(out / "scene" / name).read_bytes()
+                        for name in ("classes.tif", "probabilities.tif")])
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_nodata_pixels_get_nodata_and_never_influence_the_model(tmp_path, make_bundle):
+    pixels = smooth_noise((160, 160), seed=4)
+    pixels[:, 40:90, 30:120] = 0
+    scene_a = write_raster(tmp_path / "a.tif", pixels, nodata=0)
+    garbage = pixels.copy()
+    # a different nodata value hides different garbage in the same region
+    garbage[:, 40:90, 30:120] = 7
+    scene_b = write_raster(tmp_path / "b.tif", garbage, nodata=7)
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)
+    predict_scene(scene_a, tmp_path / "out", model=model,
+                  options=PredictOptions(probabilities=True))
+    predict_scene(scene_b, tmp_path / "out", model=model,
+                  options=PredictOptions(probabilities=True))
+    a, _, _ = read_classes(tmp_path / "out", "a")
+    b, _, _ = read_classes(tmp_path / "out", "b")
+    assert (a[40:90, 30:120] == 255).all()
+    assert (a != 255).sum() == 160 * 160 - 50 * 90
+    assert (a == b).all()
+    with rasterio.open(tmp_path / "out" / "a" / "probabilities.tif") as ds:
+        assert (ds.read()[:, 40:90, 30:120] == 0).all()
+
+
+def test_all_nodata_scene_writes_all_nodata_without_calling_the_model(tmp_path, make_bundle):
+    scene = write_raster(tmp_path / "scene.tif", np.zeros((3, 100, 80), np.uint8), nodata=0)
+    bundle = counting(load_bundle(make_bundle()))
+    summary = predict_scene(scene, tmp_path / "out", model=bundle)
+    classes, _, _ = read_classes(tmp_path / "out")
+    assert (classes == 255).all()
+    assert bundle.network.tiles == 0 and summary["tiles_run"] == 0
+
+
+def test_alpha_band_masks_and_is_not_a_model_input(tmp_path, make_bundle):
+    rgba = np.concatenate([smooth_noise((100, 90)), np.full((1, 100, 90), 255, np.uint8)])
+    rgba[3, :30] = 0
+    scene = write_raster(tmp_path / "scene.tif", rgba, photometric="RGB", alpha="YES")
+    predict_scene(scene, tmp_path / "out", model=make_bundle())
+    classes, _, _ = read_classes(tmp_path / "out")
+    assert (classes[:30] == 255).all() and (classes[30:] != 255).all()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_input_pixel_types(tmp_path, make_bundle, dtype):
+    data = smooth_noise((70, 130), dtype="uint16").astype(dtype)
+    scene = write_raster(tmp_path / "scene.tif", data)
+    summary = predict_scene(scene, tmp_path / "out", model=make_bundle())
+    assert summary["tiles_run"] == summary["tiles_in_grid"]
+    classes, _, _ = read_classes(tmp_path / "out")
+    assert classes.shape == (70, 130)
+
+
+def test_band_selection_reorders_bands(tmp_path, make_bundle):
+    data = smooth_noise((64, 64), bands=4)
+    scene = write_raster(tmp_path / "scene.tif", data)
+    ordered = write_raster(tmp_path / "ordered.tif", data[[2, 0, 1]])
+    model = make_bundle()
+    predict_scene(scene, tmp_path / "out", model=model, options=PredictOptions(bands=(3, 1, 2)))
+    predict_scene(ordered, tmp_path / "out", model=model)
+    assert (read_classes(tmp_path / "out")[0] == read_classes(tmp_path / "out", "ordered")[0]).all()
+
+
+def test_scene_smaller_than_one_tile(tmp_path, make_bundle):
+    scene = write_raster(tmp_path / "scene.tif", smooth_noise((5, 9)))
+    summary = predict_scene(scene, tmp_path / "out", model=make_bundle(tile_size=256, overlap=64))
+    assert summary["tiles_in_grid"] == summary["tiles_run"] == 1
+    assert read_classes(tmp_path / "out")[0].shape == (5, 9)
