@@ -266,8 +266,19 @@ def merge_seams(pieces: Pieces, blocks: np.ndarray, *, connectivity: int) -> Pie
 
 
 def _union(geoms) -> shapely.Geometry:
-    merged = shapely.coverage_union_all(geoms)
-    return merged if shapely.is_valid(merged) else shapely.union_all(geoms)
+    """Union of non-overlapping pieces with integer vertices.
+
+    Pieces from two sides of a seam are noded differently; putting a vertex at every pixel
+    corner (``segmentize`` by 1 pixel, exact for integer coordinates) makes them a proper
+    coverage, so the fast coverage union applies; the overlay union is the fallback.
+    """
+    try:
+        merged = shapely.coverage_union_all(shapely.segmentize(geoms, 1.0))
+        if shapely.is_valid(merged):
+            return merged
+    except shapely.errors.GEOSException:
+        pass
+    return shapely.union_all(geoms)
 
 
 def polygonize_raster(raster: ClassRaster, *, keep=None, block_size: int = 1024,
