@@ -32,7 +32,8 @@ class LabelSpec:
 
     ``attribute``: the vector field holding each polygon's class (None: every polygon is the
     one non-background class). ``mapping``: attribute or raster value (compared as text)
-    -> class name; a value mapped to ``None`` is ignored (255). Raster labels without a
+    -> class name; a value mapped to ``None`` is ignored (255). Without a mapping, values
+    must be class ids or class names. Raster labels without a
     mapping hold class ids already. ``unlabelled``: what pixels no polygon covers are,
     ``background`` (class named background/other...) or ``ignore`` (255, not learnt).
     ``layer``: the vector layer, when the file has several.
@@ -63,6 +64,14 @@ def class_lookup(spec: LabelSpec, classes: tuple[ClassInfo, ...], *, source) -> 
                               f"is not one of the classes "
                               f"({', '.join(c.name for c in classes)}); fix the mapping")
         out[_key(value)] = cid
+    return out
+
+
+def implicit_lookup(classes: tuple[ClassInfo, ...]) -> dict:
+    """Without a mapping, a label value is a class id (``1``) or a class name."""
+    out = {str(c.id): c.id for c in classes}
+    out.update({c.name: c.id for c in classes})
+    out.update({c.name.lower(): c.id for c in classes})
     return out
 
 
@@ -124,9 +133,7 @@ def polygon_classes(frame, spec: LabelSpec, classes, *, source) -> np.ndarray:
                                 f"attributes are: {', '.join(_fields(frame)) or 'none'}")
     values = [_key(v) for v in frame[spec.attribute]]
     if not lookup:
-        raise ConfigError(f"{source}: attribute {spec.attribute!r} needs a mapping from its "
-                          f"values to class names; its values are: "
-                          f"{', '.join(sorted(set(values)))}")
+        lookup = implicit_lookup(classes)
     missing = sorted(set(values) - set(lookup))
     if missing:
         raise InvalidInputError(f"{source}: value(s) {', '.join(map(repr, missing))} of "
@@ -157,17 +164,19 @@ def rasterize_vector_labels(path, grid: PixelGrid, spec: LabelSpec,
     frame = read_vector_labels(path, layer=spec.layer)
     ids = polygon_classes(frame, spec, classes, source=source)
     fill = unlabelled_value(spec, classes, source=source)
+    own_bounds, own_crs = frame.total_bounds, frame.crs
     frame = frame.to_crs(grid.crs)
     geoms = frame.geometry.values
     keep = ~(frame.geometry.isna().to_numpy() | frame.geometry.is_empty.to_numpy())
     footprint = box(*grid.window_bounds(grid.window))
     touching = keep & frame.geometry.intersects(footprint).to_numpy()
     if not touching.any():
-        left, bottom, right, top = frame.total_bounds if keep.any() else (np.nan,) * 4
+        left, bottom, right, top = own_bounds
         raise InvalidInputError(
             f"{source}: none of its {len(frame)} label features overlaps the scene "
-            f"(labels span x {left:.1f}..{right:.1f}, y {bottom:.1f}..{top:.1f}; scene spans "
-            f"{_fmt_bounds(grid)} in {grid.crs}); check that the labels belong to this scene")
+            f"(labels span x {left:.1f}..{right:.1f}, y {bottom:.1f}..{top:.1f} in "
+            f"{own_crs.to_string()}; the scene spans {_fmt_bounds(grid)} in "
+            f"{grid.crs.to_string()}); check that the labels belong to this scene")
     order = np.argsort(ids == NODATA_CLASS, kind="stable")  # ignored polygons burn last
     shapes = [(geoms[i], int(ids[i])) for i in order if touching[i]]
     return rasterize(shapes, out_shape=(grid.height, grid.width), transform=grid.transform,

@@ -199,13 +199,19 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     return ModelBundle(meta, network)
 
 
-def save_bundle(bundle: ModelBundle, path) -> str:
-    """Write the bundle to ``path`` (via a temporary name); return the file's sha256."""
+def save_bundle(bundle: ModelBundle, path, *, float16: bool = False) -> str:
+    """Write the bundle to ``path`` (via a temporary name); return the file's sha256.
+
+    ``float16`` stores floating-point weights in half precision (half the file size);
+    :func:`load_bundle` copies them back into the float32 network.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in bundle.network.state_dict().items()}
+    if float16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     try:
         save_file(state, str(tmp), metadata={META_KEY: bundle.meta.to_json()})
         os.replace(tmp, path)

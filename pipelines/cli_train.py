@@ -1,0 +1,115 @@
+"""``geoseg train`` and ``geoseg evaluate``: thin shells over geoseg.train and geoseg.evaluate.
+
+Both are module-level click commands that pipelines.cli registers with ``add_command``.
+They also stand alone (tests call them through click.testing.CliRunner): a GeosegError
+becomes one ``error: ...`` line on stderr and exit code 1, the traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import click
+import yaml
+
+from geoseg.errors import ConfigError, GeosegError
+
+
+def _debug_wanted(ctx, debug: bool) -> bool:
+    """--debug on this command, or on the `geoseg` group it is registered in."""
+    root = ctx.find_root()
+    group_debug = root is not ctx and isinstance(root.obj, dict) and root.obj.get("debug")
+    return debug or bool(group_debug)
+
+
+def one_line_errors(function):
+    """Run the command; turn GeosegError into one line and exit 1 unless --debug."""
+    @functools.wraps(function)
+    def wrapper(*args, debug=False, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return function(*args, **kwargs)
+        except GeosegError as exc:
+            if _debug_wanted(ctx, debug):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+    return click.option("--debug", is_flag=True, help="Show the traceback of errors.")(wrapper)
+
+
+def _parse_overrides(items) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set steps=100")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@click.command("train")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="Override a recipe field (YAML value), e.g. --set steps=50. Repeatable.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False),
+              help="Bundle to write (default: the recipe's output).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from the recipe's last checkpoint when there is one.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@one_line_errors
+def train_command(recipe, overrides, out, resume, progress):
+    """Train a model from the scenes and labels of RECIPE (YAML, see configs/train/)."""
+    from geoseg.train import load_recipe, train
+
+    result = train(load_recipe(recipe, overrides=_parse_overrides(overrides)), resume=resume,
+                   progress=progress, output=out)
+    m = result.metrics
+    click.echo(f"{result.bundle}: {result.steps} steps in {result.seconds / 60:.1f} min; "
+               f"best validation mIoU {m['validation_miou']:.4f} at step {result.best_step}; "
+               + ", ".join(f"IoU {k} {v:.4f}" for k, v in m["per_class_iou"].items()
+                           if v is not None))
+
+
+@click.command("evaluate")
+@click.argument("prediction", type=click.Path(dir_okay=False))
+@click.option("--truth", "-t", required=True, type=click.Path(),
+              help="Reference labels: vector (GeoPackage, GeoJSON, shapefile) or raster.")
+@click.option("--attribute", help="Vector field holding the class (default: every polygon "
+                                  "is the one non-background class).")
+@click.option("--map", "mapping", multiple=True, metavar="VALUE=CLASS",
+              help="Label value -> class name, e.g. --map Building=building. Repeatable; "
+                   "CLASS 'ignore' leaves those pixels out. Default: values are class ids "
+                   "or names.")
+@click.option("--unlabelled", type=click.Choice(["background", "ignore"]),
+              default="background", show_default=True,
+              help="What pixels no truth polygon covers are.")
+@click.option("--layer", help="Vector layer, when the truth file has several.")
+@click.option("--object-class", "object_classes", multiple=True,
+              help="Class scored with object F1 (default: building-like names). Repeatable.")
+@click.option("--min-area", type=float, default=20.0, show_default=True,
+              help="Objects smaller than this many pixels are not scored (SpaceNet: 20).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the metrics as JSON here.")
+@one_line_errors
+def evaluate_command(prediction, truth, attribute, mapping, unlabelled, layer,
+                     object_classes, min_area, json_path):
+    """Score a class raster PREDICTION (from geoseg predict) against --truth labels."""
+    from geoseg.evaluate import EvaluateOptions, evaluate_prediction, format_table, \
+        write_report
+    from geoseg.labels import LabelSpec
+
+    pairs = {}
+    for item in mapping:
+        value, sep, name = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--map {item!r}: expected VALUE=CLASS, e.g. --map 1=building")
+        pairs[value.strip()] = name.strip()
+    options = EvaluateOptions(
+        labels=LabelSpec(attribute=attribute, mapping=pairs, unlabelled=unlabelled,
+                         layer=layer),
+        object_classes=tuple(object_classes) or None, min_area=min_area)
+    report = evaluate_prediction(prediction, truth, options=options)
+    click.echo(format_table(report))
+    if json_path:
+        write_report(report, json_path)
