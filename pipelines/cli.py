@@ -113,8 +113,10 @@ def predict(scenes, model, out, config, **overrides):
                 summary = predict_scene(scene, out, model=bundle, options=options,
                                         progress=progress.advance)
             except GeosegError as exc:
+                if click.get_current_context().obj.get("debug"):
+                    raise
                 failures += 1
-                progress.write(f"error: {exc}")
+                progress.write(f"error: {exc}", err=True)
                 continue
             progress.write(f"{scene}: {summary['tiles_run']} tiles in "
                            f"{summary['seconds']:.1f} s -> {summary['outputs']['classes']}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from tqdm import tqdm
 
 
@@ -19,8 +21,9 @@ class TileProgress:
         self.bar.total = (self.bar.total or 0) + n
         self.bar.refresh()
 
-    def write(self, text: str) -> None:
-        tqdm.write(text)
+    def write(self, text: str, *, err: bool = False) -> None:
+        """A line above the bar; ``err`` sends it to stderr."""
+        tqdm.write(text, file=sys.stderr if err else sys.stdout)
 
     def __enter__(self):
         return self

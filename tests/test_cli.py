@@ -1,0 +1,210 @@
+"""The geoseg command: bad input gets one clear line, exit 1, and nothing partial."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+
+from conftest import smooth_noise, write_raster
+from pipelines.cli import cli
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], obj={})
+    return result
+
+
+def leftovers(folder):
+    """Files under ``folder`` that are not complete outputs (temporary or partial)."""
+    if not folder.exists():
+        return []
+    return [p.name for p in folder.rglob("*") if p.is_file() and p.name.startswith(".")]
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lines, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def model(make_bundle):
+    return make_bundle()
+
+
+@pytest.fixture
+def scene(tmp_path):
+    return write_raster(tmp_path / "scene.tif", smooth_noise((80, 70)))
+
+
+def test_predict_writes_the_class_raster(tmp_path, model, scene):
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "scene" / "classes.tif").is_file()
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_missing_scene(tmp_path, model):
+    result = run("predict", tmp_path / "nope.tif", "--model", model, "--out", tmp_path / "out")
+    assert_one_line_error(result, "nope.tif", "not found")
+
+
+def test_not_a_raster(tmp_path, model):
+    text = tmp_path / "notes.tif"
+    text.write_text("hello, not a raster")
+    result = run("predict", text, "--model", model, "--out", tmp_path / "out")
+    assert_one_line_error(result, "notes.tif", "not a raster")
+    assert not (tmp_path / "out" / "notes" / "classes.tif").exists()
+
+
+def test_corrupt_tiff_leaves_nothing_under_the_final_name(tmp_path, model):
+    good = write_raster(tmp_path / "good.tif", smooth_noise((400, 400)), tiled=True,
+                        blockxsize=64, blockysize=64, compress="deflate")
+    data = good.read_bytes()
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(data[: len(data) // 2])  # header intact, tiles missing
+    result = run("predict", corrupt, "--model", model, "--out", tmp_path / "out")
+    assert_one_line_error(result, "corrupt.tif")
+    assert not (tmp_path / "out" / "corrupt" / "classes.tif").exists()
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_band_count_differs_from_the_model(tmp_path, model):
+    scene = write_raster(tmp_path / "two.tif", smooth_noise((64, 64), bands=2))
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out")
+    assert_one_line_error(result, "two.tif", "has 2 bands", "expects 3", "--bands")
+
+
+def test_no_crs_is_refused_unless_allowed(tmp_path, model):
+    scene = write_raster(tmp_path / "nocrs.tif", smooth_noise((64, 64)), crs=None)
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out")
+    assert_one_line_error(result, "nocrs.tif", "no CRS", "--allow-no-crs")
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out",
+                 "--allow-no-crs")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "out" / "nocrs" / "classes.tif") as ds:
+        assert ds.crs is None
+
+
+def test_rotated_transform_is_supported(tmp_path, model):
+    rotated = Affine(1.8, 0.5, 500000.0, 0.4, -1.9, 4000000.0)
+    scene = write_raster(tmp_path / "rot.tif", smooth_noise((64, 64)), transform=rotated)
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "out" / "rot" / "classes.tif") as ds:
+        assert ds.transform == rotated
+
+
+def test_existing_output_needs_overwrite(tmp_path, model, scene):
+    assert run("predict", scene, "--model", model, "--out", tmp_path / "out").exit_code == 0
+    before = (tmp_path / "out" / "scene" / "classes.tif").read_bytes()
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out")
+    assert_one_line_error(result, "classes.tif", "already exists", "--overwrite")
+    assert (tmp_path / "out" / "scene" / "classes.tif").read_bytes() == before
+    assert run("predict", scene, "--model", model, "--out", tmp_path / "out",
+               "--overwrite").exit_code == 0
+
+
+def test_unwritable_output_folder(tmp_path, model, scene):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    result = run("predict", scene, "--model", model, "--out", blocker / "out")
+    assert_one_line_error(result, "cannot write outputs", "--out")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\x01garbage", "not a geoseg model bundle"),
+    (None, "without geoseg metadata"),
+])
+def test_model_file_that_is_not_a_bundle(tmp_path, scene, content, message):
+    path = tmp_path / "model.safetensors"
+    if content is None:
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(2)}, str(path))
+    else:
+        path.write_bytes(content)
+    result = run("predict", scene, "--model", path, "--out", tmp_path / "out")
+    assert_one_line_error(result, "model.safetensors", message)
+
+
+def test_a_bad_scene_fails_alone(tmp_path, model, scene):
+    result = run("predict", tmp_path / "missing.tif", scene, "--model", model,
+                 "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert (tmp_path / "out" / "scene" / "classes.tif").is_file()
+
+
+def test_debug_shows_the_traceback(tmp_path, model):
+    result = CliRunner().invoke(cli, ["--debug", "predict", str(tmp_path / "nope.tif"),
+                                      "--model", str(model), "--out", str(tmp_path)], obj={})
+    assert result.exit_code != 0 and isinstance(result.exception, FileNotFoundError)
+
+
+def test_bad_tile_size_names_the_nearest_valid_ones(tmp_path, model, scene):
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out",
+                 "--tile-size", "100")
+    assert_one_line_error(result, "tile size 100", "96 or 128")
+
+
+def test_config_file_sets_options_and_the_command_line_wins(tmp_path, model, scene):
+    config = tmp_path / "c.yaml"
+    config.write_text("predict:\n  stitch: center\n  probabilities: true\n")
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out",
+                 "--config", config, "--no-probabilities")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "out" / "scene" / "classes.tif") as ds:
+        assert ds.tags()["GEOSEG_STITCH"] == "center"
+    assert not (tmp_path / "out" / "scene" / "probabilities.tif").exists()
+    config.write_text("predict:\n  stich: center\n")
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out2",
+                 "--config", config)
+    assert_one_line_error(result, "unknown option(s) stich", "valid:")
+
+
+def test_model_create_and_info(tmp_path):
+    out = tmp_path / "m.safetensors"
+    result = run("model", "create", "--arch", "Unet", "--encoder", "resnet18", "--classes",
+                 "background,building", "--bands", "3", "--out", out)
+    assert result.exit_code == 0, result.output
+    result = run("info", out)
+    assert result.exit_code == 0
+    assert "Unet / resnet18" in result.output and "1=building" in result.output
+    meta = json.loads(run("info", out, "--json").output)
+    assert meta["bands"] == ["band1", "band2", "band3"] and meta["tile_size"] == 256
+
+
+def test_model_create_from_an_existing_smp_state_dict(tmp_path):
+    import segmentation_models_pytorch as smp
+    import torch
+
+    net = smp.Unet("resnet18", encoder_weights=None, in_channels=4, classes=3)
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    out = tmp_path / "m.safetensors"
+    result = run("model", "create", "--classes", "a,b,c", "--bands", "red,green,blue,nir",
+                 "--weights", tmp_path / "weights.pt", "--out", out)
+    assert result.exit_code == 0, result.output
+    from geoseg.model import load_bundle
+
+    loaded = load_bundle(out)
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded.network.state_dict()[key], value)
+    wrong = run("model", "create", "--classes", "a,b", "--bands", "3",
+                "--weights", tmp_path / "weights.pt", "--out", tmp_path / "w.safetensors")
+    assert_one_line_error(wrong, "do not fit")
+
+
+def test_unknown_architecture_lists_the_valid_ones(tmp_path):
+    result = run("model", "create", "--arch", "Unet3000", "--classes", "a,b", "--bands", "3",
+                 "--out", tmp_path / "m.safetensors")
+    assert_one_line_error(result, "unknown architecture", "Unet", "FPN")
