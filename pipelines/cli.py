@@ -97,31 +97,47 @@ def resolve_options(config, **overrides):
 @cli.command()
 @click.argument("scenes", nargs=-1, required=True)
 @predict_options
-def predict(scenes, model, out, config, **overrides):
-    """Predict SCENES into OUT/<scene stem>/classes.tif (a COG)."""
-    from geoseg.model import load_bundle, resolve_device
-    from geoseg.predict import predict_scene
+@click.option("--scheduler", help="Address of a running Dask scheduler (tcp://HOST:PORT).")
+@click.option("--cluster", "cluster_profile", type=click.Path(dir_okay=False),
+              help="Cluster profile YAML, e.g. configs/cluster/slurm.yaml.")
+@click.option("--workers", type=int,
+              help="Worker processes of the local cluster (default: one per core), or "
+                   "SLURM jobs of a --cluster profile.")
+@click.option("--dry-run", is_flag=True,
+              help="Plan the scenes and show the cluster (SLURM job script), run nothing.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Where to write the batch summary (default OUT/summary.json).")
+def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry_run,
+            summary_path, **overrides):
+    """Predict SCENES (files, folders, globs or .txt lists of paths) into
+    OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
+    import time
+
+    from pipelines.batch import expand_inputs, format_table, run_batch, write_summary
+    from pipelines.cluster import choose_cluster, connect, describe
 
     from .progress import TileProgress
 
     options = resolve_options(config, **overrides)
-    bundle = load_bundle(model, device=resolve_device(options.device))
-    failures = 0
-    with TileProgress() as progress:
-        for scene in scenes:
-            try:
-                summary = predict_scene(scene, out, model=bundle, options=options,
-                                        progress=progress.advance)
-            except GeosegError as exc:
-                if click.get_current_context().obj.get("debug"):
-                    raise
-                failures += 1
-                progress.write(f"error: {exc}", err=True)
-                continue
-            progress.write(f"{scene}: {summary['tiles_run']} tiles in "
-                           f"{summary['seconds']:.1f} s -> {summary['outputs']['classes']}")
-    if failures:
-        fail(f"{failures} of {len(scenes)} scene(s) failed")
+    choice = choose_cluster(scheduler=scheduler, cluster=cluster_profile, workers=workers)
+    paths = expand_inputs(scenes)
+    if dry_run:
+        from pipelines.batch import dry_run_table
+
+        click.echo(describe(choice))
+        click.echo(dry_run_table(paths, out, model=model, options=options))
+        return
+    start = time.perf_counter()
+    with connect(choice, echo=click.echo) as client, TileProgress() as progress:
+        outcomes = run_batch(client, paths, out, model=model, options=options,
+                             progress=progress, echo=progress.write)
+    summary = write_summary(summary_path or Path(out) / "summary.json", outcomes, model=model,
+                            options=options, seconds=time.perf_counter() - start)
+    click.echo(format_table(outcomes))
+    click.echo(f"summary: {summary}")
+    failed = sum(o.status == "failed" for o in outcomes)
+    if failed:
+        fail(f"{failed} of {len(outcomes)} scene(s) failed (see {summary})")
 
 
 @cli.command()

@@ -1,0 +1,345 @@
+"""Many scenes -> blocks -> Dask tasks -> outputs on shared storage; resumable.
+
+The graph of one scene (block ``(r, c)`` in row-major order)::
+
+    predict(r, c) --> spills(r, c) ----------------------> finish(r+1, c), (r, c+1), (r+1, c+1)
+          '-----------------------------------------------> finish(r, c) -> part files
+    finish(all blocks) --> assemble (parts -> classes.tif [+ probabilities.tif], COG)
+                       --> vectorize (polygons.gpkg, with --vectorize)
+
+``predict`` holds the block's int32 accumulator on its worker; ``finish`` is scheduled there
+(its largest input) and pulls only the neighbours' spill strips. Earlier blocks and scenes
+get higher priority, so a block finishes right after it is computed and few accumulators
+wait in memory; every block of every scene is a task, so a batch keeps all workers busy and
+one large scene spreads over the cluster. The client plans scenes (metadata only), writes
+each scene's ``manifest.json`` last, and ``OUT/summary.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from geoseg.errors import GeosegError, InputNotFoundError
+
+from .manifest import manifest_path, scene_manifest, scene_state, versions, write_json
+from .tasks import ModelRef, SceneJob
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+@dataclass
+class SceneOutcome:
+    """One row of the batch summary."""
+
+    scene: str
+    status: str = "pending"
+    """``done``, ``skipped`` or ``failed``."""
+    megapixels: float = 0.0
+    seconds: float = 0.0
+    error: str = ""
+    tiles: int = 0
+    outputs: dict = field(default_factory=dict)
+
+
+def expand_inputs(items) -> list[Path]:
+    """Scene paths from files, folders (their rasters, sorted), glob patterns and text
+    files of paths (one a line, ``#`` comments; relative to the text file's folder).
+    Duplicates are dropped, order is kept. Missing paths are kept: they fail alone."""
+    out: list[Path] = []
+    for item in items:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir()
+                          if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            for line in path.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    entry = Path(line)
+                    out.append(entry if entry.is_absolute() else path.parent / entry)
+        elif any(ch in text for ch in "*?[") and not path.exists():
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            if not matches:
+                raise InputNotFoundError(f"{text}: the pattern matches no file; check it")
+            out += [p for p in matches if p.is_file()]
+        else:
+            out.append(path)
+    seen, unique = set(), []
+    for p in out:
+        key = str(p.resolve()) if p.exists() else str(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the summary: geoseg's own message, or the type and first line."""
+    if isinstance(exc, GeosegError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+@dataclass
+class _Scene:
+    """Client-side state of a scene being run."""
+
+    outcome: SceneOutcome
+    job: SceneJob | None = None
+    finishes: list = field(default_factory=list)
+    final: object = None
+    tiles_run: int = 0
+    blocks_left: int = 0
+    counts: object = None
+    started: float = 0.0
+    plan_seconds: float = 0.0
+
+
+def plan_scenes(scene_paths, out_dir, *, model_path, meta, model_sha256, options):
+    """Check and plan every scene on the client (metadata only, no pixels).
+
+    Returns ``[_Scene]``: planned (``job`` set), ``skipped`` or ``failed`` (one error line).
+    """
+    from geoseg.predict import make_plan, scene_dir
+    from geoseg.scene import open_scene
+
+    identity, stems, scenes = options.identity(), {}, []
+    for path in scene_paths:
+        outcome = SceneOutcome(str(path))
+        state = _Scene(outcome)
+        scenes.append(state)
+        start = time.perf_counter()
+        folder = scene_dir(out_dir, path)
+        try:
+            if folder.name in stems:
+                raise GeosegError(f"{path}: has the same stem as {stems[folder.name]}, so both "
+                                  f"would write {folder}; rename one")
+            stems[folder.name] = path
+            scene = open_scene(path, allow_no_crs=options.allow_no_crs)
+            plan = make_plan(scene, meta, options)
+            outcome.megapixels = round(scene.grid.height * scene.grid.width / 1e6, 3)
+            outcome.tiles = len(plan.tiles)
+            status = scene_state(folder, model_sha256=model_sha256, identity=identity)
+            if status == "complete" and not options.overwrite:
+                outcome.status = "skipped"
+                continue
+            if status == "different" and not options.overwrite:
+                raise GeosegError(f"{folder}: holds outputs of another model or other "
+                                  "options (see its manifest.json); pass --overwrite to "
+                                  "replace them, or choose another --out")
+        except (GeosegError, OSError) as exc:
+            outcome.status, outcome.error = "failed", error_line(exc)
+            continue
+        state.job = SceneJob(str(path), str(folder), ModelRef(str(model_path), model_sha256),
+                             plan, options)
+        state.plan_seconds = time.perf_counter() - start
+    return scenes
+
+
+def _prepare_folder(job: SceneJob) -> None:
+    """Make the scene folder ready for a (re)run: manifest first out, leftovers removed."""
+    from geoseg.parts import clean_scene_folder
+    from geoseg.writers import prepare_output
+
+    manifest_path(job.folder).unlink(missing_ok=True)
+    clean_scene_folder(job.folder)
+    prepare_output(Path(job.folder) / "classes.tif", overwrite=True)
+
+
+def model_resources(client, device: str) -> dict | None:
+    """``{"GPU": 1}`` for model tasks when they run on CUDA and some worker offers a GPU
+    resource; None otherwise (a constraint no worker satisfies would hang the batch)."""
+    if device == "cpu":
+        return None
+    if device == "auto":
+        def cuda_available():
+            import torch
+
+            return torch.cuda.is_available()
+
+        if not any(client.run(cuda_available).values()):
+            return None
+    workers = client.scheduler_info().get("workers", {}).values()
+    if workers and not any("GPU" in (w.get("resources") or {}) for w in workers):
+        return None
+    return {"GPU": 1}
+
+
+def submit_scene(client, state: _Scene, *, tags: dict, resources, token: str,
+                 priority: int) -> int:
+    """Submit one scene's graph (see the module docstring); returns the next priority."""
+    from . import tasks
+
+    job = state.job
+    blocks = job.plan.blocks
+    name = f"{Path(job.scene).stem}-{token}"
+    spills = {}
+    state.finishes = []
+    for block in blocks.blocks():
+        r, c = block.row, block.col
+        result = client.submit(tasks.predict_block_task, job, r, c,
+                               key=f"predict-{name}-{r}-{c}",
+                               resources=resources, priority=priority)
+        spills[(r, c)] = client.submit(tasks.spills_task, job, result,
+                                       key=f"spills-{name}-{r}-{c}", priority=priority)
+        neighbours = [spills[k] for k in ((r - 1, c - 1), (r - 1, c), (r, c - 1)) if k in spills]
+        state.finishes.append(client.submit(tasks.finish_task, job, result, *neighbours,
+                                            key=f"finish-{name}-{r}-{c}", priority=priority))
+        priority -= 1
+    final = client.submit(tasks.assemble_task, job, tags, *state.finishes,
+                          key=f"assemble-{name}", priority=priority)
+    if job.options.vectorize:
+        final = client.submit(tasks.vectorize_task, job, final, key=f"vectorize-{name}",
+                              priority=priority)
+    state.final = final
+    state.blocks_left = len(blocks)
+    return priority - 1
+
+
+def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
+              echo=None) -> list[SceneOutcome]:
+    """Predict every scene of ``scene_paths`` into ``out_dir`` on ``client``'s cluster.
+
+    ``model`` is a bundle path on storage the workers share. Scenes whose outputs are
+    complete for this model and options are skipped (unless ``options.overwrite``); a scene
+    that fails is recorded with one error line and the others go on. ``progress`` is a
+    :class:`~pipelines.progress.TileProgress`; ``echo`` prints a line per finished scene.
+    Returns one :class:`SceneOutcome` per scene, in input order.
+    """
+    import numpy as np
+    from distributed import as_completed
+
+    from geoseg.model import file_sha256, read_meta
+    from geoseg.writers import output_tags
+
+    meta = read_meta(model)
+    sha = file_sha256(model)
+    scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
+                         model_sha256=sha, options=options)
+    resources = model_resources(client, options.device)
+    token, priority = uuid.uuid4().hex[:8], 0
+    owner = {}
+    class_names = {c.id: c.name for c in meta.classes}
+    for state in scenes:
+        if state.job is None:
+            if echo and state.outcome.status == "skipped":
+                echo(f"{state.outcome.scene}: complete for this model and options, skipped")
+            continue
+        try:
+            _prepare_folder(state.job)
+        except (GeosegError, OSError) as exc:
+            state.outcome.status, state.outcome.error = "failed", error_line(exc)
+            state.job = None
+            continue
+        plan = state.job.plan
+        tags = output_tags(meta, sha, GEOSEG_STITCH=plan.stitch,
+                           GEOSEG_TILE_SIZE=plan.tiles.size, GEOSEG_OVERLAP=plan.tiles.overlap)
+        state.started = time.perf_counter()
+        state.counts = np.zeros(256, np.int64)
+        priority = submit_scene(client, state, tags=tags, resources=resources, token=token,
+                                priority=priority)
+        if progress is not None:
+            progress.add_total(len(plan.tiles))
+        for future in (*state.finishes, state.final):
+            owner[future.key] = state
+    pending = [f for s in scenes if s.job for f in (*s.finishes, s.final)]
+    for future in as_completed(pending):
+        state = owner.pop(future.key)
+        if state.outcome.status == "failed":
+            continue
+        if future.status != "finished":
+            _fail(client, state, future)
+            continue
+        if future is state.final:
+            _complete(state, future.result(), sha=sha, class_names=class_names)
+            if echo:
+                o = state.outcome
+                echo(f"{o.scene}: {o.tiles} tiles in {o.seconds:.1f} s -> "
+                     f"{o.outputs.get('classes')}")
+        else:
+            done = future.result()
+            state.tiles_run += done.tiles_run
+            state.counts += done.counts
+            if progress is not None:
+                progress.advance(done.n_tiles)
+    return [s.outcome for s in scenes]
+
+
+def _fail(client, state: _Scene, future) -> None:
+    from geoseg.parts import clean_scene_folder
+
+    try:
+        exc = future.exception()
+    except Exception as other:  # noqa: BLE001 - cancelled futures raise here
+        exc = other
+    state.outcome.status, state.outcome.error = "failed", error_line(exc)
+    state.outcome.seconds = round(time.perf_counter() - state.started, 3)
+    client.cancel([*state.finishes, state.final])
+    state.finishes, state.final = [], None
+    clean_scene_folder(state.job.folder)
+
+
+def _complete(state: _Scene, outputs: dict, *, sha: str, class_names: dict) -> None:
+    from geoseg.parts import clean_scene_folder
+
+    job, outcome = state.job, state.outcome
+    seconds = time.perf_counter() - state.started
+    manifest = scene_manifest(scene=job.scene, options=job.options, model_path=job.model.path,
+                              model_sha256=sha, plan=job.plan, outputs=outputs,
+                              counts=state.counts, class_names=class_names,
+                              tiles_run=state.tiles_run,
+                              timings={"plan_seconds": state.plan_seconds,
+                                       "wall_seconds": seconds})
+    clean_scene_folder(job.folder)
+    write_json(manifest_path(job.folder), manifest)
+    state.finishes, state.final = [], None
+    outcome.status, outcome.seconds, outcome.outputs = "done", round(seconds, 3), outputs
+
+
+def write_summary(path, outcomes, *, model, options, seconds: float) -> Path:
+    """``OUT/summary.json``: the batch's scenes, statuses and errors."""
+    from geoseg.model import file_sha256
+
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    return write_json(path, {
+        "model": str(model), "model_sha256": file_sha256(model),
+        "options": options.identity(), "software": versions(),
+        "seconds": round(seconds, 3), "counts": counts,
+        "scenes": [asdict(o) for o in outcomes]})
+
+
+def format_table(outcomes) -> str:
+    """The end-of-run table: scene, status, megapixels, seconds, error."""
+    rows = [("scene", "status", "MPix", "seconds", "error")]
+    rows += [(Path(o.scene).name, o.status, f"{o.megapixels:.2f}", f"{o.seconds:.1f}",
+              o.error) for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(f"{v:<{w}}" for v, w in zip(r[:4], widths)) + "  " + r[4]
+             for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def dry_run_table(scene_paths, out_dir, *, model, options) -> str:
+    """What a run would do, per scene (run, skip or fail, tiles, blocks); writes nothing."""
+    from geoseg.model import file_sha256, read_meta
+
+    scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(),
+                         meta=read_meta(model), model_sha256=file_sha256(model),
+                         options=options)
+    rows = [("scene", "action", "MPix", "tiles", "blocks", "error")]
+    for s in scenes:
+        o = s.outcome
+        action = "run" if s.job else ("skip" if o.status == "skipped" else "fail")
+        blocks = str(len(s.job.plan.blocks)) if s.job else ""
+        rows.append((Path(o.scene).name, action, f"{o.megapixels:.2f}", str(o.tiles), blocks,
+                     o.error))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join(("  ".join(f"{v:<{w}}" for v, w in zip(r[:5], widths)) + "  "
+                      + r[5]).rstrip() for r in rows)

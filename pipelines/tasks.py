@@ -1,0 +1,137 @@
+"""The functions Dask runs on workers: one block, its spills, its finish, a scene's assembly.
+
+Task arguments are small frozen values (a :class:`SceneJob`, block indexes); the only large
+values that travel are a block's accumulator (kept on the worker that computed it, where its
+finish task is scheduled) and spill strips (at most ``overlap`` pixels wide). The model is
+loaded once per worker process and cached by the bundle file's sha256 (:func:`worker_bundle`),
+never pickled into a task.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from geoseg.config import PredictOptions
+from geoseg.predict import Plan
+
+_BUNDLES: dict = {}
+_BUNDLES_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model a task needs: a path on shared storage and the sha256 it must have."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """Everything a scene's tasks need; small enough to send with every task."""
+
+    scene: str
+    folder: str
+    model: ModelRef
+    plan: Plan
+    options: PredictOptions
+
+    @property
+    def parts(self) -> Path:
+        from geoseg.parts import parts_folder
+
+        return parts_folder(self.folder)
+
+
+def worker_bundle(model: ModelRef, *, device: str, threads: int | None):
+    """The loaded bundle for ``model`` in this process (loaded on first use, then cached by
+    sha256; a file whose hash changed since planning is refused)."""
+    with _BUNDLES_LOCK:
+        key = (model.sha256, device)
+        bundle = _BUNDLES.get(key)
+        if bundle is None:
+            import torch
+
+            from geoseg.errors import BundleError
+            from geoseg.model import load_bundle, resolve_device
+
+            if threads:
+                torch.set_num_threads(threads)
+            bundle = load_bundle(model.path, device=resolve_device(device))
+            if bundle.sha256 != model.sha256:
+                raise BundleError(f"{model.path}: changed while the batch was running "
+                                  f"(sha256 {bundle.sha256[:12]}, expected "
+                                  f"{model.sha256[:12]}); rerun with a fixed model file")
+            _BUNDLES[key] = bundle
+        return bundle
+
+
+def loaded_models() -> list[str]:
+    """sha256 of the bundles cached in this process (for tests and diagnostics)."""
+    return sorted(sha for sha, _ in _BUNDLES)
+
+
+def predict_block_task(job: SceneJob, row: int, col: int):
+    """Read block ``(row, col)`` with its halo and run its tiles: a ``BlockResult``."""
+    import rasterio
+
+    from geoseg.predict import predict_block, read_block
+
+    options = job.options
+    bundle = worker_bundle(job.model, device=options.device, threads=options.threads)
+    block = job.plan.blocks.block(row, col)
+    with rasterio.open(job.plan.scene.path) as ds:
+        pixels, valid = read_block(ds, job.plan, block)
+    return predict_block(bundle, job.plan, block, pixels, valid,
+                         batch_size=options.batch_size)
+
+
+def spills_task(job: SceneJob, result) -> dict:
+    """The strips of a computed block that belong to later blocks (see ``stitch.spills``)."""
+    from geoseg.stitch import spills
+
+    return spills(result.acc, job.plan.blocks, result.block)
+
+
+def finish_task(job: SceneJob, result, *neighbour_spills: dict):
+    """Finish a block with the strips its upper/left neighbours sent; write its parts."""
+    from geoseg.parts import finish_to_parts
+
+    key = (result.block.row, result.block.col)
+    incoming = [spill[key] for spill in neighbour_spills if key in spill]
+    return finish_to_parts(result.acc, result.block, incoming, result.valid,
+                           folder=job.parts, probabilities=job.options.probabilities,
+                           tiles_run=result.tiles_run)
+
+
+def assemble_task(job: SceneJob, tags: dict, *done) -> dict:
+    """Stream the scene's parts into ``classes.tif`` (+ ``probabilities.tif``), one block at
+    a time, and publish them. ``done`` are the finish results (dependencies only)."""
+    from geoseg.model import read_meta
+    from geoseg.parts import assemble
+    from geoseg.writers import class_output, probability_output
+
+    meta = read_meta(job.model.path)
+    grid, folder = job.plan.scene.grid, Path(job.folder)
+    outputs = {}
+    with class_output(folder / "classes.tif", grid, meta, tags) as out:
+        outputs["classes"] = str(assemble(out, job.plan.blocks, job.parts, "classes"))
+    if job.options.probabilities:
+        with probability_output(folder / "probabilities.tif", grid, meta, tags) as out:
+            outputs["probabilities"] = str(assemble(out, job.plan.blocks, job.parts,
+                                                    "probabilities"))
+    return outputs
+
+
+def vectorize_task(job: SceneJob, outputs: dict) -> dict:
+    """Polygons of the published class raster (``geoseg.vectorize.vectorize_raster``), with
+    the same block size as prediction, so the result equals the in-process path."""
+    from geoseg.vectorize import vectorize_raster
+
+    gpkg = Path(job.folder) / "polygons.gpkg"
+    vectorize_raster(outputs["classes"], gpkg, probabilities_path=outputs.get("probabilities"),
+                     overwrite=True, allow_no_crs=job.options.allow_no_crs,
+                     block_size=job.options.block_size)
+    return {**outputs, "polygons": str(gpkg)}
