@@ -193,7 +193,7 @@ def polygonize_block(job: BlockJob) -> tuple[Pieces, np.ndarray]:
     class_ids = np.array([int(v) for _, v in found], np.int64)
     if job.connectivity == 8:  # diagonal touches give self-touching rings: make them OGC valid
         bad = ~shapely.is_valid(geoms)
-        geoms[bad] = shapely.make_valid(geoms[bad])
+        geoms[bad] = shapely.simplify(shapely.make_valid(geoms[bad]), 0)
     pixels = shapely.area(geoms)
     prob_sums = _probability_sums(job, geoms, class_ids) if job.prob_path else np.zeros(len(geoms))
     xmin, ymin, xmax, ymax = shapely.bounds(geoms).T
@@ -224,7 +224,8 @@ def _probability_sums(job: BlockJob, geoms, class_ids) -> np.ndarray:
     return sums
 
 
-def merge_seams(pieces: Pieces, blocks: np.ndarray, *, connectivity: int) -> Pieces:
+def merge_seams(pieces: Pieces, blocks: np.ndarray, *, connectivity: int,
+                block_size: int) -> Pieces:
     """Join pending pieces of one class from different blocks that belong to one region.
 
     Two pieces are one region when they share a seam edge of positive length, or, with
@@ -258,27 +259,58 @@ def merge_seams(pieces: Pieces, blocks: np.ndarray, *, connectivity: int) -> Pie
     order = np.argsort(roots, kind="stable")
     starts = np.flatnonzero(np.r_[True, roots[order][1:] != roots[order][:-1]])
     groups = np.split(order, starts[1:])
-    geoms = [pieces.geoms[g[0]] if len(g) == 1 else _union(pieces.geoms[g]) for g in groups]
+    geoms = [pieces.geoms[g[0]] if len(g) == 1 else shapely.normalize(shapely.simplify(
+        _union(pieces.geoms[g], block_size=block_size), 0)) for g in groups]
     first = np.array([g[0] for g in groups])
     return Pieces(pieces.class_ids[first], np.array(geoms + [None], object)[:-1],
                   np.array([pieces.pixels[g].sum() for g in groups]),
                   np.array([pieces.prob_sums[g].sum() for g in groups]))
 
 
-def _union(geoms) -> shapely.Geometry:
+def _union(geoms, *, block_size: int) -> shapely.Geometry:
     """Union of non-overlapping pieces with integer vertices.
 
-    Pieces from two sides of a seam are noded differently; putting a vertex at every pixel
-    corner (``segmentize`` by 1 pixel, exact for integer coordinates) makes them a proper
-    coverage, so the fast coverage union applies; the overlay union is the fallback.
+    Pieces from two sides of a seam are noded differently; a vertex at every pixel corner
+    along the seams (exact for integer coordinates) makes them a proper coverage, so the
+    fast coverage union applies. Its result may hold a self-touching ring (a hole touching
+    the shell at a vertex); ``make_valid`` splits that without changing the point set.
+    The overlay union is the fallback.
     """
     try:
-        merged = shapely.coverage_union_all(shapely.segmentize(geoms, 1.0))
-        if shapely.is_valid(merged):
+        merged = shapely.coverage_union_all([_node_seams(g, block_size) for g in geoms])
+        if not shapely.is_valid(merged):
+            merged = shapely.make_valid(merged)
+        if shapely.get_type_id(merged) in (3, 6) and shapely.is_valid(merged):
             return merged
     except shapely.errors.GEOSException:
         pass
     return shapely.union_all(geoms)
+
+
+def _node_seams(geom, block_size: int):
+    """``geom`` with a vertex at every integer point of its edges that lie on a seam."""
+    if shapely.get_type_id(geom) == 6:
+        return shapely.MultiPolygon([_node_seams(p, block_size) for p in geom.geoms])
+    rings = [_node_ring(np.asarray(geom.exterior.coords), block_size)]
+    rings += [_node_ring(np.asarray(r.coords), block_size) for r in geom.interiors]
+    return shapely.Polygon(rings[0], rings[1:])
+
+
+def _node_ring(coords: np.ndarray, block_size: int) -> np.ndarray:
+    start, stop = coords[:-1], coords[1:]
+    step = stop - start
+    length = np.abs(step).sum(axis=1)  # rectilinear: one of dx, dy is 0
+    on_seam = (((step[:, 0] == 0) & (start[:, 0] % block_size == 0))
+               | ((step[:, 1] == 0) & (start[:, 1] % block_size == 0))) & (length > 1)
+    if not on_seam.any():
+        return coords
+    count = np.where(on_seam, length, 1).astype(np.int64)
+    seg = np.repeat(np.arange(len(start)), count)
+    within = np.arange(len(seg)) - np.repeat(np.cumsum(count) - count, count)
+    unit = step / np.where(on_seam, length, 1)[:, None]
+    unit[~on_seam] = 0
+    points = start[seg] + within[:, None] * unit[seg]
+    return np.vstack([points, coords[-1:]])
 
 
 def polygonize_raster(raster: ClassRaster, *, keep=None, block_size: int = 1024,
@@ -302,9 +334,10 @@ def polygonize_raster(raster: ClassRaster, *, keep=None, block_size: int = 1024,
     pending = Pieces.concat([p.take(pend) for p, pend in results])
     blocks = np.concatenate([np.full(int(pend.sum()), i) for i, (_, pend) in enumerate(results)]
                             or [np.zeros(0, int)])
-    merged = merge_seams(pending, blocks, connectivity=connectivity)
+    merged = merge_seams(pending, blocks, connectivity=connectivity,
+                         block_size=block_size)
     out = Pieces.concat([final, merged])
-    out.geoms = shapely.normalize(shapely.simplify(out.geoms, 0))
+    out.geoms = shapely.normalize(out.geoms)
     return out.take(_canonical_order(out))
 
 
@@ -339,7 +372,7 @@ def _apply_min_area(pieces: Pieces, grid: PixelGrid, *, min_area: float) -> Piec
     groups = merge_small(pieces.geoms, areas, min_area=min_area)
     out = pieces.take(np.array([g[0] for g in groups], int))
     out.geoms = np.array([shapely.normalize(shapely.simplify(
-        _union(pieces.geoms[g]), 0)) if len(g) > 1 else pieces.geoms[g[0]]
+        _union(pieces.geoms[g], block_size=1), 0)) if len(g) > 1 else pieces.geoms[g[0]]
         for g in groups] + [None], object)[:-1]
     return out.take(_canonical_order(out))
 
