@@ -1,0 +1,213 @@
+"""Training on tiny synthetic scenes: loss goes down, bundles load and predict, runs repeat
+and resume exactly, bad input is one clear line; plus the shipped model on real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import yaml
+from affine import Affine
+from click.testing import CliRunner
+from shapely.geometry import box
+
+from geoseg.model import load_bundle
+from pipelines.cli_train import train_command
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"
+TRANSFORM = Affine(1.0, 0, 300000.0, 0, -1.0, 5000000.0)
+HOUSES = [(8, 10, 24, 30), (40, 50, 60, 62), (70, 8, 88, 26), (12, 64, 28, 90)]
+"""(row0, col0, row1, col1) of bright 'buildings' in the 96 x 96 scene."""
+
+
+def make_scene(tmp_path, *, bands=3, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((bands, 14, 14))
+    data = (40 + 60 * np.kron(coarse, np.ones((1, 8, 8)))[:, :96, :96]
+            + 15 * rng.random((bands, 96, 96)))
+    for r0, c0, r1, c1 in HOUSES:
+        data[:, r0:r1, c0:c1] = 210 + 20 * rng.random((bands, r1 - r0, c1 - c0))
+    path = tmp_path / f"scene{bands}.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=96, width=96, count=bands,
+                       dtype="uint8", crs="EPSG:32618", transform=TRANSFORM) as ds:
+        ds.write(data.astype(np.uint8))
+    return path
+
+
+def house_boxes():
+    return [box(300000 + c0, 5000000 - r1, 300000 + c1, 5000000 - r0)
+            for r0, c0, r1, c1 in HOUSES]
+
+
+def make_labels(tmp_path, *, geoms=None, crs="EPSG:32618", values=None, name="labels.gpkg"):
+    import geopandas as gpd
+
+    geoms = geoms or house_boxes()
+    values = values or ["house"] * len(geoms)
+    path = tmp_path / name
+    gpd.GeoDataFrame({"kind": values}, geometry=geoms, crs=crs).to_file(path)
+    return path
+
+
+def make_recipe(tmp_path, scene, labels_path, **overrides) -> Path:
+    recipe = {
+        "name": "tiny", "classes": ["background", "building"],
+        "labels": {"attribute": "kind", "mapping": {"house": "building"}},
+        "train": [{"image": str(scene), "labels": str(labels_path)}],
+        "split": "blocks", "block_size": 32, "val_fraction": 0.25,
+        "arch": "tinycnn", "encoder": "-", "arch_kwargs": {"depth": 3, "width": 8},
+        "tile_size": 64, "overlap": 32, "chip_size": 32, "batch_size": 4, "steps": 40,
+        "lr": 0.05, "schedule": "constant", "dice_weight": 0.5, "balance": 0.5,
+        "val_every": 10, "patience": 10, "seed": 3, "threads": 1,
+        "checkpoint_dir": str(tmp_path / "ckpt"), "output": str(tmp_path / "model.safetensors"),
+    }
+    recipe.update(overrides)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_training_lowers_loss_and_writes_a_bundle_that_predicts(tmp_path):
+    from geoseg.train import load_recipe, train
+
+    scene = make_scene(tmp_path)
+    result = train(load_recipe(make_recipe(tmp_path, scene, make_labels(tmp_path))),
+                   progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    bundle = load_bundle(result.bundle)
+    meta = bundle.meta
+    assert [c.name for c in meta.classes] == ["background", "building"]
+    assert (meta.tile_size, meta.overlap) == (64, 32)
+    assert meta.provenance["trained"] and meta.provenance["metrics"]["validation_miou"] > 0
+    assert meta.provenance["recipe"]["arch"] == "tinycnn"
+    assert all(0 < s < 1 for s in meta.std)  # statistics from the scene, scaled by 1/255
+
+    from geoseg.config import PredictOptions
+    from geoseg.evaluate import evaluate_prediction
+    from geoseg.predict import predict_scene
+
+    summary = predict_scene(scene, tmp_path / "out", model=bundle, options=PredictOptions())
+    report = evaluate_prediction(summary["outputs"]["classes"], make_labels(tmp_path),
+                                 options=_options())
+    assert report["classes"]["building"]["iou"] > 0.6
+
+
+def _options():
+    from geoseg.evaluate import EvaluateOptions
+    from geoseg.labels import LabelSpec
+
+    return EvaluateOptions(labels=LabelSpec(attribute="kind", mapping={"house": "building"}))
+
+
+def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypatch):
+    import geoseg.train as gtrain
+
+    scene, labels = make_scene(tmp_path), make_labels(tmp_path)
+    recipe_a = gtrain.load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
+                                              checkpoint_dir=str(tmp_path / "a"),
+                                              output=str(tmp_path / "a.safetensors")))
+    gtrain.train(recipe_a, progress=False)
+
+    # the same recipe, interrupted after the first checkpoint, then resumed
+    recipe_b = gtrain.load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
+                                              checkpoint_dir=str(tmp_path / "b"),
+                                              output=str(tmp_path / "b.safetensors")))
+    real_validate, calls = gtrain.validate, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(gtrain, "validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gtrain.train(recipe_b, progress=False)
+    assert (tmp_path / "b" / "last.pt").is_file()
+    monkeypatch.setattr(gtrain, "validate", real_validate)
+    resumed = gtrain.train(recipe_b, progress=False)
+    assert resumed.steps == 10
+
+    a = load_bundle(tmp_path / "a.safetensors").network.state_dict()
+    b = load_bundle(tmp_path / "b.safetensors").network.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def run_train(recipe) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(train_command, [str(recipe), "--no-progress"])
+    return result.exit_code, result.output.strip().splitlines()
+
+
+def assert_one_error_line(code, lines, *fragments):
+    assert code == 1, lines
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_labels_that_do_not_overlap_the_scene(tmp_path):
+    labels = make_labels(tmp_path, geoms=[box(0, 0, 50, 50)])
+    code, lines = run_train(make_recipe(tmp_path, make_scene(tmp_path), labels))
+    assert_one_error_line(code, lines, "labels.gpkg", "overlaps the scene")
+
+
+@pytest.mark.filterwarnings("ignore:.crs. was not provided")
+def test_labels_without_a_crs(tmp_path):
+    labels = make_labels(tmp_path, crs=None)
+    code, lines = run_train(make_recipe(tmp_path, make_scene(tmp_path), labels))
+    assert_one_error_line(code, lines, "labels.gpkg", "no CRS")
+
+
+def test_class_attribute_that_does_not_exist_lists_the_others(tmp_path):
+    recipe = make_recipe(tmp_path, make_scene(tmp_path), make_labels(tmp_path),
+                         labels={"attribute": "Niveau_2", "mapping": {"house": "building"}})
+    code, lines = run_train(recipe)
+    assert_one_error_line(code, lines, "'Niveau_2'", "attributes are: kind")
+
+
+def test_label_value_without_class_mapping(tmp_path):
+    labels = make_labels(tmp_path, values=["house", "house", "shed", "house"])
+    code, lines = run_train(make_recipe(tmp_path, make_scene(tmp_path), labels))
+    assert_one_error_line(code, lines, "'shed'", "no class mapping")
+
+
+def test_scene_bands_differ_from_the_recipe(tmp_path):
+    scene = make_scene(tmp_path, bands=2)
+    code, lines = run_train(make_recipe(tmp_path, scene, make_labels(tmp_path)))
+    assert_one_error_line(code, lines, "scene2.tif", "has 2 bands", "expects 3")
+
+
+def test_unknown_recipe_field(tmp_path):
+    recipe = make_recipe(tmp_path, make_scene(tmp_path), make_labels(tmp_path), epocs=3)
+    code, lines = run_train(recipe)
+    assert_one_error_line(code, lines, "epocs")
+
+
+MASSACHUSETTS = SHARED / "massachusetts"
+SHIPPED = REPO / "models" / "buildings-massachusetts.safetensors"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not MASSACHUSETTS.is_dir(),
+                    reason="real data ../shared/data/massachusetts (relative to the repo "
+                           "root) is absent")
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="models/buildings-massachusetts."
+                                                  "safetensors has not been trained yet")
+def test_shipped_model_reaches_building_iou_half_on_scene_23429155(tmp_path):
+    from geoseg.config import PredictOptions
+    from geoseg.evaluate import evaluate_prediction
+    from geoseg.predict import predict_scene
+
+    scene = MASSACHUSETTS / "23429155_15_uint8_clipped.tif"
+    summary = predict_scene(scene, tmp_path, model=SHIPPED,
+                            options=PredictOptions(device="cpu", threads=2))
+    report = evaluate_prediction(summary["outputs"]["classes"],
+                                 MASSACHUSETTS / "23429155_15.gpkg")
+    assert report["classes"]["building"]["iou"] >= 0.5
+    assert SHIPPED.stat().st_size <= 15 * 1024 * 1024
