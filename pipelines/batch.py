@@ -251,34 +251,32 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
             owner[future.key] = state
     pending = [f for s in scenes if s.job for f in (*s.finishes, s.final)]
     for future in as_completed(pending):
-        state = owner.pop(future.key)
-        if state.outcome.status == "failed":
+        state = owner.pop(future.key, None)
+        if state is None or state.outcome.status == "failed":
             continue
-        if future.status != "finished":
-            _fail(client, state, future)
+        try:
+            # A result lost with a worker is recomputed by the scheduler; result() waits.
+            value = future.result()
+        except Exception as exc:  # noqa: BLE001 - any task error fails its scene alone
+            _fail(client, state, exc)
             continue
         if future is state.final:
-            _complete(state, future.result(), sha=sha, class_names=class_names)
+            _complete(state, value, sha=sha, class_names=class_names)
             if echo:
                 o = state.outcome
                 echo(f"{o.scene}: {o.tiles} tiles in {o.seconds:.1f} s -> "
                      f"{o.outputs.get('classes')}")
         else:
-            done = future.result()
-            state.tiles_run += done.tiles_run
-            state.counts += done.counts
+            state.tiles_run += value.tiles_run
+            state.counts += value.counts
             if progress is not None:
-                progress.advance(done.n_tiles)
+                progress.advance(value.n_tiles)
     return [s.outcome for s in scenes]
 
 
-def _fail(client, state: _Scene, future) -> None:
+def _fail(client, state: _Scene, exc: BaseException) -> None:
     from geoseg.parts import clean_scene_folder
 
-    try:
-        exc = future.exception()
-    except Exception as other:  # noqa: BLE001 - cancelled futures raise here
-        exc = other
     state.outcome.status, state.outcome.error = "failed", error_line(exc)
     state.outcome.seconds = round(time.perf_counter() - state.started, 3)
     client.cancel([*state.finishes, state.final])

@@ -18,6 +18,7 @@ from geoseg.predict import Plan
 
 _BUNDLES: dict = {}
 _BUNDLES_LOCK = threading.Lock()
+_LOADS: list = []
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,14 @@ def worker_bundle(model: ModelRef, *, device: str, threads: int | None):
                                   f"(sha256 {bundle.sha256[:12]}, expected "
                                   f"{model.sha256[:12]}); rerun with a fixed model file")
             _BUNDLES[key] = bundle
+            _LOADS.append(model.sha256)
         return bundle
 
 
-def loaded_models() -> list[str]:
-    """sha256 of the bundles cached in this process (for tests and diagnostics)."""
-    return sorted(sha for sha, _ in _BUNDLES)
+def model_loads() -> list[str]:
+    """sha256 of every bundle this process loaded, once per load (for tests and
+    diagnostics: a model loaded once per process appears once)."""
+    return list(_LOADS)
 
 
 def predict_block_task(job: SceneJob, row: int, col: int):

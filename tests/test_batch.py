@@ -1,0 +1,137 @@
+"""The Dask pipeline against the in-process path: byte-identical rasters, equal polygons,
+for 1 and 2 worker processes and two block sizes; the model loads once per worker; a
+worker killed mid-run changes nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import geopandas as gpd
+import pytest
+
+from conftest import smooth_noise, write_raster
+from geoseg.classes import make_classes
+from geoseg.config import PredictOptions
+from geoseg.model import create_bundle, save_bundle
+from geoseg.predict import predict_scene
+from pipelines import tasks
+from pipelines.batch import run_batch
+from pipelines.manifest import read_manifest
+
+RASTERS = ("classes.tif", "probabilities.tif")
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def client(request):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=request.param, threads_per_worker=1, processes=True,
+                      dashboard_address=None, memory_limit="1GiB") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A tiny model, two scenes (one with a nodata corner) and their in-process outputs."""
+    root = tmp_path_factory.mktemp("batch")
+    bundle = create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
+                           bands=("r", "g", "b"), tile_size=64, overlap=32, name="tiny")
+    model = root / "tiny.safetensors"
+    save_bundle(bundle, model)
+    pixels = smooth_noise((150, 170), seed=3)
+    pixels[:, :40, :50] = 0
+    scenes = [write_raster(root / "alpha.tif", smooth_noise((200, 130), seed=1)),
+              write_raster(root / "beta.tif", pixels, nodata=0)]
+    options = PredictOptions(probabilities=True, vectorize=True)
+    for scene in scenes:
+        predict_scene(scene, root / "reference", model=model, options=options)
+    return root, model, scenes, options
+
+
+def assert_same_outputs(reference, out, stems, *, polygons=True):
+    for stem in stems:
+        for name in RASTERS:
+            assert (out / stem / name).read_bytes() == (reference / stem / name).read_bytes(), \
+                f"{stem}/{name} differs from the in-process output"
+        if polygons:
+            got = gpd.read_file(out / stem / "polygons.gpkg", engine="pyogrio")
+            want = gpd.read_file(reference / stem / "polygons.gpkg", engine="pyogrio")
+            assert len(got) == len(want) > 0
+            assert got.drop(columns="geometry").equals(want.drop(columns="geometry"))
+            assert got.geometry.geom_equals_exact(want.geometry, tolerance=0).all()
+
+
+@pytest.mark.parametrize("block_size", [64, 128])
+def test_dask_outputs_equal_the_in_process_path(client, data, block_size, tmp_path):
+    from dataclasses import replace
+
+    root, model, scenes, options = data
+    options = replace(options, block_size=block_size)
+    outcomes = run_batch(client, scenes, tmp_path, model=model, options=options)
+    assert [o.status for o in outcomes] == ["done", "done"], [o.error for o in outcomes]
+    assert_same_outputs(root / "reference", tmp_path, ["alpha", "beta"])
+    manifest = read_manifest(tmp_path / "beta")
+    assert manifest["options"] == options.identity()
+    assert manifest["tiles_in_grid"] == outcomes[1].tiles
+    assert manifest["class_pixels"]["bg"] + manifest["class_pixels"]["fg"] \
+        + manifest["nodata_pixels"] == 150 * 170
+    assert manifest["nodata_pixels"] == 40 * 50
+    assert not (tmp_path / "beta" / ".parts").exists()
+    assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == [
+        "classes.tif", "manifest.json", "polygons.gpkg", "probabilities.tif"]
+
+
+def test_model_is_loaded_once_per_worker(client, data, tmp_path):
+    root, model, scenes, options = data
+    run_batch(client, scenes, tmp_path, model=model, options=options)
+    loads = client.run(tasks.model_loads)
+    assert all(len(set(shas)) == len(shas) for shas in loads.values()), loads
+
+
+def test_rerun_skips_complete_scenes_and_overwrite_redoes_them(client, data, tmp_path):
+    from dataclasses import replace
+
+    root, model, scenes, options = data
+    run_batch(client, scenes[:1], tmp_path, model=model, options=options)
+    before = (tmp_path / "alpha" / "manifest.json").read_bytes()
+    outcomes = run_batch(client, scenes, tmp_path, model=model, options=options)
+    assert [o.status for o in outcomes] == ["skipped", "done"]
+    assert (tmp_path / "alpha" / "manifest.json").read_bytes() == before
+    changed = replace(options, stitch="center")
+    outcomes = run_batch(client, scenes[:1], tmp_path, model=model, options=changed)
+    assert outcomes[0].status == "failed" and "--overwrite" in outcomes[0].error
+    outcomes = run_batch(client, scenes[:1], tmp_path, model=model,
+                         options=replace(changed, overwrite=True))
+    assert outcomes[0].status == "done"
+    assert read_manifest(tmp_path / "alpha")["options"]["stitch"] == "center"
+
+
+def test_a_worker_killed_mid_run_changes_nothing(client, data, tmp_path):
+    from dataclasses import replace
+
+    if len(client.scheduler_info()["workers"]) < 2:
+        pytest.skip("needs two workers: one survives the kill")
+    root, model, scenes, options = data
+    options = replace(options, block_size=32, vectorize=False, batch_size=1)
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=run_batch(
+        client, scenes, tmp_path, model=model, options=options)))
+    runner.start()
+    parts = tmp_path / "alpha" / ".parts"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and runner.is_alive():
+        if parts.is_dir() and len(list(parts.glob("classes-*.npy"))) >= 3:
+            break
+        time.sleep(0.01)
+    assert runner.is_alive(), "the run ended before a worker could be killed"
+    pids = client.run(os.getpid)
+    os.kill(sorted(pids.values())[0], signal.SIGKILL)
+    runner.join(120)
+    assert not runner.is_alive()
+    assert [o.status for o in outcome["result"]] == ["done", "done"], \
+        [o.error for o in outcome["result"]]
+    assert_same_outputs(root / "reference", tmp_path, ["alpha", "beta"], polygons=False)
