@@ -55,9 +55,12 @@ def part_path(folder, kind: str, row: int, col: int) -> Path:
 
 
 def write_part(path, array: np.ndarray) -> Path:
-    """Save ``array`` at ``path`` via a temporary name (atomic on one file system)."""
+    """Save ``array`` at ``path`` via a temporary name (atomic on one file system).
+
+    The folder must exist: a block of a scene that was given up (its folder removed) fails
+    here instead of leaving files behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import glob
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from geoseg.errors import GeosegError, InputNotFoundError
@@ -44,6 +44,8 @@ class SceneOutcome:
     error: str = ""
     tiles: int = 0
     outputs: dict = field(default_factory=dict)
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    """The error itself (for --debug); not written to the summary."""
 
 
 def expand_inputs(items) -> list[Path]:
@@ -135,7 +137,7 @@ def plan_scenes(scene_paths, out_dir, *, model_path, meta, model_sha256, options
                                   "options (see its manifest.json); pass --overwrite to "
                                   "replace them, or choose another --out")
         except (GeosegError, OSError) as exc:
-            outcome.status, outcome.error = "failed", error_line(exc)
+            _mark_failed(outcome, exc)
             continue
         state.job = SceneJob(str(path), str(folder), ModelRef(str(model_path), model_sha256),
                              plan, options)
@@ -143,14 +145,20 @@ def plan_scenes(scene_paths, out_dir, *, model_path, meta, model_sha256, options
     return scenes
 
 
+def _mark_failed(outcome: SceneOutcome, exc: BaseException) -> None:
+    outcome.status, outcome.error, outcome.exception = "failed", error_line(exc), exc
+
+
 def _prepare_folder(job: SceneJob) -> None:
-    """Make the scene folder ready for a (re)run: manifest first out, leftovers removed."""
+    """Make the scene folder ready for a (re)run: manifest first out, leftovers removed,
+    an empty parts folder (tasks of a cancelled scene cannot recreate it)."""
     from geoseg.parts import clean_scene_folder
     from geoseg.writers import prepare_output
 
+    prepare_output(Path(job.folder) / "classes.tif", overwrite=True)
     manifest_path(job.folder).unlink(missing_ok=True)
     clean_scene_folder(job.folder)
-    prepare_output(Path(job.folder) / "classes.tif", overwrite=True)
+    job.parts.mkdir()
 
 
 def model_resources(client, device: str) -> dict | None:
@@ -204,13 +212,14 @@ def submit_scene(client, state: _Scene, *, tags: dict, resources, token: str,
 
 
 def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
-              echo=None) -> list[SceneOutcome]:
+              echo=None, on_failure=None) -> list[SceneOutcome]:
     """Predict every scene of ``scene_paths`` into ``out_dir`` on ``client``'s cluster.
 
     ``model`` is a bundle path on storage the workers share. Scenes whose outputs are
     complete for this model and options are skipped (unless ``options.overwrite``); a scene
     that fails is recorded with one error line and the others go on. ``progress`` is a
-    :class:`~pipelines.progress.TileProgress`; ``echo`` prints a line per finished scene.
+    :class:`~pipelines.progress.TileProgress`; ``echo`` prints a line per finished scene,
+    ``on_failure(outcome)`` is called as each scene fails.
     Returns one :class:`SceneOutcome` per scene, in input order.
     """
     import numpy as np
@@ -231,12 +240,16 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
         if state.job is None:
             if echo and state.outcome.status == "skipped":
                 echo(f"{state.outcome.scene}: complete for this model and options, skipped")
+            if on_failure and state.outcome.status == "failed":
+                on_failure(state.outcome)
             continue
         try:
             _prepare_folder(state.job)
         except (GeosegError, OSError) as exc:
-            state.outcome.status, state.outcome.error = "failed", error_line(exc)
+            _mark_failed(state.outcome, exc)
             state.job = None
+            if on_failure:
+                on_failure(state.outcome)
             continue
         plan = state.job.plan
         tags = output_tags(meta, sha, GEOSEG_STITCH=plan.stitch,
@@ -259,6 +272,8 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
             value = future.result()
         except Exception as exc:  # noqa: BLE001 - any task error fails its scene alone
             _fail(client, state, exc)
+            if on_failure:
+                on_failure(state.outcome)
             continue
         if future is state.final:
             _complete(state, value, sha=sha, class_names=class_names)
@@ -277,7 +292,7 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
 def _fail(client, state: _Scene, exc: BaseException) -> None:
     from geoseg.parts import clean_scene_folder
 
-    state.outcome.status, state.outcome.error = "failed", error_line(exc)
+    _mark_failed(state.outcome, exc)
     state.outcome.seconds = round(time.perf_counter() - state.started, 3)
     client.cancel([*state.finishes, state.final])
     state.finishes, state.final = [], None
@@ -310,7 +325,8 @@ def write_summary(path, outcomes, *, model, options, seconds: float) -> Path:
         "model": str(model), "model_sha256": file_sha256(model),
         "options": options.identity(), "software": versions(),
         "seconds": round(seconds, 3), "counts": counts,
-        "scenes": [asdict(o) for o in outcomes]})
+        "scenes": [{f.name: getattr(o, f.name) for f in fields(o) if f.name != "exception"}
+                   for o in outcomes]})
 
 
 def format_table(outcomes) -> str:

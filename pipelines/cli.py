@@ -97,7 +97,9 @@ def resolve_options(config, **overrides):
 @cli.command()
 @click.argument("scenes", nargs=-1, required=True)
 @predict_options
-@click.option("--scheduler", help="Address of a running Dask scheduler (tcp://HOST:PORT).")
+@click.option("--scheduler", envvar="GEOSEG_SCHEDULER",
+              help="Address of a running Dask scheduler (tcp://HOST:PORT); default "
+                   "$GEOSEG_SCHEDULER, else a local cluster.")
 @click.option("--cluster", "cluster_profile", type=click.Path(dir_okay=False),
               help="Cluster profile YAML, e.g. configs/cluster/slurm.yaml.")
 @click.option("--workers", type=int,
@@ -113,7 +115,11 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
     import time
 
-    from pipelines.batch import expand_inputs, format_table, run_batch, write_summary
+    from tqdm import tqdm
+
+    from geoseg.model import read_meta
+    from pipelines.batch import (dry_run_table, expand_inputs, format_table, run_batch,
+                                 write_summary)
     from pipelines.cluster import choose_cluster, connect, describe
 
     from .progress import TileProgress
@@ -121,23 +127,31 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
     options = resolve_options(config, **overrides)
     choice = choose_cluster(scheduler=scheduler, cluster=cluster_profile, workers=workers)
     paths = expand_inputs(scenes)
+    read_meta(model)  # a bad model file fails here, before any cluster starts
     if dry_run:
-        from pipelines.batch import dry_run_table
-
         click.echo(describe(choice))
         click.echo(dry_run_table(paths, out, model=model, options=options))
         return
+    summary_path = Path(summary_path or Path(out) / "summary.json")
     start = time.perf_counter()
     with connect(choice, echo=click.echo) as client, TileProgress() as progress:
-        outcomes = run_batch(client, paths, out, model=model, options=options,
-                             progress=progress, echo=progress.write)
-    summary = write_summary(summary_path or Path(out) / "summary.json", outcomes, model=model,
-                            options=options, seconds=time.perf_counter() - start)
+        outcomes = run_batch(
+            client, paths, out, model=model, options=options, progress=progress,
+            echo=progress.write,
+            on_failure=lambda o: tqdm.write(f"error: {o.error}", file=sys.stderr))
     click.echo(format_table(outcomes))
-    click.echo(f"summary: {summary}")
-    failed = sum(o.status == "failed" for o in outcomes)
+    try:
+        write_summary(summary_path, outcomes, model=model, options=options,
+                      seconds=time.perf_counter() - start)
+        click.echo(f"summary: {summary_path}")
+    except OSError as exc:
+        click.echo(f"error: {summary_path}: cannot write the summary ({exc.strerror or exc})",
+                   err=True)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed and click.get_current_context().obj.get("debug") and failed[0].exception:
+        raise failed[0].exception
     if failed:
-        fail(f"{failed} of {len(outcomes)} scene(s) failed (see {summary})")
+        fail(f"{len(failed)} of {len(outcomes)} scene(s) failed (see {summary_path})")
 
 
 @cli.command()
