@@ -21,7 +21,7 @@ class PredictOptions:
     tile_size: int | None = None
     overlap: int | None = None
     stitch: str = "blend"
-    block_size: int = 2048
+    block_size: int = 1024
     batch_size: int = 8
     device: str = "auto"
     threads: int | None = None

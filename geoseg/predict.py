@@ -11,6 +11,7 @@ batch size, not by the scene.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,10 +99,12 @@ def predict_block(bundle, plan: Plan, block: Block, pixels: np.ndarray, valid: n
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
     def prepare(batch):
-        x = np.empty((len(batch), len(plan.bands), g.size, g.size), np.float32)
+        # channels-last buffer: the layout the network runs in, so no copy before forward
+        x = np.empty((len(batch), g.size, g.size, len(plan.bands)), np.float32)
         for i, (tile, rows, cols) in enumerate(batch):
-            normalize(pixels[:, rows, cols], valid[rows, cols], bundle.meta, out=x[i])
-        return torch.from_numpy(x)
+            normalize(pixels[:, rows, cols], valid[rows, cols], bundle.meta,
+                      out=x[i].transpose(2, 0, 1))
+        return torch.from_numpy(x).permute(0, 3, 1, 2)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(prepare, batches[0]) if batches else None
@@ -132,9 +135,24 @@ def predict_scene(scene_path, out_dir, *, model, options: PredictOptions = Predi
     class pixel counts, seconds). Raises ``GeosegError`` subclasses for bad input, before
     anything is written under a final name.
     """
+    start = time.perf_counter()
+    with rasterio.Env(**_gdal_settings()):
+        return _predict_scene(scene_path, out_dir, model=model, options=options,
+                              progress=progress, start=start)
+
+
+GDAL_CACHE_MB = 64
+"""GDAL's block cache during prediction (GDAL's default is 5% of RAM, which would let
+memory grow with the scene); an explicit GDAL_CACHEMAX in the environment wins."""
+
+
+def _gdal_settings() -> dict:
+    return {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
+
+
+def _predict_scene(scene_path, out_dir, *, model, options, progress, start) -> dict:
     from .model import ModelBundle, load_bundle, resolve_device
 
-    start = time.perf_counter()
     scene = open_scene(scene_path, allow_no_crs=options.allow_no_crs)
     if isinstance(model, ModelBundle):
         bundle = model

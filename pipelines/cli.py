@@ -61,7 +61,7 @@ def predict_options(function):
         click.option("--stitch", type=click.Choice(["blend", "center"]),
                      help="blend: weighted average; center: each tile keeps its core."),
         click.option("--block-size", type=int,
-                     help="Block side in pixels, rounded to whole tiles (default 2048)."),
+                     help="Block side in pixels, rounded to whole tiles (default 1024)."),
         click.option("--batch-size", type=int, help="Tiles per forward pass (default 8)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
                      help="auto: CUDA when present, else CPU."),
