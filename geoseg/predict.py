@@ -104,7 +104,9 @@ def predict_block(bundle, plan: Plan, block: Block, pixels: np.ndarray, valid: n
         for i, (tile, rows, cols) in enumerate(batch):
             normalize(pixels[:, rows, cols], valid[rows, cols], bundle.meta,
                       out=x[i].transpose(2, 0, 1))
-        return torch.from_numpy(x).permute(0, 3, 1, 2)
+        batch_tensor = torch.from_numpy(x).permute(0, 3, 1, 2)
+        # page-locked memory lets the copy to the GPU run asynchronously (non_blocking)
+        return batch_tensor.pin_memory() if bundle.device.startswith("cuda") else batch_tensor
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(prepare, batches[0]) if batches else None
