@@ -8,6 +8,14 @@ edge-sharing neighbour (e.g. an island in nodata or in a dropped class) is dropp
 runs on the merged, seam-free polygons, so unlike a per-block ``sieve`` it does not depend
 on block size. Simplification uses ``shapely.coverage_simplify`` over the whole coverage,
 so neighbours keep shared edges: no gaps, no overlaps.
+
+Pixel-coordinate helpers for exact unions: polygons from ``rasterio.features.shapes`` in
+pixel coordinates have integer vertices and axis-parallel edges. Two pieces of one region
+cut by a block seam share part of a seam line but are noded differently there;
+:func:`node_seams` puts a vertex at every integer point of edges lying on a seam, which
+makes the pieces a proper coverage, so ``shapely.coverage_union_all`` (edge matching, no
+overlay) is exact. :func:`remove_collinear` then drops the vertices that became straight
+(seam nodes, block corners), giving the same vertices as one whole-raster polygonization.
 """
 
 from __future__ import annotations
@@ -74,3 +82,98 @@ def simplify_coverage(geoms: np.ndarray, *, tolerance: float) -> np.ndarray:
     if bad.any():
         simplified[bad] = shapely.make_valid(simplified[bad])
     return simplified
+
+
+def _rings(geoms):
+    """Ragged MultiPolygon arrays of Polygon/MultiPolygon ``geoms``."""
+    kind, coords, offsets = shapely.to_ragged_array(np.asarray(geoms, object))
+    if kind == shapely.GeometryType.POLYGON:
+        offsets = (*offsets, np.arange(len(offsets[1])))
+    return kind, coords, offsets
+
+
+def _from_rings(coords, ring_offsets, part_offsets, geom_offsets) -> np.ndarray:
+    out = shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, coords,
+                                    (ring_offsets, part_offsets, geom_offsets))
+    single = shapely.get_num_geometries(out) == 1
+    out[single] = shapely.get_geometry(out[single], 0)
+    return out
+
+
+def node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
+    """``geoms`` with a vertex at every integer point of edges on an internal seam.
+
+    Seams are the lines x = k * step (0 < x < width) and y = k * step (0 < y < height).
+    Vectorized over all rings; vertices must be integers and edges axis-parallel.
+    """
+    if len(geoms) == 0:
+        return np.asarray(geoms, object)
+    _, coords, (ring_off, part_off, geom_off) = _rings(geoms)
+    x, y = coords[:, 0], coords[:, 1]
+    last = np.zeros(len(coords), bool)
+    last[ring_off[1:] - 1] = True
+    nxt = np.minimum(np.arange(len(coords)) + 1, len(coords) - 1)
+    dx, dy = x[nxt] - x, y[nxt] - y
+    vertical = (dx == 0) & (x % step == 0) & (x > 0) & (x < width)
+    horizontal = (dy == 0) & (y % step == 0) & (y > 0) & (y < height)
+    length = np.abs(dx) + np.abs(dy)
+    extra = np.where((vertical | horizontal) & ~last & (length > 1), length - 1, 0)
+    extra = extra.astype(np.int64)
+    if not extra.any():
+        return np.asarray(geoms, object)
+    count = extra + 1
+    src = np.repeat(np.arange(len(coords)), count)
+    t = np.arange(len(src)) - np.repeat(np.cumsum(count) - count, count)
+    unit = np.column_stack([np.sign(dx), np.sign(dy)])
+    out = coords[src] + t[:, None] * unit[src]
+    ring_len = np.add.reduceat(count, ring_off[:-1])
+    return _from_rings(out, np.r_[0, np.cumsum(ring_len)], part_off, geom_off)
+
+
+def remove_collinear(geoms) -> np.ndarray:
+    """Drop vertices whose neighbours are on the same axis-parallel line (ring start too)."""
+    if len(geoms) == 0:
+        return np.asarray(geoms, object)
+    _, coords, (ring_off, part_off, geom_off) = _rings(geoms)
+    closed = np.diff(ring_off)
+    n_open = closed - 1
+    ring = np.repeat(np.arange(len(closed)), closed)
+    pos = np.arange(len(coords)) - ring_off[:-1][ring]
+    keep_open = pos < n_open[ring]
+    pts, ring = coords[keep_open], ring[keep_open]
+    start = np.r_[0, np.cumsum(n_open)[:-1]][ring]
+    i = np.arange(len(pts))
+    p = i - start
+    prev = np.where(p == 0, i + n_open[ring] - 1, i - 1)
+    nxt = np.where(p == n_open[ring] - 1, start, i + 1)
+    x, y = pts[:, 0], pts[:, 1]
+    straight = (((x[prev] == x) & (x == x[nxt])) | ((y[prev] == y) & (y == y[nxt])))
+    pts, ring = pts[~straight], ring[~straight]
+    kept = np.bincount(ring, minlength=len(closed))
+    first = np.r_[0, np.cumsum(kept)[:-1]]
+    out = np.insert(pts, first + kept, pts[first], axis=0)
+    return _from_rings(out, np.r_[0, np.cumsum(kept + 1)], part_off, geom_off)
+
+
+def union_pieces(groups, *, step: int, height: int, width: int) -> np.ndarray:
+    """One canonical geometry per group of non-overlapping integer-vertex pieces.
+
+    Pieces are noded along the seams, coverage-unioned, cleared of straight vertices and
+    normalized. A group the coverage union cannot take (not expected) falls back to the
+    overlay union.
+    """
+    if not groups:
+        return np.zeros(0, object)
+    sizes = np.array([len(g) for g in groups])
+    noded = node_seams(np.concatenate(groups), step=step, height=height, width=width)
+    parts = np.split(noded, np.cumsum(sizes)[:-1])
+    merged = np.empty(len(groups), object)
+    for k, (group, pieces) in enumerate(zip(groups, parts)):
+        try:
+            merged[k] = shapely.coverage_union_all(pieces)
+        except shapely.errors.GEOSException:
+            merged[k] = shapely.union_all(group)
+    bad = ~np.isin(shapely.get_type_id(merged), (3, 6)) | ~shapely.is_valid(merged)
+    for k in np.flatnonzero(bad):  # fallback: overlay union (noding included)
+        merged[k] = shapely.union_all(groups[k])
+    return shapely.normalize(remove_collinear(merged))

@@ -15,25 +15,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from .errors import OutputExistsError, OutputNotWritableError
-
-
-def prepare_output(path, *, overwrite: bool) -> Path:
-    """Make the output's folder; refuse an existing output without ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it")
-    if path.is_dir():
-        raise OutputNotWritableError(f"{path}: is a folder; give a .gpkg file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / f".{path.name}.probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise OutputNotWritableError(f"{path.parent}: cannot write outputs there "
-                                     f"({exc.strerror or exc}); choose another --out") from exc
-    return path
+from .errors import OutputNotWritableError
 
 
 def measure(geoms: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:

@@ -1,18 +1,21 @@
 """Polygons from a class raster, block by block, merged exactly across block seams.
 
-Each block (a :class:`~geoseg.grid.Window`) is read on its own and polygonized with
-``rasterio.features.shapes`` in *global pixel coordinates* (integer vertices), with nodata
-and dropped classes masked. A piece whose bounds reach an internal block seam is kept
-pending; every other piece is final as it is. Pending pieces of the same class from
-different blocks are joined when they share a seam edge (4-connectivity) or any point
-(8-connectivity, which covers diagonal and block-corner touches); each joined group is one
-``shapely.coverage_union_all``. Working in integer pixel coordinates makes the union exact;
-the raster's affine transform is applied once at the end, with the same arithmetic as
-rasterio, so the result equals one whole-raster ``shapes`` call (made valid) polygon for
-polygon. No array larger than a block is ever held; pending pieces are vectors.
+Each block (a :class:`~geoseg.grid.Window`) is read on its own. Its kept classes are
+labelled into connected components (``scipy.ndimage.label``, 4- or 8-connectivity), and
+one ``rasterio.features.shapes`` call over the int32 label image gives exactly one polygon
+per component, in *global pixel coordinates* (integer vertices). Pixel counts and
+probability sums per component are ``bincount``s over the labels. The block returns its
+pieces and its edge label strips (:class:`~geoseg.seams.BlockResult`); the seam merge
+(:func:`~geoseg.seams.merge_blocks`) pairs pieces across seams by comparing those strips
+and unions each group as an exact coverage. The raster's affine transform is applied once
+at the end, with the same arithmetic as rasterio, so the result equals one whole-raster
+``shapes`` call (made valid) polygon for polygon. No array larger than a block is held.
 
-Geometries are canonical (collinear vertices removed, ``shapely.normalize``) and sorted
-by their top-left corner, so the output does not depend on block size or worker count.
+Blocks run in ``workers`` processes when asked; a scheduler (e.g. Dask) can also call
+:func:`polygonize_block` per block and :func:`~geoseg.seams.merge_blocks` on the results.
+Geometries are canonical (collinear vertices removed, ``shapely.normalize``) and sorted by
+their first pixel in raster order, so the output does not depend on block size or worker
+count.
 """
 
 from __future__ import annotations
@@ -25,30 +28,27 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
-from rasterio.errors import RasterioIOError
-from rasterio.features import rasterize, shapes
+from rasterio.features import shapes
+from scipy import ndimage
 
 from . import __version__
-from .classes import CLASSES_TAG, NODATA_CLASS, ClassInfo, classes_from_tags
-from .coverage import merge_small, simplify_coverage
-from .errors import ConfigError, InputNotFoundError, InvalidInputError
-from .gpkg import measure, prepare_output, write_polygons
+from .classes import CLASSES_TAG
+from .class_raster import (CLASS_DTYPES, ClassRaster, class_name, open_class_raster,
+                           probability_bands, resolve_classes)
+from .coverage import merge_small, remove_collinear, simplify_coverage, union_pieces
+from .errors import ConfigError, InvalidInputError, OutputNotWritableError
+from .gpkg import measure, write_polygons
 from .grid import PixelGrid, Window
+from .seams import BlockResult, Pieces, first_pixels, merge_blocks
+from .writers import prepare_output
 
-CLASS_DTYPES = ("uint8", "uint16", "int16", "int32")
-"""Integer pixel types ``rasterio.features.shapes`` accepts for class rasters."""
+__all__ = ["CLASS_DTYPES", "BlockJob", "BlockResult", "ClassRaster", "Pieces",
+           "block_windows", "class_name", "merge_blocks", "open_class_raster",
+           "polygonize_block", "polygonize_raster", "resolve_classes", "to_map",
+           "vectorize_raster"]
 
-
-@dataclass(frozen=True, slots=True)
-class ClassRaster:
-    """What vectorize needs to know about a class raster before reading it."""
-
-    path: str
-    grid: PixelGrid
-    nodata: int | None
-    classes: tuple[ClassInfo, ...] | None
-    """From the GEOSEG_CLASSES tag; None for rasters geoseg did not write."""
-    tags: dict
+_STRUCTURE = {4: ndimage.generate_binary_structure(2, 1),
+              8: ndimage.generate_binary_structure(2, 2)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,103 +67,6 @@ class BlockJob:
     """(class id, 1-based band) pairs of the probability raster."""
 
 
-@dataclass(slots=True)
-class Pieces:
-    """Polygons with per-polygon pixel statistics; geometries in global pixel coords."""
-
-    class_ids: np.ndarray
-    geoms: np.ndarray
-    pixels: np.ndarray
-    prob_sums: np.ndarray
-
-    @classmethod
-    def empty(cls) -> "Pieces":
-        return cls(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), np.zeros(0))
-
-    def take(self, index) -> "Pieces":
-        return Pieces(self.class_ids[index], self.geoms[index], self.pixels[index],
-                      self.prob_sums[index])
-
-    @classmethod
-    def concat(cls, parts) -> "Pieces":
-        parts = [p for p in parts if len(p.geoms)] or [cls.empty()]
-        return cls(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("class_ids", "geoms", "pixels", "prob_sums")))
-
-
-def open_class_raster(path, *, allow_no_crs: bool = False) -> ClassRaster:
-    """Inspect a class raster and refuse what cannot be vectorized, with a one-line reason."""
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"{path}: file not found; check the path")
-    if path.is_dir():
-        raise InvalidInputError(f"{path}: is a folder, not a class raster")
-    try:
-        with rasterio.open(path) as ds:
-            grid, count, dtype = PixelGrid.of(ds), ds.count, ds.dtypes[0]
-            nodata, tags = ds.nodata, ds.tags()
-    except RasterioIOError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInputError(f"{path}: not a raster GDAL can read ({reason}); give the "
-                                "classes.tif written by geoseg predict") from exc
-    if count != 1:
-        raise InvalidInputError(f"{path}: has {count} bands; a class raster has exactly one "
-                                "(class ids); give classes.tif, not the scene or probabilities")
-    if dtype not in CLASS_DTYPES:
-        raise InvalidInputError(f"{path}: pixel type {dtype} holds no class ids; expected an "
-                                f"integer type ({', '.join(CLASS_DTYPES)}), e.g. uint8 as "
-                                "geoseg predict writes")
-    if grid.crs is None and not allow_no_crs:
-        raise InvalidInputError(f"{path}: has no CRS, so polygons could not be placed on a "
-                                "map; assign one (gdal_edit.py -a_srs EPSG:XXXX) or pass "
-                                "--allow-no-crs")
-    classes = classes_from_tags(tags)
-    if nodata is not None:
-        nodata = int(nodata) if float(nodata).is_integer() else None
-    elif classes is not None:
-        nodata = NODATA_CLASS
-    return ClassRaster(str(path), grid, nodata, classes, tags)
-
-
-def class_name(raster: ClassRaster, class_id: int) -> str:
-    """The class's name from the raster's tags, else ``class_<id>``."""
-    for c in raster.classes or ():
-        if c.id == class_id:
-            return c.name
-    return f"class_{class_id}"
-
-
-def resolve_classes(raster: ClassRaster, keep_classes=None) -> tuple[int, ...] | None:
-    """Class ids to polygonize; None means every value except nodata.
-
-    By default a geoseg raster's background-like classes are left out; a raster geoseg did
-    not write keeps every value (0 is not assumed to be background). ``keep_classes`` takes
-    ids or names (``class_<id>`` works for foreign rasters), case-insensitive.
-    """
-    known = raster.classes or ()
-    if keep_classes is None:
-        if not known:
-            return None
-        return tuple(c.id for c in known if not c.is_background and c.id != raster.nodata)
-    if isinstance(keep_classes, (str, int)):
-        keep_classes = [keep_classes]
-    by_name = {c.name.strip().lower(): c.id for c in known}
-    ids = []
-    for token in keep_classes:
-        text = str(token).strip().lower()
-        if text.lstrip("-").isdigit():
-            ids.append(int(text))
-        elif text in by_name:
-            ids.append(by_name[text])
-        elif text.startswith("class_") and text[6:].isdigit():
-            ids.append(int(text[6:]))
-        else:
-            valid = ", ".join(f"{c.id}={c.name}" for c in known) or "class ids (integers)"
-            raise ConfigError(f"--classes: {token!r} is not a class of {raster.path}; "
-                              f"valid: {valid}")
-    return tuple(sorted(set(ids) - {raster.nodata}))
-
-
 def block_windows(grid: PixelGrid, *, block_size: int) -> list[Window]:
     """Windows of ``block_size`` pixels tiling the grid row by row; edge blocks smaller."""
     return [Window(row, col, min(block_size, grid.height - row),
@@ -172,145 +75,94 @@ def block_windows(grid: PixelGrid, *, block_size: int) -> list[Window]:
             for col in range(0, grid.width, block_size)]
 
 
-def _to_polygon(geojson: dict) -> shapely.Polygon:
-    rings = geojson["coordinates"]
-    return shapely.Polygon(rings[0], rings[1:])
+def label_block(data: np.ndarray, *, nodata, keep, connectivity: int):
+    """Connected components of each kept class: int32 labels 1..n (0: none) and their class.
+
+    Components are numbered class by class (ascending), then in scipy's scan order.
+    """
+    if data.dtype.kind == "u" and data.dtype.itemsize <= 2:
+        present = np.flatnonzero(np.bincount(data.ravel()))
+    else:
+        present = np.unique(data)
+    if nodata is not None:
+        present = present[present != nodata]
+    if keep is not None:
+        present = present[np.isin(present, keep)]
+    labels = np.zeros(data.shape, np.int32)
+    class_ids = []
+    for cid in present.tolist():
+        mask = data == cid
+        found, count = ndimage.label(mask, _STRUCTURE[connectivity], output=np.int32)
+        np.add(found, len(class_ids), out=found, where=mask)
+        labels += found
+        class_ids += [cid] * count
+    return labels, np.array(class_ids, np.int64)
 
 
-def polygonize_block(job: BlockJob) -> tuple[Pieces, np.ndarray]:
-    """Polygons of one block (global pixel coords) and which of them touch an inner seam."""
+def _polygons(features, n: int) -> np.ndarray:
+    """``shapes`` features of labels 1..n as an array of n polygons (index = label - 1)."""
+    order, ring_sizes, ring_counts, points = [], [], [], []
+    for geom, value in features:
+        rings = geom["coordinates"]
+        order.append(int(value) - 1)
+        ring_counts.append(len(rings))
+        for ring in rings:
+            ring_sizes.append(len(ring))
+            points.extend(ring)
+    polys = shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON, np.array(points, float).reshape(-1, 2),
+        (np.r_[0, np.cumsum(ring_sizes)], np.r_[0, np.cumsum(ring_counts)]))
+    order = np.array(order, np.int64)
+    geoms = np.empty(n, object)
+    if len(order) == n and (np.bincount(order, minlength=n) == 1).all():
+        geoms[order] = polys
+    else:  # more than one feature for a label: not expected from GDAL, but stay exact
+        for label in range(n):
+            geoms[label] = shapely.union_all(polys[order == label])
+    return geoms
+
+
+def polygonize_block(job: BlockJob) -> BlockResult:
+    """Pieces of one block (global pixel coordinates) and its edge label strips."""
     win = job.window
     with rasterio.open(job.path) as ds:
         data = ds.read(1, window=win.to_rasterio())
-    mask = np.ones(data.shape, bool) if job.nodata is None else data != job.nodata
-    if job.keep is not None:
-        mask &= np.isin(data, job.keep)
-    if not mask.any():
-        return Pieces.empty(), np.zeros(0, bool)
+    labels, class_ids = label_block(data, nodata=job.nodata, keep=job.keep,
+                                    connectivity=job.connectivity)
+    n = len(class_ids)
+    if n == 0:
+        return BlockResult.empty(win)
     offset = rasterio.Affine.translation(win.col, win.row)
-    found = list(shapes(data, mask=mask, connectivity=job.connectivity, transform=offset))
-    geoms = np.array([_to_polygon(g) for g, _ in found] + [None], object)[:-1]
-    class_ids = np.array([int(v) for _, v in found], np.int64)
-    if job.connectivity == 8:  # diagonal touches give self-touching rings: make them OGC valid
-        bad = ~shapely.is_valid(geoms)
-        geoms[bad] = shapely.simplify(shapely.make_valid(geoms[bad]), 0)
-    pixels = shapely.area(geoms)
-    prob_sums = _probability_sums(job, geoms, class_ids) if job.prob_path else np.zeros(len(geoms))
-    xmin, ymin, xmax, ymax = shapely.bounds(geoms).T
-    pending = (((xmin == win.col) & (win.col > 0)) | ((ymin == win.row) & (win.row > 0))
-               | ((xmax == win.col_stop) & (win.col_stop < job.width))
-               | ((ymax == win.row_stop) & (win.row_stop < job.height)))
-    return Pieces(class_ids, geoms, pixels, prob_sums), pending
+    geoms = _polygons(shapes(labels, mask=labels > 0, connectivity=job.connectivity,
+                             transform=offset), n)
+    if job.connectivity == 8:  # diagonal touches give self-touching rings: make them valid
+        bad = np.flatnonzero(~shapely.is_valid(geoms))
+        if len(bad):
+            geoms[bad] = remove_collinear(shapely.make_valid(geoms[bad]))
+    pixels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    prob_sums = (_probability_sums(job, data, labels, class_ids) if job.prob_path
+                 else np.zeros(n))
+    return BlockResult(win, Pieces(class_ids, shapely.normalize(geoms), pixels, prob_sums),
+                       first_pixels(geoms, job.width), labels[0].copy(),
+                       labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
 
 
-def _probability_sums(job: BlockJob, geoms, class_ids) -> np.ndarray:
+def _probability_sums(job: BlockJob, data, labels, class_ids) -> np.ndarray:
     """Per piece: sum over its pixels of its class's probability band (0..255)."""
-    win = job.window
-    offset = rasterio.Affine.translation(win.col, win.row)
-    labels = rasterize(zip(geoms, range(1, len(geoms) + 1)), out_shape=(win.height, win.width),
-                       transform=offset, fill=0, dtype="int32")
+    win, n = job.window, len(class_ids)
     bands = dict(job.prob_bands)
-    sums = np.zeros(len(geoms))
+    sums = np.zeros(n + 1)
     with rasterio.open(job.prob_path) as ds:
-        for cid in np.unique(class_ids):
-            band = bands.get(int(cid), int(cid) + 1)
+        for cid in np.unique(class_ids).tolist():
+            band = bands.get(cid, cid + 1)
             if band > ds.count:
                 raise InvalidInputError(f"{job.prob_path}: has {ds.count} bands, none for "
                                         f"class {cid}; give the probabilities.tif written "
                                         "with this class raster")
-            prob = ds.read(band, window=win.to_rasterio()).astype(np.float64)
-            sel = np.isin(labels, np.flatnonzero(class_ids == cid) + 1)
-            sums += np.bincount(labels[sel], weights=prob[sel], minlength=len(geoms) + 1)[1:]
-    return sums
-
-
-def merge_seams(pieces: Pieces, blocks: np.ndarray, *, connectivity: int,
-                block_size: int) -> Pieces:
-    """Join pending pieces of one class from different blocks that belong to one region.
-
-    Two pieces are one region when they share a seam edge of positive length, or, with
-    8-connectivity, any point (a diagonal pixel touch). Groups are found with union-find
-    over touching pairs (an STRtree query) and unioned as a coverage (pieces never overlap).
-    """
-    n = len(pieces.geoms)
-    if n == 0:
-        return pieces
-    tree = shapely.STRtree(pieces.geoms)
-    left, right = tree.query(pieces.geoms, predicate="intersects")
-    sel = ((left < right) & (pieces.class_ids[left] == pieces.class_ids[right])
-           & (blocks[left] != blocks[right]))
-    left, right = left[sel], right[sel]
-    if connectivity == 4 and len(left):
-        shared_edge = shapely.relate_pattern(pieces.geoms[left], pieces.geoms[right], "****1****")
-        left, right = left[shared_edge], right[shared_edge]
-    parent = np.arange(n)
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in zip(left.tolist(), right.tolist()):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n)])
-    order = np.argsort(roots, kind="stable")
-    starts = np.flatnonzero(np.r_[True, roots[order][1:] != roots[order][:-1]])
-    groups = np.split(order, starts[1:])
-    geoms = [pieces.geoms[g[0]] if len(g) == 1 else shapely.normalize(shapely.simplify(
-        _union(pieces.geoms[g], block_size=block_size), 0)) for g in groups]
-    first = np.array([g[0] for g in groups])
-    return Pieces(pieces.class_ids[first], np.array(geoms + [None], object)[:-1],
-                  np.array([pieces.pixels[g].sum() for g in groups]),
-                  np.array([pieces.prob_sums[g].sum() for g in groups]))
-
-
-def _union(geoms, *, block_size: int) -> shapely.Geometry:
-    """Union of non-overlapping pieces with integer vertices.
-
-    Pieces from two sides of a seam are noded differently; a vertex at every pixel corner
-    along the seams (exact for integer coordinates) makes them a proper coverage, so the
-    fast coverage union applies. Its result may hold a self-touching ring (a hole touching
-    the shell at a vertex); ``make_valid`` splits that without changing the point set.
-    The overlay union is the fallback.
-    """
-    try:
-        merged = shapely.coverage_union_all([_node_seams(g, block_size) for g in geoms])
-        if not shapely.is_valid(merged):
-            merged = shapely.make_valid(merged)
-        if shapely.get_type_id(merged) in (3, 6) and shapely.is_valid(merged):
-            return merged
-    except shapely.errors.GEOSException:
-        pass
-    return shapely.union_all(geoms)
-
-
-def _node_seams(geom, block_size: int):
-    """``geom`` with a vertex at every integer point of its edges that lie on a seam."""
-    if shapely.get_type_id(geom) == 6:
-        return shapely.MultiPolygon([_node_seams(p, block_size) for p in geom.geoms])
-    rings = [_node_ring(np.asarray(geom.exterior.coords), block_size)]
-    rings += [_node_ring(np.asarray(r.coords), block_size) for r in geom.interiors]
-    return shapely.Polygon(rings[0], rings[1:])
-
-
-def _node_ring(coords: np.ndarray, block_size: int) -> np.ndarray:
-    start, stop = coords[:-1], coords[1:]
-    step = stop - start
-    length = np.abs(step).sum(axis=1)  # rectilinear: one of dx, dy is 0
-    on_seam = (((step[:, 0] == 0) & (start[:, 0] % block_size == 0))
-               | ((step[:, 1] == 0) & (start[:, 1] % block_size == 0))) & (length > 1)
-    if not on_seam.any():
-        return coords
-    count = np.where(on_seam, length, 1).astype(np.int64)
-    seg = np.repeat(np.arange(len(start)), count)
-    within = np.arange(len(seg)) - np.repeat(np.cumsum(count) - count, count)
-    unit = step / np.where(on_seam, length, 1)[:, None]
-    unit[~on_seam] = 0
-    points = start[seg] + within[:, None] * unit[seg]
-    return np.vstack([points, coords[-1:]])
+            prob = ds.read(band, window=win.to_rasterio())
+            sel = data == cid
+            sums += np.bincount(labels[sel], weights=prob[sel], minlength=n + 1)
+    return sums[1:]
 
 
 def polygonize_raster(raster: ClassRaster, *, keep=None, block_size: int = 1024,
@@ -321,34 +173,16 @@ def polygonize_raster(raster: ClassRaster, *, keep=None, block_size: int = 1024,
     ``workers`` > 1 polygonizes blocks in that many processes; the result is the same.
     """
     grid = raster.grid
-    windows = block_windows(grid, block_size=block_size)
     jobs = [BlockJob(raster.path, w, grid.height, grid.width, raster.nodata, keep,
                      connectivity, str(prob_path) if prob_path else None, tuple(prob_bands))
-            for w in windows]
+            for w in block_windows(grid, block_size=block_size)]
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(polygonize_block, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            results = list(pool.map(polygonize_block, jobs))
     else:
         results = [polygonize_block(j) for j in jobs]
-    final = Pieces.concat([p.take(~pend) for p, pend in results])
-    pending = Pieces.concat([p.take(pend) for p, pend in results])
-    blocks = np.concatenate([np.full(int(pend.sum()), i) for i, (_, pend) in enumerate(results)]
-                            or [np.zeros(0, int)])
-    merged = merge_seams(pending, blocks, connectivity=connectivity,
-                         block_size=block_size)
-    out = Pieces.concat([final, merged])
-    out.geoms = shapely.normalize(out.geoms)
-    return out.take(_canonical_order(out))
-
-
-def _canonical_order(pieces: Pieces) -> np.ndarray:
-    """Sort by top edge, left edge, class, then geometry bytes: independent of blocking."""
-    if len(pieces.geoms) == 0:
-        return np.zeros(0, int)
-    xmin, ymin = shapely.bounds(pieces.geoms)[:, :2].T
-    wkb = shapely.to_wkb(pieces.geoms)
-    return np.array(sorted(range(len(wkb)), key=lambda i: (ymin[i], xmin[i],
-                                                            pieces.class_ids[i], wkb[i])), int)
+    return merge_blocks(results, height=grid.height, width=grid.width,
+                        block_size=block_size, connectivity=connectivity)
 
 
 def to_map(geoms: np.ndarray, grid: PixelGrid) -> np.ndarray:
@@ -371,37 +205,11 @@ def _apply_min_area(pieces: Pieces, grid: PixelGrid, *, min_area: float) -> Piec
     areas, _ = measure(to_map(pieces.geoms, grid), grid.crs)
     groups = merge_small(pieces.geoms, areas, min_area=min_area)
     out = pieces.take(np.array([g[0] for g in groups], int))
-    out.geoms = np.array([shapely.normalize(shapely.simplify(
-        _union(pieces.geoms[g], block_size=1), 0)) if len(g) > 1 else pieces.geoms[g[0]]
-        for g in groups] + [None], object)[:-1]
-    return out.take(_canonical_order(out))
-
-
-def _probability_bands(raster: ClassRaster, prob_path, keep) -> tuple[tuple[int, int], ...]:
-    """Check a probability raster against the class raster; map class id -> band."""
-    prob_path = Path(prob_path)
-    if not prob_path.exists():
-        raise InputNotFoundError(f"{prob_path}: probability raster not found; check the path")
-    try:
-        with rasterio.open(prob_path) as ds:
-            grid, count, dtype = PixelGrid.of(ds), ds.count, ds.dtypes[0]
-    except RasterioIOError as exc:
-        raise InvalidInputError(f"{prob_path}: not a raster GDAL can read; give the "
-                                "probabilities.tif written by geoseg predict") from exc
-    g = raster.grid
-    if (grid.height, grid.width, grid.transform) != (g.height, g.width, g.transform):
-        raise InvalidInputError(f"{prob_path}: grid {grid.height}x{grid.width} does not match "
-                                f"{raster.path} ({g.height}x{g.width}, same transform "
-                                "needed); give the probabilities written with it")
-    if dtype != "uint8":
-        raise InvalidInputError(f"{prob_path}: pixel type {dtype}; expected uint8 "
-                                "(probability x 255) as geoseg predict writes")
-    bands = tuple((c.id, i + 1) for i, c in enumerate(raster.classes or ()))
-    for cid, band in bands:
-        if band > count and (keep is None or cid in keep):
-            raise InvalidInputError(f"{prob_path}: has {count} bands but {raster.path} has "
-                                    f"{len(bands)} classes; give the matching probabilities")
-    return bands
+    multi = [k for k, g in enumerate(groups) if len(g) > 1]
+    if multi:
+        out.geoms[multi] = union_pieces([pieces.geoms[groups[k]] for k in multi], step=1,
+                                        height=grid.height, width=grid.width)
+    return out.take(np.argsort(first_pixels(out.geoms, grid.width), kind="stable"))
 
 
 def vectorize_raster(classes_path, out_path, *, block_size: int = 1024,
@@ -429,9 +237,11 @@ def vectorize_raster(classes_path, out_path, *, block_size: int = 1024,
         raise ConfigError(f"--workers {workers}: expected 1 or more")
     raster = open_class_raster(classes_path, allow_no_crs=allow_no_crs)
     keep = resolve_classes(raster, keep_classes)
-    prob_bands = (_probability_bands(raster, probabilities_path, keep)
+    prob_bands = (probability_bands(raster, probabilities_path, keep)
                   if probabilities_path else ())
     out_path = prepare_output(out_path, overwrite=overwrite)
+    if out_path.is_dir():  # writers.prepare_output accepts folders (--overwrite): not here
+        raise OutputNotWritableError(f"{out_path}: is a folder; give a .gpkg file name")
 
     pieces = polygonize_raster(raster, keep=keep, block_size=int(block_size),
                                connectivity=connectivity, prob_path=probabilities_path,

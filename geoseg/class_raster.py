@@ -1,0 +1,134 @@
+"""Class rasters as vectorize reads them: open and validate, class names, kept classes.
+
+A class raster has one integer band of class ids (``CLASS_DTYPES``), a CRS (unless
+allowed otherwise) and, when geoseg wrote it, a GEOSEG_CLASSES tag with names and
+background flags. Every refusal is a one-line :class:`~geoseg.errors.GeosegError` naming
+the file and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import rasterio
+from rasterio.errors import RasterioIOError
+
+from .classes import NODATA_CLASS, ClassInfo, classes_from_tags
+from .errors import ConfigError, InputNotFoundError, InvalidInputError
+from .grid import PixelGrid
+
+CLASS_DTYPES = ("uint8", "uint16", "int16", "int32")
+"""Integer pixel types ``rasterio.features.shapes`` accepts for class rasters."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClassRaster:
+    """What vectorize needs to know about a class raster before reading it."""
+
+    path: str
+    grid: PixelGrid
+    nodata: int | None
+    classes: tuple[ClassInfo, ...] | None
+    """From the GEOSEG_CLASSES tag; None for rasters geoseg did not write."""
+    tags: dict
+
+
+def open_class_raster(path, *, allow_no_crs: bool = False) -> ClassRaster:
+    """Inspect a class raster and refuse what cannot be vectorized, with a one-line reason."""
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise InvalidInputError(f"{path}: is a folder, not a class raster")
+    try:
+        with rasterio.open(path) as ds:
+            grid, count, dtype = PixelGrid.of(ds), ds.count, ds.dtypes[0]
+            nodata, tags = ds.nodata, ds.tags()
+    except RasterioIOError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"{path}: not a raster GDAL can read ({reason}); give the "
+                                "classes.tif written by geoseg predict") from exc
+    if count != 1:
+        raise InvalidInputError(f"{path}: has {count} bands; a class raster has exactly one "
+                                "(class ids); give classes.tif, not the scene or probabilities")
+    if dtype not in CLASS_DTYPES:
+        raise InvalidInputError(f"{path}: pixel type {dtype} holds no class ids; expected an "
+                                f"integer type ({', '.join(CLASS_DTYPES)}), e.g. uint8 as "
+                                "geoseg predict writes")
+    if grid.crs is None and not allow_no_crs:
+        raise InvalidInputError(f"{path}: has no CRS, so polygons could not be placed on a "
+                                "map; assign one (gdal_edit.py -a_srs EPSG:XXXX) or pass "
+                                "--allow-no-crs")
+    classes = classes_from_tags(tags)
+    if nodata is not None:
+        nodata = int(nodata) if float(nodata).is_integer() else None
+    elif classes is not None:
+        nodata = NODATA_CLASS
+    return ClassRaster(str(path), grid, nodata, classes, tags)
+
+
+def class_name(raster: ClassRaster, class_id: int) -> str:
+    """The class's name from the raster's tags, else ``class_<id>``."""
+    for c in raster.classes or ():
+        if c.id == class_id:
+            return c.name
+    return f"class_{class_id}"
+
+
+def resolve_classes(raster: ClassRaster, keep_classes=None) -> tuple[int, ...] | None:
+    """Class ids to polygonize; None means every value except nodata.
+
+    By default a geoseg raster's background-like classes are left out; a raster geoseg did
+    not write keeps every value (0 is not assumed to be background). ``keep_classes`` takes
+    ids or names (``class_<id>`` works for foreign rasters), case-insensitive.
+    """
+    known = raster.classes or ()
+    if keep_classes is None:
+        if not known:
+            return None
+        return tuple(c.id for c in known if not c.is_background and c.id != raster.nodata)
+    if isinstance(keep_classes, (str, int)):
+        keep_classes = [keep_classes]
+    by_name = {c.name.strip().lower(): c.id for c in known}
+    ids = []
+    for token in keep_classes:
+        text = str(token).strip().lower()
+        if text.lstrip("-").isdigit():
+            ids.append(int(text))
+        elif text in by_name:
+            ids.append(by_name[text])
+        elif text.startswith("class_") and text[6:].isdigit():
+            ids.append(int(text[6:]))
+        else:
+            valid = ", ".join(f"{c.id}={c.name}" for c in known) or "class ids (integers)"
+            raise ConfigError(f"--classes: {token!r} is not a class of {raster.path}; "
+                              f"valid: {valid}")
+    return tuple(sorted(set(ids) - {raster.nodata}))
+
+
+def probability_bands(raster: ClassRaster, prob_path, keep) -> tuple[tuple[int, int], ...]:
+    """Check a probability raster against the class raster; map class id -> band."""
+    prob_path = Path(prob_path)
+    if not prob_path.exists():
+        raise InputNotFoundError(f"{prob_path}: probability raster not found; check the path")
+    try:
+        with rasterio.open(prob_path) as ds:
+            grid, count, dtype = PixelGrid.of(ds), ds.count, ds.dtypes[0]
+    except RasterioIOError as exc:
+        raise InvalidInputError(f"{prob_path}: not a raster GDAL can read; give the "
+                                "probabilities.tif written by geoseg predict") from exc
+    g = raster.grid
+    if (grid.height, grid.width, grid.transform) != (g.height, g.width, g.transform):
+        raise InvalidInputError(f"{prob_path}: grid {grid.height}x{grid.width} does not match "
+                                f"{raster.path} ({g.height}x{g.width}, same transform "
+                                "needed); give the probabilities written with it")
+    if dtype != "uint8":
+        raise InvalidInputError(f"{prob_path}: pixel type {dtype}; expected uint8 "
+                                "(probability x 255) as geoseg predict writes")
+    bands = tuple((c.id, i + 1) for i, c in enumerate(raster.classes or ()))
+    for cid, band in bands:
+        if band > count and (keep is None or cid in keep):
+            raise InvalidInputError(f"{prob_path}: has {count} bands but {raster.path} has "
+                                    f"{len(bands)} classes; give the matching probabilities")
+    return bands
