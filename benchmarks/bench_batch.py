@@ -46,9 +46,10 @@ def make_scenes(folder: Path, count: int) -> list[Path]:
         row, col = divmod(i % 4, 2)
         with rasterio.open(src_path) as src:
             window = Window(col * CROP, row * CROP, CROP, CROP)
-            profile = src.profile | dict(height=CROP, width=CROP, driver="GTiff", tiled=True,
-                                         blockxsize=256, blockysize=256, compress="deflate",
-                                         transform=src.window_transform(window))
+            profile = dict(driver="GTiff", height=CROP, width=CROP, count=src.count,
+                           dtype=src.dtypes[0], crs=src.crs, nodata=src.nodata, tiled=True,
+                           blockxsize=256, blockysize=256, compress="deflate",
+                           transform=src.window_transform(window))
             path = folder / f"oam{i}.tif"
             with rasterio.open(path, "w", **profile) as dst:
                 dst.write(src.read(window=window))

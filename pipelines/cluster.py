@@ -104,9 +104,9 @@ def _slurm_kwargs(options: dict) -> dict:
 
 def slurm_job_script(options: dict, *, scheduler: str = "tcp://SCHEDULER:8786") -> str:
     """The batch script each SLURM job runs, without starting anything (no SLURM needed)."""
-    from dask_jobqueue.slurm import SLURMJob  # noqa: F401 - checks the extra first
-
     _jobqueue()
+    from dask_jobqueue.slurm import SLURMJob
+
     kwargs = _slurm_kwargs(options)
     kwargs.pop("scheduler_options", None)
     return SLURMJob(scheduler=scheduler, name="geoseg-worker", **kwargs).job_script()
@@ -156,5 +156,7 @@ def connect(choice: ClusterChoice, *, echo=print):
         else:
             cluster.scale(jobs=int(o.get("jobs", 1)))
         with Client(cluster) as client:
-            echo(f"SLURM cluster: dashboard {client.dashboard_link}")
+            echo(f"SLURM cluster: dashboard {client.dashboard_link}; waiting for the first "
+                 "worker to start")
+            client.wait_for_workers(1)
             yield client
