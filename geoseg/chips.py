@@ -219,14 +219,18 @@ def cut(scene: LabelledScene, window: Window, *, use_region: bool = True):
 def augment(x: np.ndarray, y: np.ndarray, valid: np.ndarray, rng: np.random.Generator, *,
             jitter: float) -> tuple[np.ndarray, np.ndarray]:
     """Random flip / 90-degree rotation of a normalized chip ``x`` (C, H, W) and its labels
-    ``y`` (H, W); then per-band gain ``1 +- jitter`` and offset ``+- jitter`` (in std units)
-    on valid pixels only, so masked pixels stay exactly 0 as in prediction."""
+    ``y`` (H, W); then radiometric jitter on valid pixels only (masked pixels stay exactly 0
+    as in prediction): a gain ``1 +- jitter`` and an offset ``+- jitter`` (in std units)
+    shared by all bands (brightness, contrast: scenes of other dates and sensors), plus a
+    third of that per band (colour balance)."""
     k = int(rng.integers(4))
     flip = bool(rng.integers(2))
     if jitter > 0:
         c = x.shape[0]
-        gain = 1 + rng.uniform(-jitter, jitter, (c, 1, 1)).astype(np.float32)
-        offset = rng.uniform(-jitter, jitter, (c, 1, 1)).astype(np.float32)
+        gain = (1 + rng.uniform(-jitter, jitter)
+                + rng.uniform(-jitter / 3, jitter / 3, (c, 1, 1))).astype(np.float32)
+        offset = (rng.uniform(-jitter, jitter)
+                  + rng.uniform(-jitter / 3, jitter / 3, (c, 1, 1))).astype(np.float32)
         x = (x * gain + offset) * valid
     if x.shape[1] == x.shape[2]:
         x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)

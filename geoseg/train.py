@@ -318,7 +318,7 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     ckpt_path = ckpt_dir / "last.pt"
     state = {"step": 0, "best_miou": -1.0, "best_step": 0, "bad": 0, "history": [],
              "best_state": None, "elapsed": 0.0}
-    fingerprint = json.dumps(recipe.to_dict(), sort_keys=True, default=str)
+    fingerprint = _fingerprint(recipe.to_dict())
     if resume and ckpt_path.is_file():
         state = _load_checkpoint(ckpt_path, fingerprint, network, optimizer, scheduler, rng)
     elapsed0 = state["elapsed"]
@@ -393,6 +393,15 @@ def _save(bundle, path, *, float16: bool):
                           ) from exc
 
 
+BUDGET_FIELDS = ("max_minutes", "output", "checkpoint_dir", "threads")
+"""Recipe fields a resumed run may change: they do not change what one step computes."""
+
+
+def _fingerprint(recipe: dict) -> str:
+    return json.dumps({k: v for k, v in recipe.items() if k not in BUDGET_FIELDS},
+                      sort_keys=True, default=str)
+
+
 def _save_checkpoint(path: Path, fingerprint, state, network, optimizer, scheduler, rng):
     """Everything to continue exactly where training stopped (torch.save, tensors and
     plain types only so that torch.load(weights_only=True) reads it back)."""
@@ -407,7 +416,7 @@ def _save_checkpoint(path: Path, fingerprint, state, network, optimizer, schedul
 
 def _load_checkpoint(path: Path, fingerprint, network, optimizer, scheduler, rng) -> dict:
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("fingerprint") != fingerprint:
+    if _fingerprint(json.loads(payload.get("fingerprint", "{}"))) != fingerprint:
         raise ConfigError(f"{path}: a checkpoint of a different recipe; delete it, set "
                           "another checkpoint_dir, or pass --no-resume")
     network.load_state_dict(payload["network"])
