@@ -76,6 +76,16 @@ def model_loads() -> list[str]:
     return list(_LOADS)
 
 
+def _gdal_env():
+    """The bounded GDAL block cache that in-process prediction uses (memory must not grow
+    with the scene on a worker either)."""
+    import rasterio
+
+    from geoseg.predict import _gdal_settings
+
+    return rasterio.Env(**_gdal_settings())
+
+
 def predict_block_task(job: SceneJob, row: int, col: int):
     """Read block ``(row, col)`` with its halo and run its tiles: a ``BlockResult``."""
     import rasterio
@@ -85,7 +95,7 @@ def predict_block_task(job: SceneJob, row: int, col: int):
     options = job.options
     bundle = worker_bundle(job.model, device=options.device, threads=options.threads)
     block = job.plan.blocks.block(row, col)
-    with rasterio.open(job.plan.scene.path) as ds:
+    with _gdal_env(), rasterio.open(job.plan.scene.path) as ds:
         pixels, valid = read_block(ds, job.plan, block)
     return predict_block(bundle, job.plan, block, pixels, valid,
                          batch_size=options.batch_size)
@@ -119,10 +129,10 @@ def assemble_task(job: SceneJob, tags: dict, *done) -> dict:
     meta = read_meta(job.model.path)
     grid, folder = job.plan.scene.grid, Path(job.folder)
     outputs = {}
-    with class_output(folder / "classes.tif", grid, meta, tags) as out:
+    with _gdal_env(), class_output(folder / "classes.tif", grid, meta, tags) as out:
         outputs["classes"] = str(assemble(out, job.plan.blocks, job.parts, "classes"))
     if job.options.probabilities:
-        with probability_output(folder / "probabilities.tif", grid, meta, tags) as out:
+        with _gdal_env(), probability_output(folder / "probabilities.tif", grid, meta, tags) as out:
             outputs["probabilities"] = str(assemble(out, job.plan.blocks, job.parts,
                                                     "probabilities"))
     return outputs
