@@ -84,7 +84,7 @@ def simplify_coverage(geoms: np.ndarray, *, tolerance: float) -> np.ndarray:
     return simplified
 
 
-def _rings(geoms):
+def ragged_rings(geoms):
     """Ragged MultiPolygon arrays of Polygon/MultiPolygon ``geoms``."""
     kind, coords, offsets = shapely.to_ragged_array(np.asarray(geoms, object))
     if kind == shapely.GeometryType.POLYGON:
@@ -108,7 +108,7 @@ def node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
     """
     if len(geoms) == 0:
         return np.asarray(geoms, object)
-    _, coords, (ring_off, part_off, geom_off) = _rings(geoms)
+    _, coords, (ring_off, part_off, geom_off) = ragged_rings(geoms)
     x, y = coords[:, 0], coords[:, 1]
     last = np.zeros(len(coords), bool)
     last[ring_off[1:] - 1] = True
@@ -134,7 +134,7 @@ def remove_collinear(geoms) -> np.ndarray:
     """Drop vertices whose neighbours are on the same axis-parallel line (ring start too)."""
     if len(geoms) == 0:
         return np.asarray(geoms, object)
-    _, coords, (ring_off, part_off, geom_off) = _rings(geoms)
+    _, coords, (ring_off, part_off, geom_off) = ragged_rings(geoms)
     closed = np.diff(ring_off)
     n_open = closed - 1
     ring = np.repeat(np.arange(len(closed)), closed)
@@ -155,12 +155,52 @@ def remove_collinear(geoms) -> np.ndarray:
     return _from_rings(out, np.r_[0, np.cumsum(kept + 1)], part_off, geom_off)
 
 
+def _union_shells(pieces) -> shapely.Geometry:
+    """Coverage union of the pieces' shells, then the pieces' own holes put back.
+
+    A piece's hole lies inside its block and holds no pixel of another piece of the
+    group (such a pixel would connect to the piece inside the block), so the shells do
+    not overlap, the holes do not touch a seam, and every hole of the union is either a
+    new one the union forms or one of the pieces' holes. Holes are what makes the
+    coverage union slow (ring nesting), so they are kept out of it. A multi-part piece
+    (8-connectivity) may hold one of its own parts in a hole, so its group is unioned
+    as it is.
+    """
+    if (shapely.get_type_id(pieces) != 3).any() or not (
+            shapely.get_num_interior_rings(pieces).any()):
+        return shapely.coverage_union_all(pieces)
+    parts = pieces
+    rings, index = shapely.get_rings(parts, return_index=True)
+    holes = rings[np.r_[False, index[1:] == index[:-1]]]
+    merged = shapely.coverage_union_all(shapely.polygons(shapely.get_exterior_ring(parts)))
+    if shapely.get_type_id(merged) == 3:
+        return _with_holes(merged, holes)
+    if shapely.get_type_id(merged) != 6:
+        raise shapely.errors.GEOSException("coverage union gave no polygon")
+    outer = np.asarray(merged.geoms, object)
+    inside = shapely.point_on_surface(shapely.polygons(holes))
+    where, part = shapely.STRtree(outer).query(inside, predicate="within")
+    owner = np.full(len(holes), -1)
+    owner[where] = part
+    if (owner < 0).any():
+        raise shapely.errors.GEOSException("hole outside the union")
+    return shapely.multipolygons([_with_holes(p, holes[owner == k])
+                                  for k, p in enumerate(outer)])
+
+
+def _with_holes(polygon, holes) -> shapely.Polygon:
+    rings = np.array([*polygon.interiors, *holes] + [None], object)[:-1]
+    return shapely.polygons(polygon.exterior, holes=rings)
+
+
 def union_pieces(groups, *, step: int, height: int, width: int) -> np.ndarray:
     """One canonical geometry per group of non-overlapping integer-vertex pieces.
 
     Pieces are noded along the seams, coverage-unioned, cleared of straight vertices and
-    normalized. A group the coverage union cannot take (not expected) falls back to the
-    overlay union.
+    normalized. The pieces are a proper coverage (disjoint interiors, identical vertices
+    on shared edges), for which the coverage union is exact and valid, so no validity
+    check is spent on (possibly scene-sized) results; a group the coverage union refuses
+    (not expected) falls back to the overlay union.
     """
     if not groups:
         return np.zeros(0, object)
@@ -170,10 +210,10 @@ def union_pieces(groups, *, step: int, height: int, width: int) -> np.ndarray:
     merged = np.empty(len(groups), object)
     for k, (group, pieces) in enumerate(zip(groups, parts)):
         try:
-            merged[k] = shapely.coverage_union_all(pieces)
+            merged[k] = _union_shells(pieces)
         except shapely.errors.GEOSException:
             merged[k] = shapely.union_all(group)
-    bad = ~np.isin(shapely.get_type_id(merged), (3, 6)) | ~shapely.is_valid(merged)
+    bad = ~np.isin(shapely.get_type_id(merged), (3, 6))
     for k in np.flatnonzero(bad):  # fallback: overlay union (noding included)
         merged[k] = shapely.union_all(groups[k])
     return shapely.normalize(remove_collinear(merged))

@@ -23,7 +23,7 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .coverage import union_pieces
+from .coverage import ragged_rings, union_pieces
 from .grid import Window
 
 
@@ -89,6 +89,44 @@ def first_pixels(geoms, width: int) -> np.ndarray:
     key = coords[:, 1].astype(np.int64) * (width + 1) + coords[:, 0].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
     return np.minimum.reduceat(key, starts)
+
+
+def block_edges(geoms, window: Window, width: int):
+    """First pixels of ``geoms`` (see :func:`first_pixels`) and the block's edge strips.
+
+    Read from the polygons alone: every pixel of a piece in the block's top row has its
+    top edge on the piece's boundary, so the boundary segments lying on the block's top
+    line are exactly that piece's pixels there (likewise for the other three edges).
+    Returns ``first, top, bottom, left, right``; strips hold piece index + 1, 0 for none.
+    """
+    win = window
+    strips = [np.zeros(win.width, np.int32), np.zeros(win.width, np.int32),
+              np.zeros(win.height, np.int32), np.zeros(win.height, np.int32)]
+    if len(geoms) == 0:
+        return (np.zeros(0, np.int64), *strips)
+    _, coords, (ring_off, part_off, geom_off) = ragged_rings(geoms)
+    part_geom = np.repeat(np.arange(len(geom_off) - 1), np.diff(geom_off))
+    ring_geom = part_geom[np.repeat(np.arange(len(part_off) - 1), np.diff(part_off))]
+    vertex_geom = np.repeat(ring_geom, np.diff(ring_off))
+    x, y = coords[:, 0].astype(np.int64), coords[:, 1].astype(np.int64)
+    key = y * (width + 1) + x
+    starts = np.flatnonzero(np.r_[True, vertex_geom[1:] != vertex_geom[:-1]])
+    first = np.minimum.reduceat(key, starts)
+    seg = np.ones(len(coords), bool)
+    seg[ring_off[1:] - 1] = False  # no segment from a ring's last vertex
+    seg = np.flatnonzero(seg)
+    x0, x1, y0, y1, label = x[seg], x[seg + 1], y[seg], y[seg + 1], vertex_geom[seg] + 1
+    for strip, along, fixed, a, b, lo, line in (
+            (strips[0], y0 == y1, y0, x0, x1, win.col, win.row),
+            (strips[1], y0 == y1, y0, x0, x1, win.col, win.row_stop),
+            (strips[2], x0 == x1, x0, y0, y1, win.row, win.col),
+            (strips[3], x0 == x1, x0, y0, y1, win.row, win.col_stop)):
+        on = np.flatnonzero(along & (fixed == line))
+        start, stop = np.minimum(a[on], b[on]) - lo, np.maximum(a[on], b[on]) - lo
+        count = stop - start
+        pos = np.repeat(start - np.cumsum(count) + count, count) + np.arange(count.sum())
+        strip[pos] = np.repeat(label[on], count)
+    return (first, *strips)
 
 
 def _facing_pairs(a: np.ndarray, b: np.ndarray, class_of: np.ndarray,

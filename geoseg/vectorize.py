@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
-from rasterio.features import shapes
-from scipy import ndimage
+from rasterio.features import rasterize, shapes
 
 from . import __version__
 from .classes import CLASSES_TAG
@@ -39,17 +38,13 @@ from .coverage import merge_small, remove_collinear, simplify_coverage, union_pi
 from .errors import ConfigError, InvalidInputError, OutputNotWritableError
 from .gpkg import measure, write_polygons
 from .grid import PixelGrid, Window
-from .seams import BlockResult, Pieces, first_pixels, merge_blocks
+from .seams import BlockResult, Pieces, block_edges, first_pixels, merge_blocks
 from .writers import prepare_output
 
 __all__ = ["CLASS_DTYPES", "BlockJob", "BlockResult", "ClassRaster", "Pieces",
            "block_windows", "class_name", "merge_blocks", "open_class_raster",
            "polygonize_block", "polygonize_raster", "resolve_classes", "to_map",
            "vectorize_raster"]
-
-_STRUCTURE = {4: ndimage.generate_binary_structure(2, 1),
-              8: ndimage.generate_binary_structure(2, 2)}
-
 
 @dataclass(frozen=True, slots=True)
 class BlockJob:
@@ -75,81 +70,62 @@ def block_windows(grid: PixelGrid, *, block_size: int) -> list[Window]:
             for col in range(0, grid.width, block_size)]
 
 
-def label_block(data: np.ndarray, *, nodata, keep, connectivity: int):
-    """Connected components of each kept class: int32 labels 1..n (0: none) and their class.
-
-    Components are numbered class by class (ascending), then in scipy's scan order.
-    """
-    if data.dtype.kind == "u" and data.dtype.itemsize <= 2:
-        present = np.flatnonzero(np.bincount(data.ravel()))
-    else:
-        present = np.unique(data)
-    if nodata is not None:
-        present = present[present != nodata]
-    if keep is not None:
-        present = present[np.isin(present, keep)]
-    labels = np.zeros(data.shape, np.int32)
-    class_ids = []
-    for cid in present.tolist():
-        mask = data == cid
-        found, count = ndimage.label(mask, _STRUCTURE[connectivity], output=np.int32)
-        np.add(found, len(class_ids), out=found, where=mask)
-        labels += found
-        class_ids += [cid] * count
-    return labels, np.array(class_ids, np.int64)
-
-
-def _polygons(features, n: int) -> np.ndarray:
-    """``shapes`` features of labels 1..n as an array of n polygons (index = label - 1)."""
-    order, ring_sizes, ring_counts, points = [], [], [], []
+def _polygons(features) -> tuple[np.ndarray, np.ndarray]:
+    """``shapes`` features as (class ids, polygons)."""
+    values, ring_sizes, ring_counts, points = [], [], [], []
     for geom, value in features:
         rings = geom["coordinates"]
-        order.append(int(value) - 1)
+        values.append(int(value))
         ring_counts.append(len(rings))
         for ring in rings:
             ring_sizes.append(len(ring))
             points.extend(ring)
+    if not values:
+        return np.zeros(0, np.int64), np.zeros(0, object)
     polys = shapely.from_ragged_array(
         shapely.GeometryType.POLYGON, np.array(points, float).reshape(-1, 2),
         (np.r_[0, np.cumsum(ring_sizes)], np.r_[0, np.cumsum(ring_counts)]))
-    order = np.array(order, np.int64)
-    geoms = np.empty(n, object)
-    if len(order) == n and (np.bincount(order, minlength=n) == 1).all():
-        geoms[order] = polys
-    else:  # more than one feature for a label: not expected from GDAL, but stay exact
-        for label in range(n):
-            geoms[label] = shapely.union_all(polys[order == label])
-    return geoms
+    return np.array(values, np.int64), np.asarray(polys, object)
 
 
 def polygonize_block(job: BlockJob) -> BlockResult:
-    """Pieces of one block (global pixel coordinates) and its edge label strips."""
+    """Pieces of one block (global pixel coordinates) and its edge label strips.
+
+    One ``shapes`` call over the block (nodata and dropped classes masked) gives one
+    polygon per connected component, as the whole-raster call does; pixel counts are the
+    polygons' areas (exact: integer vertices), edge strips come from the polygons'
+    boundary segments on the block edges (:func:`~geoseg.seams.block_edges`).
+    """
     win = job.window
     with rasterio.open(job.path) as ds:
         data = ds.read(1, window=win.to_rasterio())
-    labels, class_ids = label_block(data, nodata=job.nodata, keep=job.keep,
-                                    connectivity=job.connectivity)
-    n = len(class_ids)
-    if n == 0:
-        return BlockResult.empty(win)
+    mask = None if job.nodata is None else data != job.nodata
+    if job.keep is not None:
+        keep = np.isin(data, job.keep)
+        mask = keep if mask is None else mask & keep
     offset = rasterio.Affine.translation(win.col, win.row)
-    geoms = _polygons(shapes(labels, mask=labels > 0, connectivity=job.connectivity,
-                             transform=offset), n)
+    class_ids, geoms = _polygons(shapes(data, mask=mask, connectivity=job.connectivity,
+                                        transform=offset))
+    if len(geoms) == 0:
+        return BlockResult.empty(win)
     if job.connectivity == 8:  # diagonal touches give self-touching rings: make them valid
         bad = np.flatnonzero(~shapely.is_valid(geoms))
         if len(bad):
             geoms[bad] = remove_collinear(shapely.make_valid(geoms[bad]))
-    pixels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    prob_sums = (_probability_sums(job, data, labels, class_ids) if job.prob_path
-                 else np.zeros(n))
-    return BlockResult(win, Pieces(class_ids, shapely.normalize(geoms), pixels, prob_sums),
-                       first_pixels(geoms, job.width), labels[0].copy(),
-                       labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
+    geoms = shapely.normalize(geoms)
+    pixels = np.rint(shapely.area(geoms)).astype(np.int64)
+    prob_sums = (_probability_sums(job, geoms, class_ids) if job.prob_path
+                 else np.zeros(len(geoms)))
+    return BlockResult(win, Pieces(class_ids, geoms, pixels, prob_sums),
+                       *block_edges(geoms, win, job.width))
 
 
-def _probability_sums(job: BlockJob, data, labels, class_ids) -> np.ndarray:
+def _probability_sums(job: BlockJob, geoms, class_ids) -> np.ndarray:
     """Per piece: sum over its pixels of its class's probability band (0..255)."""
-    win, n = job.window, len(class_ids)
+    win, n = job.window, len(geoms)
+    offset = rasterio.Affine.translation(win.col, win.row)
+    labels = rasterize(zip(geoms, range(1, n + 1)), out_shape=(win.height, win.width),
+                       transform=offset, fill=0, dtype="int32")
     bands = dict(job.prob_bands)
     sums = np.zeros(n + 1)
     with rasterio.open(job.prob_path) as ds:
@@ -160,7 +136,7 @@ def _probability_sums(job: BlockJob, data, labels, class_ids) -> np.ndarray:
                                         f"class {cid}; give the probabilities.tif written "
                                         "with this class raster")
             prob = ds.read(band, window=win.to_rasterio())
-            sel = data == cid
+            sel = np.isin(labels, np.flatnonzero(class_ids == cid) + 1)
             sums += np.bincount(labels[sel], weights=prob[sel], minlength=n + 1)
     return sums[1:]
 
