@@ -1,21 +1,22 @@
 """Polygons from a class raster, block by block, merged exactly across block seams.
 
-Each block (a :class:`~geoseg.grid.Window`) is read on its own. Its kept classes are
-labelled into connected components (``scipy.ndimage.label``, 4- or 8-connectivity), and
-one ``rasterio.features.shapes`` call over the int32 label image gives exactly one polygon
-per component, in *global pixel coordinates* (integer vertices). Pixel counts and
-probability sums per component are ``bincount``s over the labels. The block returns its
-pieces and its edge label strips (:class:`~geoseg.seams.BlockResult`); the seam merge
-(:func:`~geoseg.seams.merge_blocks`) pairs pieces across seams by comparing those strips
-and unions each group as an exact coverage. The raster's affine transform is applied once
-at the end, with the same arithmetic as rasterio, so the result equals one whole-raster
-``shapes`` call (made valid) polygon for polygon. No array larger than a block is held.
+Each block (a :class:`~geoseg.grid.Window`) is read on its own and polygonized with one
+``rasterio.features.shapes`` call (nodata and dropped classes masked) in *global pixel
+coordinates*, so every vertex is an integer: one polygon ("piece") per connected
+component inside the block, pixel count = area. The block returns its pieces and the
+piece ids along its four edges (:class:`~geoseg.seams.BlockResult`, strips read off the
+polygons' boundary segments). The seam merge (:func:`~geoseg.seams.merge_blocks`) pairs
+pieces across seams by comparing those strips pixel by pixel (no geometry tests), groups
+the pairs, and unions each group as an exact coverage. The raster's affine transform is
+applied once at the end, with rasterio's arithmetic, so the result equals one
+whole-raster ``shapes`` call (made valid) polygon for polygon. No array larger than a
+block is ever held.
 
 Blocks run in ``workers`` processes when asked; a scheduler (e.g. Dask) can also call
-:func:`polygonize_block` per block and :func:`~geoseg.seams.merge_blocks` on the results.
-Geometries are canonical (collinear vertices removed, ``shapely.normalize``) and sorted by
-their first pixel in raster order, so the output does not depend on block size or worker
-count.
+:func:`polygonize_block` per :class:`BlockJob` and :func:`~geoseg.seams.merge_blocks` on
+the results. Geometries are canonical (collinear vertices removed, ``shapely.normalize``)
+and sorted by their first pixel in raster order, so the output does not depend on block
+size or worker count.
 """
 
 from __future__ import annotations
