@@ -138,7 +138,7 @@ def predict_scene(scene_path, out_dir, *, model, options: PredictOptions = Predi
     anything is written under a final name.
     """
     start = time.perf_counter()
-    with rasterio.Env(**_gdal_settings()):
+    with gdal_env():
         return _predict_scene(scene_path, out_dir, model=model, options=options,
                               progress=progress, start=start)
 
@@ -148,8 +148,10 @@ GDAL_CACHE_MB = 64
 memory grow with the scene); an explicit GDAL_CACHEMAX in the environment wins."""
 
 
-def _gdal_settings() -> dict:
-    return {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
+def gdal_env() -> rasterio.Env:
+    """The GDAL settings every process that predicts runs under (bounded block cache)."""
+    return rasterio.Env(**({} if "GDAL_CACHEMAX" in os.environ
+                           else {"GDAL_CACHEMAX": GDAL_CACHE_MB}))
 
 
 def _predict_scene(scene_path, out_dir, *, model, options, progress, start) -> dict:

@@ -136,6 +136,10 @@ def plan_scenes(scene_paths, out_dir, *, model_path, meta, model_sha256, options
                 raise GeosegError(f"{folder}: holds outputs of another model or other "
                                   "options (see its manifest.json); pass --overwrite to "
                                   "replace them, or choose another --out")
+            if status == "foreign" and not options.overwrite:
+                raise GeosegError(f"{folder / 'classes.tif'}: already exists and was not "
+                                  "written by geoseg; pass --overwrite to replace it, or "
+                                  "choose another --out")
         except (GeosegError, OSError) as exc:
             _mark_failed(outcome, exc)
             continue

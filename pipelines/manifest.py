@@ -62,11 +62,12 @@ def versions() -> dict:
 
 
 def scene_state(folder, *, model_sha256: str, identity: dict) -> str:
-    """``complete`` (skip), ``absent`` (no manifest: run; leftovers are partial) or
-    ``different`` (complete for another model or options: replace only with --overwrite)."""
+    """``complete`` (skip), ``absent`` (no manifest: run; leftovers are partial),
+    ``different`` (complete for another model or options) or ``foreign`` (a classes.tif
+    geoseg did not write); the last two are replaced only with --overwrite."""
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("status") != "complete":
-        return "absent"
+        return "foreign" if _foreign_classes(Path(folder) / "classes.tif") else "absent"
     if manifest.get("model_sha256") != model_sha256 or manifest.get("options") != identity:
         return "different"
     outputs = manifest.get("outputs") or {}
@@ -101,3 +102,17 @@ def scene_manifest(*, scene, options, model_path, model_sha256, plan, outputs, c
         "nodata_pixels": int(counts[255]),
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
+
+
+def _foreign_classes(path: Path) -> bool:
+    """True when ``path`` exists and is not a class raster written by geoseg (a run killed
+    between publishing classes.tif and its manifest leaves one of ours: that is redone)."""
+    if not path.exists():
+        return False
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            return "GEOSEG_MODEL_SHA256" not in ds.tags()
+    except rasterio.errors.RasterioError:
+        return True

@@ -79,11 +79,9 @@ def model_loads() -> list[str]:
 def _gdal_env():
     """The bounded GDAL block cache that in-process prediction uses (memory must not grow
     with the scene on a worker either)."""
-    import rasterio
+    from geoseg.predict import gdal_env
 
-    from geoseg.predict import _gdal_settings
-
-    return rasterio.Env(**_gdal_settings())
+    return gdal_env()
 
 
 def predict_block_task(job: SceneJob, row: int, col: int):

@@ -36,6 +36,18 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_scheduler():
+    """One single-worker cluster for the module, reached through $GEOSEG_SCHEDULER, so each
+    command does not start its own."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GEOSEG_SCHEDULER", cluster.scheduler_address)
+        yield cluster.scheduler_address
+
+
 @pytest.fixture
 def model(make_bundle):
     return make_bundle()
@@ -105,13 +117,28 @@ def test_rotated_transform_is_supported(tmp_path, model):
 
 
 def test_existing_output_needs_overwrite(tmp_path, model, scene):
+    """Outputs of another config are never replaced silently; the same config resumes
+    (skips), as the batch issue asks."""
     assert run("predict", scene, "--model", model, "--out", tmp_path / "out").exit_code == 0
     before = (tmp_path / "out" / "scene" / "classes.tif").read_bytes()
-    result = run("predict", scene, "--model", model, "--out", tmp_path / "out")
-    assert_one_line_error(result, "classes.tif", "already exists", "--overwrite")
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out",
+                 "--stitch", "center")
+    assert_one_line_error(result, "scene", "--overwrite")
     assert (tmp_path / "out" / "scene" / "classes.tif").read_bytes() == before
+    same = run("predict", scene, "--model", model, "--out", tmp_path / "out")
+    assert same.exit_code == 0 and "skipped" in same.output
     assert run("predict", scene, "--model", model, "--out", tmp_path / "out",
-               "--overwrite").exit_code == 0
+               "--stitch", "center", "--overwrite").exit_code == 0
+    assert (tmp_path / "out" / "scene" / "classes.tif").read_bytes() != before
+
+
+def test_a_foreign_file_under_the_output_name_is_not_replaced(tmp_path, model, scene):
+    target = tmp_path / "out" / "scene" / "classes.tif"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"someone else's file")
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out")
+    assert_one_line_error(result, "--overwrite")
+    assert target.read_bytes() == b"someone else's file"
 
 
 def test_unwritable_output_folder(tmp_path, model, scene):
