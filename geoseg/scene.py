@@ -88,8 +88,15 @@ def select_bands(scene: Scene, bands, *, expected: int, names=()) -> tuple[int, 
     return scene.data_bands
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _first_line(exc: BaseException) -> str:
+    """The most specific message in an exception chain: GDAL's own error sits at its end
+    ("TIFFFillTile: Read error at row 384 ...") behind rasterio's "Read failed"."""
+    messages = []
+    while exc is not None and len(messages) < 10:
+        messages.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        exc = exc.__cause__ or exc.__context__
+    useful = [m for m in messages if "see previous exception" not in m.lower()]
+    return (useful or messages)[-1]
 
 
 def read_window(ds, window: Window, *, bands: tuple[int, ...]):
