@@ -235,3 +235,21 @@ def test_unknown_architecture_lists_the_valid_ones(tmp_path):
     result = run("model", "create", "--arch", "Unet3000", "--classes", "a,b", "--bands", "3",
                  "--out", tmp_path / "m.safetensors")
     assert_one_line_error(result, "unknown architecture", "Unet", "FPN")
+
+
+def test_empty_file(tmp_path, model):
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    result = run("predict", empty, "--model", model, "--out", tmp_path / "out")
+    assert_one_line_error(result, "empty.tif")
+    assert not (tmp_path / "out" / "empty" / "classes.tif").exists()
+
+
+def test_all_nodata_scene_writes_an_all_nodata_raster(tmp_path, model):
+    scene = write_raster(tmp_path / "blank.tif", np.zeros((3, 50, 40), np.uint8), nodata=0)
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "out" / "blank" / "classes.tif") as ds:
+        assert (ds.read(1) == 255).all()
+    manifest = json.loads((tmp_path / "out" / "blank" / "manifest.json").read_text())
+    assert manifest["tiles_run"] == 0 and manifest["nodata_pixels"] == 50 * 40
