@@ -167,12 +167,18 @@ def seam_pairs(results: list[BlockResult], base: np.ndarray, class_of: np.ndarra
     return np.unique(pairs, axis=0) if len(pairs) else pairs
 
 
+CHUNK_VERTICES = 1_000_000
+"""Vertices of seam groups unioned per call: bounds the union's temporary arrays."""
+
+
 def merge_blocks(results: list[BlockResult], *, height: int, width: int, block_size: int,
-                 connectivity: int) -> Pieces:
+                 connectivity: int, pool=None) -> Pieces:
     """Every region as one polygon (global pixel coordinates), in canonical order.
 
     ``results`` are the :func:`~geoseg.vectorize.polygonize_block` results of all blocks
     of a ``block_size`` tiling of the ``height`` x ``width`` raster, in any order.
+    Groups are unioned in chunks of about ``CHUNK_VERTICES`` vertices; with ``pool`` (a
+    ``concurrent.futures`` executor) the chunks run there in parallel.
     """
     results = sorted(results, key=lambda r: (r.window.row, r.window.col))
     counts = np.array([len(r.first) for r in results], np.int64)
@@ -200,6 +206,21 @@ def merge_blocks(results: list[BlockResult], *, height: int, width: int, block_s
         order = multi[np.argsort(comp[multi], kind="stable")]
         cut = np.flatnonzero(np.diff(comp[order])) + 1
         groups = np.split(allp.geoms[order], cut)
-        out.geoms[comp[order[np.r_[0, cut]]]] = union_pieces(
-            groups, step=block_size, height=height, width=width)
+        target = comp[order[np.r_[0, cut]]]
+        del allp, order
+        sizes = np.array([shapely.get_num_coordinates(g).sum() for g in groups])
+        chunk = np.cumsum(sizes) // CHUNK_VERTICES
+        if pool is not None:  # at least two chunks per worker, biggest groups first
+            parts = max(1, getattr(pool, "_max_workers", 2)) * 2
+            chunk = np.argsort(np.argsort(-sizes, kind="stable")) % parts
+        kwargs = dict(step=block_size, height=height, width=width)
+        tasks = [(np.flatnonzero(chunk == c), [groups[k] for k in np.flatnonzero(chunk == c)])
+                 for c in np.unique(chunk)]
+        if pool is not None:
+            futures = [(idx, pool.submit(union_pieces, grp, **kwargs)) for idx, grp in tasks]
+            done = [(idx, f.result()) for idx, f in futures]
+        else:
+            done = ((idx, union_pieces(grp, **kwargs)) for idx, grp in tasks)
+        for idx, geoms in done:
+            out.geoms[target[idx]] = geoms
     return out.take(np.argsort(key, kind="stable"))

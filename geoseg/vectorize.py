@@ -153,13 +153,13 @@ def polygonize_raster(raster: ClassRaster, *, keep=None, block_size: int = 1024,
     jobs = [BlockJob(raster.path, w, grid.height, grid.width, raster.nodata, keep,
                      connectivity, str(prob_path) if prob_path else None, tuple(prob_bands))
             for w in block_windows(grid, block_size=block_size)]
+    merge = dict(height=grid.height, width=grid.width, block_size=block_size,
+                 connectivity=connectivity)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             results = list(pool.map(polygonize_block, jobs))
-    else:
-        results = [polygonize_block(j) for j in jobs]
-    return merge_blocks(results, height=grid.height, width=grid.width,
-                        block_size=block_size, connectivity=connectivity)
+            return merge_blocks(results, pool=pool, **merge)
+    return merge_blocks([polygonize_block(j) for j in jobs], **merge)
 
 
 def to_map(geoms: np.ndarray, grid: PixelGrid) -> np.ndarray:
