@@ -24,7 +24,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/geoseg predict $(DEMO_SCENE) --model $(MODEL) --out out/demo --overwrite --vectorize --probabilities
-	$(BIN)/geoseg evaluate out/demo/23429155_15_uint8_clipped/classes.tif --truth $(DEMO_LABELS) --attribute class --json out/demo/metrics.json
+	$(BIN)/geoseg evaluate out/demo/23429155_15_uint8_clipped/classes.tif --truth $(DEMO_LABELS) --attribute class --map 1=building --json out/demo/metrics.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

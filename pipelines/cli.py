@@ -237,6 +237,17 @@ def create(arch, encoder, classes, bands, out, weights, tile_size, overlap, scal
                f"{len(bundle.meta.classes)} classes, sha256 {digest[:12]})")
 
 
+def _register() -> None:
+    from .cli_train import evaluate_command, train_command
+    from .cli_vectorize import vectorize
+
+    for command in (vectorize, train_command, evaluate_command):
+        cli.add_command(command)
+
+
+_register()
+
+
 def main():
     cli(obj={})
 
