@@ -4,7 +4,9 @@ Areas and perimeters are in square metres and metres: planar, scaled by the CRS'
 unit, for projected CRSs; geodesic on the CRS's ellipsoid (pyproj ``Geod``) for
 geographic ones, never square degrees. Without a CRS, map units are taken as metres.
 The layer goes through pyogrio to a hidden temporary name beside the final file, which is
-renamed over the final name when complete (DESIGN.md promise 6).
+renamed over the final name when complete (DESIGN.md promise 6). :class:`LayerWriter`
+writes it in chunks (the first creates the layer, the rest are appended), so a caller
+never needs to hold all features.
 """
 
 from __future__ import annotations
@@ -38,29 +40,69 @@ def measure(geoms: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
     return shapely.area(geoms) * factor**2, shapely.length(geoms) * factor
 
 
+class LayerWriter:
+    """One polygon layer written in chunks to a staging file, published on success.
+
+    Use as a context manager; :meth:`write` appends a chunk (the first call creates the
+    layer with its CRS, spatial index and metadata). Leaving the block normally renames
+    the staging file over ``path``; an error removes it and leaves ``path`` untouched.
+    ``multi`` declares MultiPolygon (polygons promoted) instead of Polygon.
+    """
+
+    def __init__(self, path, *, crs, layer: str, metadata: dict, multi: bool = False):
+        self.path, self.crs, self.layer = Path(path), crs, layer
+        self.metadata, self.multi = metadata, multi
+        self.staging = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}.gpkg")
+        self.created = False
+
+    def __enter__(self) -> "LayerWriter":
+        self._cleanup()
+        return self
+
+    def write(self, columns: dict, geoms: np.ndarray) -> None:
+        import geopandas as gpd
+        import pyogrio
+
+        frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(list(geoms), crs=self.crs),
+                                 crs=self.crs)
+        kwargs = dict(layer=self.layer, driver="GPKG", promote_to_multi=self.multi,
+                      geometry_type="MultiPolygon" if self.multi else "Polygon")
+        try:
+            if self.created:
+                pyogrio.write_dataframe(frame, self.staging, append=True, **kwargs)
+            else:
+                pyogrio.write_dataframe(frame, self.staging, metadata=self.metadata,
+                                        layer_options={"SPATIAL_INDEX": "YES"},
+                                        dataset_options={"VERSION": "1.2"}, **kwargs)
+                self.created = True
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            if kind is None:
+                try:
+                    os.replace(self.staging, self.path)
+                except OSError as err:
+                    raise self._error(err) from err
+        finally:
+            self._cleanup()
+
+    def _error(self, exc: OSError) -> OutputNotWritableError:
+        return OutputNotWritableError(f"{self.path}: could not write the GeoPackage "
+                                      f"({exc.strerror or exc}); choose another --out")
+
+    def _cleanup(self) -> None:
+        for leftover in (self.staging, Path(f"{self.staging}-journal"),
+                         Path(f"{self.staging}-wal")):
+            if leftover.exists():
+                leftover.unlink()
+
+
 def write_polygons(path, columns: dict, geoms: np.ndarray, *, crs, layer: str,
                    metadata: dict) -> Path:
     """Write one polygon layer (spatial index, CRS, layer metadata) and publish it."""
-    import geopandas as gpd
-    import pyogrio
-
-    path = Path(path)
     multi = bool(len(geoms)) and bool(np.any(shapely.get_type_id(geoms) == 6))
-    frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(list(geoms), crs=crs),
-                             crs=crs)
-    staging = path.with_name(f".{path.name}.partial-{os.getpid()}.gpkg")
-    try:
-        pyogrio.write_dataframe(
-            frame, staging, layer=layer, driver="GPKG",
-            geometry_type="MultiPolygon" if multi else "Polygon", promote_to_multi=multi,
-            metadata=metadata, layer_options={"SPATIAL_INDEX": "YES"},
-            dataset_options={"VERSION": "1.2"})
-        os.replace(staging, path)
-    except OSError as exc:
-        raise OutputNotWritableError(f"{path}: could not write the GeoPackage "
-                                     f"({exc.strerror or exc}); choose another --out") from exc
-    finally:
-        for leftover in (staging, Path(f"{staging}-journal"), Path(f"{staging}-wal")):
-            if leftover.exists():
-                leftover.unlink()
-    return path
+    with LayerWriter(path, crs=crs, layer=layer, metadata=metadata, multi=multi) as writer:
+        writer.write(columns, geoms)
+    return Path(path)

@@ -10,12 +10,24 @@ found with array comparisons of the strips, grouped by connected components of t
 graph, and each group of two or more pieces is one exact coverage union
 (:func:`geoseg.coverage.union_pieces`). A piece in no pair is final as it is.
 
-Output order is canonical: by each region's first pixel in raster order (top row, then
-leftmost column), which identifies a region uniquely and does not depend on blocking.
+The merge streams (:class:`SeamStream`): blocks are taken one block row at a time (rows
+in order, blocks of a row in any order); a piece touching no internal seam is final at
+once, and a group is final as soon as none of its pieces lies on the bottom line of the
+rows merged so far. Per-block data is dropped once its row is merged, so what is held is
+one block row plus the groups still open across the current row seam.
+
+Output order is canonical and does not depend on blocking: by each region's bottom line
+(one past its last pixel row), then by its first pixel in raster order (top row, then
+leftmost column), which identifies a region uniquely. Every region a block row finalizes
+has a bottom line greater than that of any region finalized before (a region finalized
+earlier ended at least one pixel row above the previous row seam; one finalized now
+reaches that seam or lies below it), so the chunks a stream yields, each sorted, are the
+global order: streaming and collecting everything give the same sequence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,98 +141,205 @@ def block_edges(geoms, window: Window, width: int):
     return (first, *strips)
 
 
-def _facing_pairs(a: np.ndarray, b: np.ndarray, class_of: np.ndarray,
-                  connectivity: int) -> np.ndarray:
-    """(k, 2) global piece ids facing each other across one seam line, same class."""
-    out = []
-    shifts = (0,) if connectivity == 4 else (0, 1, -1)
-    for s in shifts:
-        aa = a if s == 0 else (a[:-1] if s == 1 else a[1:])
-        bb = b if s == 0 else (b[1:] if s == 1 else b[:-1])
-        ok = (aa >= 0) & (bb >= 0)
-        aa, bb = aa[ok], bb[ok]
-        same = class_of[aa] == class_of[bb]
-        out.append(np.column_stack([aa[same], bb[same]]))
+def canonical_order(geoms, width: int) -> np.ndarray:
+    """Indexes sorting ``geoms`` by (bottom line, first pixel in raster order)."""
+    if len(geoms) == 0:
+        return np.zeros(0, np.int64)
+    coords, index = shapely.get_coordinates(geoms, return_index=True)
+    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+    key = coords[:, 1].astype(np.int64) * (width + 1) + coords[:, 0].astype(np.int64)
+    first = np.minimum.reduceat(key, starts)
+    bottom = np.maximum.reduceat(coords[:, 1], starts)
+    return np.lexsort((first, bottom))
+
+
+def _facing(a: np.ndarray, ca: np.ndarray, b: np.ndarray, cb: np.ndarray,
+            connectivity: int) -> np.ndarray:
+    """(k, 2) piece ids facing each other across one seam line with the same class.
+
+    ``a``/``b`` are the id strips on both sides (-1: no kept pixel), ``ca``/``cb`` their
+    class strips; 8-connectivity also pairs pixels one position along (diagonals).
+    """
+    out = [np.zeros((0, 2), np.int64)]
+    for s in ((0,) if connectivity == 4 else (0, 1, -1)):
+        sa = slice(None, -1) if s == 1 else (slice(1, None) if s == -1 else slice(None))
+        sb = slice(1, None) if s == 1 else (slice(None, -1) if s == -1 else slice(None))
+        aa, bb = a[sa], b[sb]
+        ok = (aa >= 0) & (bb >= 0) & (ca[sa] == cb[sb])
+        out.append(np.column_stack([aa[ok], bb[ok]]))
     return np.concatenate(out)
-
-
-def seam_pairs(results: list[BlockResult], base: np.ndarray, class_of: np.ndarray, *,
-               connectivity: int) -> np.ndarray:
-    """All (k, 2) pairs of global piece ids joined across internal seams."""
-    rows = sorted({r.window.row for r in results})
-    cols = sorted({r.window.col for r in results})
-    at = {(r.window.row, r.window.col): (r, b) for r, b in zip(results, base)}
-
-    def gid(strip, b):
-        return np.where(strip > 0, strip.astype(np.int64) + (b - 1), -1)
-
-    pairs = [np.zeros((0, 2), np.int64)]
-    for upper, lower in zip(rows[:-1], rows[1:]):
-        a = np.concatenate([gid(at[upper, c][0].bottom, at[upper, c][1]) for c in cols])
-        b = np.concatenate([gid(at[lower, c][0].top, at[lower, c][1]) for c in cols])
-        pairs.append(_facing_pairs(a, b, class_of, connectivity))
-    for west, east in zip(cols[:-1], cols[1:]):
-        a = np.concatenate([gid(at[r, west][0].right, at[r, west][1]) for r in rows])
-        b = np.concatenate([gid(at[r, east][0].left, at[r, east][1]) for r in rows])
-        pairs.append(_facing_pairs(a, b, class_of, connectivity))
-    pairs = np.concatenate(pairs)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs
 
 
 CHUNK_VERTICES = 1_000_000
 """Vertices of seam groups unioned per call: bounds the union's temporary arrays."""
 
 
+class SeamStream:
+    """Streaming seam merge: feed :class:`BlockResult` s, get final regions in chunks.
+
+    Blocks may come in any order; a block row is merged once all its blocks are there
+    and all rows above it are merged. :meth:`add` returns the regions that became final
+    (a :class:`Pieces` sorted canonically, possibly empty); after the last block every
+    region has been returned. ``pool`` (a ``concurrent.futures`` executor) runs large
+    union batches in parallel.
+    """
+
+    def __init__(self, *, height: int, width: int, block_size: int, connectivity: int,
+                 pool=None):
+        self.height, self.width, self.step = height, width, block_size
+        self.connectivity, self.pool = connectivity, pool
+        self.ncols = -(-width // block_size)
+        self.nrows = -(-height // block_size)
+        self.waiting: dict[int, dict[int, BlockResult]] = {}
+        self.row = 0
+        self.next_id = 0
+        self.bottom = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        # open pieces: on a seam not yet merged, or in a group that is still open
+        self.open = Pieces.empty()
+        self.open_ids = np.zeros(0, np.int64)
+        self.open_label = np.zeros(0, np.int64)
+
+    @property
+    def done(self) -> bool:
+        return self.row >= self.nrows
+
+    def add(self, result: BlockResult) -> Pieces:
+        win = result.window
+        row = self.waiting.setdefault(win.row // self.step, {})
+        row[win.col // self.step] = result
+        out = []
+        while not self.done and len(self.waiting.get(self.row, ())) == self.ncols:
+            out.append(self._merge_row(self.waiting.pop(self.row)))
+            self.row += 1
+        return Pieces.concat(out) if out else Pieces.empty()
+
+    def _merge_row(self, blocks: dict[int, BlockResult]) -> Pieces:
+        r, last_row = self.row, self.row == self.nrows - 1
+        ids, classes = {}, {}
+        final, keep, keep_ids = [], [], []
+        for c in range(self.ncols):
+            res = blocks.pop(c)
+            n = len(res.first)
+            gid = np.r_[-1, np.arange(self.next_id, self.next_id + n)]
+            cls = np.r_[-1, res.pieces.class_ids]
+            self.next_id += n
+            inner = [s for s, on in ((res.top, r > 0), (res.bottom, not last_row),
+                                     (res.left, c > 0), (res.right, c < self.ncols - 1))
+                     if on]
+            on_seam = np.zeros(n + 1, bool)
+            for s in inner:
+                on_seam[s] = True
+            on_seam = on_seam[1:]
+            ids[c] = [gid[s] for s in (res.top, res.bottom, res.left, res.right)]
+            classes[c] = [cls[s] for s in (res.top, res.bottom, res.left, res.right)]
+            lone = np.flatnonzero(~on_seam)
+            final.append(res.pieces.take(lone))
+            seam = np.flatnonzero(on_seam)
+            keep.append(res.pieces.take(seam))
+            keep_ids.append(gid[1:][seam])
+            del res
+        # pairs across this row's vertical seams and the seam above it
+        pairs = [_facing(ids[c][3], classes[c][3], ids[c + 1][2], classes[c + 1][2],
+                         self.connectivity) for c in range(self.ncols - 1)]
+        top = (np.concatenate([ids[c][0] for c in range(self.ncols)]),
+               np.concatenate([classes[c][0] for c in range(self.ncols)]))
+        if r > 0:
+            pairs.append(_facing(*self.bottom, *top, self.connectivity))
+        self.bottom = (np.concatenate([ids[c][1] for c in range(self.ncols)]),
+                       np.concatenate([classes[c][1] for c in range(self.ncols)]))
+        new_ids = np.concatenate(keep_ids + [np.zeros(0, np.int64)])
+        pieces = Pieces.concat([self.open] + keep)
+        node_ids = np.r_[self.open_ids, new_ids]
+        label = np.r_[self.open_label, new_ids]
+        if len(node_ids):
+            final.append(self._groups(pieces, node_ids, label, pairs, last_row))
+        out = Pieces.concat(final)
+        return out.take(canonical_order(out.geoms, self.width))
+
+    def _groups(self, pieces, node_ids, label, pairs, last_row):
+        """Join open pieces by ``pairs``; return the groups that are now final."""
+        n = len(node_ids)
+        edges = np.concatenate(pairs + [np.column_stack([node_ids, label])])
+        local = np.searchsorted(node_ids, edges)  # node ids are increasing
+        graph = coo_matrix((np.ones(len(local), np.int8), (local[:, 0], local[:, 1])),
+                           shape=(n, n))
+        count, comp = connected_components(graph, directed=False)
+        on_bottom = np.zeros(count, bool)
+        if not last_row:
+            below = self.bottom[0][self.bottom[0] >= 0]
+            if len(below):
+                on_bottom[comp[np.searchsorted(node_ids, np.unique(below))]] = True
+        done = ~on_bottom[comp]
+        rep = np.full(count, -1, np.int64)
+        np.maximum.at(rep, comp, node_ids)  # any member id works as the group label
+        self.open = pieces.take(np.flatnonzero(~done))
+        self.open_ids = node_ids[~done]
+        self.open_label = rep[comp[~done]]
+        idx = np.flatnonzero(done)
+        return self._union(pieces.take(idx), comp[idx])
+
+    def _union(self, pieces: Pieces, comp: np.ndarray) -> Pieces:
+        """One region per component label of ``pieces``."""
+        if len(comp) == 0:
+            return Pieces.empty()
+        order = np.argsort(comp, kind="stable")
+        comp, pieces = comp[order], pieces.take(order)
+        starts = np.r_[0, np.flatnonzero(np.diff(comp)) + 1]
+        sizes = np.diff(np.r_[starts, len(comp)])
+        out = Pieces(pieces.class_ids[starts], pieces.geoms[starts].copy(),
+                     np.add.reduceat(pieces.pixels, starts),
+                     np.add.reduceat(pieces.prob_sums, starts))
+        multi = np.flatnonzero(sizes > 1)
+        if len(multi):
+            groups = [pieces.geoms[starts[k]:starts[k] + sizes[k]] for k in multi]
+            out.geoms[multi] = self._union_groups(groups)
+        return out
+
+    def _union_groups(self, groups) -> np.ndarray:
+        kwargs = dict(step=self.step, height=self.height, width=self.width)
+        nverts = np.array([shapely.get_num_coordinates(g).sum() for g in groups])
+        if self.pool is not None and nverts.sum() > CHUNK_VERTICES // 4 and len(groups) > 1:
+            parts = max(1, getattr(self.pool, "_max_workers", 2)) * 2
+            chunk = np.argsort(np.argsort(-nverts, kind="stable")) % parts
+        else:
+            chunk = np.cumsum(nverts) // CHUNK_VERTICES
+        tasks = [np.flatnonzero(chunk == c) for c in np.unique(chunk)]
+        out = np.empty(len(groups), object)
+        if self.pool is not None and len(tasks) > 1:
+            futures = [(idx, self.pool.submit(union_pieces, [groups[k] for k in idx],
+                                              **kwargs)) for idx in tasks]
+            for idx, f in futures:
+                out[idx] = f.result()
+        else:
+            for idx in tasks:
+                out[idx] = union_pieces([groups[k] for k in idx], **kwargs)
+        return out
+
+
+def stream_regions(results: Iterable[BlockResult], *, height: int, width: int,
+                   block_size: int, connectivity: int, pool=None) -> Iterator[Pieces]:
+    """Final regions in canonical order, one non-empty chunk per merged block row group.
+
+    ``results`` are the :func:`~geoseg.vectorize.polygonize_block` results of all blocks
+    of a ``block_size`` tiling of the ``height`` x ``width`` raster, in any order (rows in
+    order keep the memory low: a row is merged as soon as it is complete).
+    """
+    stream = SeamStream(height=height, width=width, block_size=block_size,
+                        connectivity=connectivity, pool=pool)
+    for result in results:
+        chunk = stream.add(result)
+        if len(chunk.geoms):
+            yield chunk
+    if not stream.done:
+        raise ValueError(f"blocks missing: merged {stream.row} of {stream.nrows} block rows")
+
+
 def merge_blocks(results: list[BlockResult], *, height: int, width: int, block_size: int,
                  connectivity: int, pool=None) -> Pieces:
     """Every region as one polygon (global pixel coordinates), in canonical order.
 
-    ``results`` are the :func:`~geoseg.vectorize.polygonize_block` results of all blocks
-    of a ``block_size`` tiling of the ``height`` x ``width`` raster, in any order.
-    Groups are unioned in chunks of about ``CHUNK_VERTICES`` vertices; with ``pool`` (a
-    ``concurrent.futures`` executor) the chunks run there in parallel.
+    The collected form of :func:`stream_regions`.
     """
-    results = sorted(results, key=lambda r: (r.window.row, r.window.col))
-    counts = np.array([len(r.first) for r in results], np.int64)
-    base = np.cumsum(counts) - counts
-    allp = Pieces.concat([r.pieces for r in results])
-    first = np.concatenate([r.first for r in results] + [np.zeros(0, np.int64)])
-    n = len(first)
-    if n == 0:
-        return Pieces.empty()
-    pairs = seam_pairs(results, base, allp.class_ids, connectivity=connectivity)
-    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])),
-                       shape=(n, n))
-    count, comp = connected_components(graph, directed=False)
-    sizes = np.bincount(comp, minlength=count)
-    out = Pieces(np.zeros(count, np.int64), np.empty(count, object),
-                 np.bincount(comp, weights=allp.pixels, minlength=count).astype(np.int64),
-                 np.bincount(comp, weights=allp.prob_sums, minlength=count))
-    out.class_ids[comp] = allp.class_ids
-    key = np.full(count, np.iinfo(np.int64).max)
-    np.minimum.at(key, comp, first)
-    single = sizes[comp] == 1
-    out.geoms[comp[single]] = allp.geoms[single]
-    multi = np.flatnonzero(~single)
-    if len(multi):
-        order = multi[np.argsort(comp[multi], kind="stable")]
-        cut = np.flatnonzero(np.diff(comp[order])) + 1
-        groups = np.split(allp.geoms[order], cut)
-        target = comp[order[np.r_[0, cut]]]
-        del allp, order
-        sizes = np.array([shapely.get_num_coordinates(g).sum() for g in groups])
-        chunk = np.cumsum(sizes) // CHUNK_VERTICES
-        if pool is not None:  # at least two chunks per worker, biggest groups first
-            parts = max(1, getattr(pool, "_max_workers", 2)) * 2
-            chunk = np.argsort(np.argsort(-sizes, kind="stable")) % parts
-        kwargs = dict(step=block_size, height=height, width=width)
-        tasks = [(np.flatnonzero(chunk == c), [groups[k] for k in np.flatnonzero(chunk == c)])
-                 for c in np.unique(chunk)]
-        if pool is not None:
-            futures = [(idx, pool.submit(union_pieces, grp, **kwargs)) for idx, grp in tasks]
-            done = [(idx, f.result()) for idx, f in futures]
-        else:
-            done = ((idx, union_pieces(grp, **kwargs)) for idx, grp in tasks)
-        for idx, geoms in done:
-            out.geoms[target[idx]] = geoms
-    return out.take(np.argsort(key, kind="stable"))
+    return Pieces.concat(list(stream_regions(results, height=height, width=width,
+                                             block_size=block_size,
+                                             connectivity=connectivity, pool=pool)))

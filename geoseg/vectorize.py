@@ -12,18 +12,27 @@ applied once at the end, with rasterio's arithmetic, so the result equals one
 whole-raster ``shapes`` call (made valid) polygon for polygon. No array larger than a
 block is ever held.
 
-Blocks run in ``workers`` processes when asked; a scheduler (e.g. Dask) can also call
-:func:`polygonize_block` per :class:`BlockJob` and :func:`~geoseg.seams.merge_blocks` on
-the results. Geometries are canonical (collinear vertices removed, ``shapely.normalize``)
-and sorted by their first pixel in raster order, so the output does not depend on block
-size or worker count.
+Blocks run in ``workers`` processes when asked. A scheduler (e.g. Dask) runs the same
+three steps itself: :func:`plan_vectorize` (checks, classes, the :class:`BlockJob` s),
+:func:`polygonize_block` per job, and :func:`write_vectorized` on the results (in any
+order). Geometries are canonical (collinear vertices removed, ``shapely.normalize``) and
+sorted by (bottom line, first pixel in raster order) (see :mod:`geoseg.seams`), so the
+output does not depend on block size or worker count.
+
+Memory: without ``min_area`` and ``simplify`` nothing needs the whole coverage, so the
+merge streams (:class:`~geoseg.seams.SeamStream`) and each block row's final regions are
+appended to the staging GeoPackage at once (:class:`~geoseg.gpkg.LayerWriter`); blocks are
+polygonized at most a few ahead of the merge. Peak memory is then about one block row of
+pieces plus the regions still open across the current row seam, not the whole output.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +46,17 @@ from .class_raster import (CLASS_DTYPES, ClassRaster, class_name, open_class_ras
                            probability_bands, resolve_classes)
 from .coverage import merge_small, remove_collinear, simplify_coverage, union_pieces
 from .errors import ConfigError, InvalidInputError, OutputNotWritableError
-from .gpkg import measure, write_polygons
+from .gpkg import LayerWriter, measure
 from .grid import PixelGrid, Window
-from .seams import BlockResult, Pieces, block_edges, first_pixels, merge_blocks
+from .seams import (BlockResult, Pieces, block_edges, canonical_order, merge_blocks,
+                    stream_regions)
 from .writers import prepare_output
 
 __all__ = ["CLASS_DTYPES", "BlockJob", "BlockResult", "ClassRaster", "Pieces",
-           "block_windows", "class_name", "merge_blocks", "open_class_raster",
-           "polygonize_block", "polygonize_raster", "resolve_classes", "to_map",
-           "vectorize_raster"]
+           "VectorizePlan", "block_windows", "class_name", "merge_blocks",
+           "open_class_raster", "plan_vectorize", "polygonize_block", "polygonize_raster",
+           "resolve_classes", "stream_regions", "to_map", "vectorize_raster",
+           "write_vectorized"]
 
 @dataclass(frozen=True, slots=True)
 class BlockJob:
@@ -142,6 +153,47 @@ def _probability_sums(job: BlockJob, geoms, class_ids) -> np.ndarray:
     return sums[1:]
 
 
+def _block_jobs(raster: ClassRaster, *, keep, block_size, connectivity, prob_path,
+                prob_bands) -> list[BlockJob]:
+    grid = raster.grid
+    return [BlockJob(raster.path, w, grid.height, grid.width, raster.nodata, keep,
+                     connectivity, str(prob_path) if prob_path else None, tuple(prob_bands))
+            for w in block_windows(grid, block_size=block_size)]
+
+
+def _results(jobs, pool, ahead: int):
+    """``polygonize_block`` of each job, in job order, at most ``ahead`` in flight."""
+    if pool is None:
+        for job in jobs:
+            yield polygonize_block(job)
+        return
+    pending = deque()
+    for job in jobs:
+        pending.append(pool.submit(polygonize_block, job))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _pool(workers: int, jobs: int):
+    if workers > 1 and jobs > 1:
+        return ProcessPoolExecutor(max_workers=min(workers, jobs))
+    return nullcontext()
+
+
+def iter_regions(raster: ClassRaster, *, keep=None, block_size: int = 1024,
+                 connectivity: int = 4, prob_path=None, prob_bands=(), workers: int = 1):
+    """Regions (global pixel coordinates) in canonical order, a chunk per block row."""
+    jobs = _block_jobs(raster, keep=keep, block_size=block_size, connectivity=connectivity,
+                       prob_path=prob_path, prob_bands=prob_bands)
+    grid = raster.grid
+    with _pool(workers, len(jobs)) as pool:
+        yield from stream_regions(_results(jobs, pool, 2 * workers), height=grid.height,
+                                  width=grid.width, block_size=block_size,
+                                  connectivity=connectivity, pool=pool)
+
+
 def polygonize_raster(raster: ClassRaster, *, keep=None, block_size: int = 1024,
                       connectivity: int = 4, prob_path=None, prob_bands=(),
                       workers: int = 1) -> Pieces:
@@ -149,17 +201,9 @@ def polygonize_raster(raster: ClassRaster, *, keep=None, block_size: int = 1024,
 
     ``workers`` > 1 polygonizes blocks in that many processes; the result is the same.
     """
-    grid = raster.grid
-    jobs = [BlockJob(raster.path, w, grid.height, grid.width, raster.nodata, keep,
-                     connectivity, str(prob_path) if prob_path else None, tuple(prob_bands))
-            for w in block_windows(grid, block_size=block_size)]
-    merge = dict(height=grid.height, width=grid.width, block_size=block_size,
-                 connectivity=connectivity)
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            results = list(pool.map(polygonize_block, jobs))
-            return merge_blocks(results, pool=pool, **merge)
-    return merge_blocks([polygonize_block(j) for j in jobs], **merge)
+    return Pieces.concat(list(iter_regions(
+        raster, keep=keep, block_size=block_size, connectivity=connectivity,
+        prob_path=prob_path, prob_bands=prob_bands, workers=workers)))
 
 
 def to_map(geoms: np.ndarray, grid: PixelGrid) -> np.ndarray:
@@ -186,7 +230,136 @@ def _apply_min_area(pieces: Pieces, grid: PixelGrid, *, min_area: float) -> Piec
     if multi:
         out.geoms[multi] = union_pieces([pieces.geoms[groups[k]] for k in multi], step=1,
                                         height=grid.height, width=grid.width)
-    return out.take(np.argsort(first_pixels(out.geoms, grid.width), kind="stable"))
+    return out.take(canonical_order(out.geoms, grid.width))
+
+
+@dataclass(frozen=True)
+class VectorizePlan:
+    """A checked vectorize run: the class raster, its block jobs and the output settings.
+
+    Small and picklable: a scheduler sends it to the tasks of :func:`polygonize_block`
+    (one per ``jobs`` item) and :func:`write_vectorized`.
+    """
+
+    raster: ClassRaster
+    out_path: Path
+    jobs: tuple[BlockJob, ...]
+    keep: tuple[int, ...] | None
+    block_size: int
+    connectivity: int
+    min_area: float | None
+    simplify: float | None
+    probabilities_path: str | None
+    layer: str
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def options(self) -> dict:
+        return {"block_size": self.block_size, "min_area_m2": self.min_area,
+                "simplify": self.simplify, "connectivity": self.connectivity,
+                "classes": list(self.keep) if self.keep else "all",
+                "probabilities": self.probabilities_path}
+
+    @property
+    def streams(self) -> bool:
+        """True when regions go to the file as they become final (no min-area/simplify)."""
+        return not self.min_area and not self.simplify
+
+
+def plan_vectorize(classes_path, out_path, *, block_size: int = 1024,
+                   min_area: float | None = None, simplify: float | None = None,
+                   connectivity: int = 4, keep_classes=None, probabilities_path=None,
+                   overwrite: bool = False, allow_no_crs: bool = False,
+                   metadata: dict | None = None, layer: str = "polygons") -> VectorizePlan:
+    """Check the options and the rasters and plan the blocks (see :func:`vectorize_raster`).
+
+    Reads metadata only; the output's folder is made ready (an existing file is refused
+    unless ``overwrite``).
+    """
+    if connectivity not in (4, 8):
+        raise ConfigError(f"--connectivity {connectivity}: expected 4 or 8")
+    if int(block_size) < 1:
+        raise ConfigError(f"--block-size {block_size}: expected a positive pixel count")
+    for name, value in (("--min-area", min_area), ("--simplify", simplify)):
+        if value is not None and not value >= 0:
+            raise ConfigError(f"{name} {value}: expected a number >= 0")
+    raster = open_class_raster(classes_path, allow_no_crs=allow_no_crs)
+    keep = resolve_classes(raster, keep_classes)
+    prob_bands = (probability_bands(raster, probabilities_path, keep)
+                  if probabilities_path else ())
+    out_path = prepare_output(out_path, overwrite=overwrite)
+    if out_path.is_dir():  # writers.prepare_output accepts folders (--overwrite): not here
+        raise OutputNotWritableError(f"{out_path}: is a folder; give a .gpkg file name")
+    prob = str(probabilities_path) if probabilities_path else None
+    jobs = _block_jobs(raster, keep=keep, block_size=int(block_size),
+                       connectivity=connectivity, prob_path=prob, prob_bands=prob_bands)
+    layer_meta = {"GEOSEG_SOURCE": str(Path(classes_path).resolve()),
+                  "GEOSEG_MODEL_NAME": raster.tags.get("GEOSEG_MODEL_NAME", ""),
+                  "GEOSEG_MODEL_SHA256": raster.tags.get("GEOSEG_MODEL_SHA256", ""),
+                  "GEOSEG_VERSION": __version__, "GEOSEG_OPTIONS": "",
+                  CLASSES_TAG: raster.tags.get(CLASSES_TAG, "")}
+    plan = VectorizePlan(raster, Path(out_path), tuple(jobs), keep, int(block_size),
+                         connectivity, min_area, simplify, prob, layer)
+    layer_meta["GEOSEG_OPTIONS"] = json.dumps(plan.options)
+    layer_meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    plan.metadata.update(layer_meta)
+    return plan
+
+
+def _columns(plan: VectorizePlan, pieces: Pieces, geoms: np.ndarray) -> dict:
+    area_m2, perimeter_m = measure(geoms, plan.raster.grid.crs)
+    columns = {"class_id": pieces.class_ids.astype(np.int32),
+               "class_name": np.array([class_name(plan.raster, int(c))
+                                       for c in pieces.class_ids], object),
+               "area_m2": area_m2, "perimeter_m": perimeter_m}
+    if plan.probabilities_path:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            columns["mean_prob"] = pieces.prob_sums / (pieces.pixels * 255.0)
+    return columns
+
+
+def write_vectorized(plan: VectorizePlan, results, *, pool=None) -> dict:
+    """Merge the blocks' results (any order) and write the GeoPackage; a summary dict.
+
+    Without min-area and simplify, regions are appended to the staging file block row by
+    block row as they become final; with either, the whole coverage is merged first.
+    ``pool`` (a ``concurrent.futures`` executor) runs large seam unions in parallel.
+    """
+    grid = plan.raster.grid
+    chunks = stream_regions(results, height=grid.height, width=grid.width,
+                            block_size=plan.block_size, connectivity=plan.connectivity,
+                            pool=pool)
+    found, counts = 0, {}
+    if not plan.streams:
+        pieces = Pieces.concat(list(chunks))
+        found = len(pieces.geoms)
+        if plan.min_area:
+            pieces = _apply_min_area(pieces, grid, min_area=float(plan.min_area))
+        chunks = iter([pieces])
+    writer = LayerWriter(plan.out_path, crs=grid.crs, layer=plan.layer,
+                         metadata=plan.metadata,
+                         multi=plan.connectivity == 8 or not plan.streams and bool(
+                             np.any(shapely.get_type_id(pieces.geoms) == 6)))
+    features = 0
+    with writer:
+        for pieces in chunks:
+            if plan.streams:
+                found += len(pieces.geoms)
+            geoms = to_map(pieces.geoms, grid)
+            if plan.simplify:
+                geoms = simplify_coverage(geoms, tolerance=float(plan.simplify))
+            columns = _columns(plan, pieces, geoms)
+            writer.write(columns, geoms)
+            features += len(geoms)
+            for name in columns["class_name"]:
+                counts[name] = counts.get(name, 0) + 1
+            del pieces, geoms, columns
+        if features == 0:
+            writer.write(_columns(plan, Pieces.empty(), np.zeros(0, object)),
+                         np.zeros(0, object))
+    return {"path": str(plan.out_path), "layer": plan.layer, "features": features,
+            "regions_found": found, "per_class": counts, "blocks": len(plan.jobs),
+            "crs": grid.crs.to_string() if grid.crs else None, "options": plan.options}
 
 
 def vectorize_raster(classes_path, out_path, *, block_size: int = 1024,
@@ -201,58 +374,17 @@ def vectorize_raster(classes_path, out_path, *, block_size: int = 1024,
     merged into the neighbour sharing their longest edge, or dropped if they have none.
     ``simplify`` is a tolerance in map units, applied to the whole coverage so neighbours
     keep shared edges. ``keep_classes`` takes ids or names (default: all but
-    background-like classes and nodata). ``metadata`` adds layer metadata items.
+    background-like classes and nodata). ``metadata`` adds layer metadata items. The
+    layer's geometry type is MultiPolygon with ``connectivity=8`` (a region may then be
+    several parts touching at corners), Polygon otherwise.
     """
-    if connectivity not in (4, 8):
-        raise ConfigError(f"--connectivity {connectivity}: expected 4 or 8")
-    if int(block_size) < 1:
-        raise ConfigError(f"--block-size {block_size}: expected a positive pixel count")
-    for name, value in (("--min-area", min_area), ("--simplify", simplify)):
-        if value is not None and not value >= 0:
-            raise ConfigError(f"{name} {value}: expected a number >= 0")
     if int(workers) < 1:
         raise ConfigError(f"--workers {workers}: expected 1 or more")
-    raster = open_class_raster(classes_path, allow_no_crs=allow_no_crs)
-    keep = resolve_classes(raster, keep_classes)
-    prob_bands = (probability_bands(raster, probabilities_path, keep)
-                  if probabilities_path else ())
-    out_path = prepare_output(out_path, overwrite=overwrite)
-    if out_path.is_dir():  # writers.prepare_output accepts folders (--overwrite): not here
-        raise OutputNotWritableError(f"{out_path}: is a folder; give a .gpkg file name")
-
-    pieces = polygonize_raster(raster, keep=keep, block_size=int(block_size),
-                               connectivity=connectivity, prob_path=probabilities_path,
-                               prob_bands=prob_bands, workers=int(workers))
-    found = len(pieces.geoms)
-    if min_area:
-        pieces = _apply_min_area(pieces, raster.grid, min_area=float(min_area))
-    geoms = to_map(pieces.geoms, raster.grid)
-    if simplify:
-        geoms = simplify_coverage(geoms, tolerance=float(simplify))
-    area_m2, perimeter_m = measure(geoms, raster.grid.crs)
-    columns = {"class_id": pieces.class_ids.astype(np.int32),
-               "class_name": np.array([class_name(raster, int(c)) for c in pieces.class_ids],
-                                      object),
-               "area_m2": area_m2, "perimeter_m": perimeter_m}
-    if probabilities_path:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            columns["mean_prob"] = pieces.prob_sums / (pieces.pixels * 255.0)
-    options = {"block_size": int(block_size), "min_area_m2": min_area, "simplify": simplify,
-               "connectivity": connectivity, "classes": list(keep) if keep else "all",
-               "probabilities": str(probabilities_path) if probabilities_path else None}
-    layer_meta = {"GEOSEG_SOURCE": str(Path(classes_path).resolve()),
-                  "GEOSEG_MODEL_NAME": raster.tags.get("GEOSEG_MODEL_NAME", ""),
-                  "GEOSEG_MODEL_SHA256": raster.tags.get("GEOSEG_MODEL_SHA256", ""),
-                  "GEOSEG_VERSION": __version__, "GEOSEG_OPTIONS": json.dumps(options),
-                  CLASSES_TAG: raster.tags.get(CLASSES_TAG, "")}
-    layer_meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    write_polygons(out_path, columns, geoms, crs=raster.grid.crs, layer=layer,
-                   metadata=layer_meta)
-    counts: dict[str, int] = {}
-    for name in columns["class_name"]:
-        counts[name] = counts.get(name, 0) + 1
-    return {"path": str(out_path), "layer": layer, "features": len(geoms),
-            "regions_found": found, "per_class": counts, "blocks": len(
-                block_windows(raster.grid, block_size=int(block_size))),
-            "crs": raster.grid.crs.to_string() if raster.grid.crs else None,
-            "options": options}
+    plan = plan_vectorize(classes_path, out_path, block_size=block_size, min_area=min_area,
+                          simplify=simplify, connectivity=connectivity,
+                          keep_classes=keep_classes, probabilities_path=probabilities_path,
+                          overwrite=overwrite, allow_no_crs=allow_no_crs,
+                          metadata=metadata, layer=layer)
+    workers = int(workers)
+    with _pool(workers, len(plan.jobs)) as pool:
+        return write_vectorized(plan, _results(plan.jobs, pool, 2 * workers), pool=pool)
