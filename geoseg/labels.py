@@ -33,7 +33,7 @@ class LabelSpec:
     ``attribute``: the vector field holding each polygon's class (None: every polygon is the
     one non-background class). ``mapping``: attribute or raster value (compared as text)
     -> class name; a value mapped to ``None`` is ignored (255). Without a mapping, values
-    must be class ids or class names. Raster labels without a
+    must be class ids or class names (any case). Raster labels without a
     mapping hold class ids already. ``unlabelled``: what pixels no polygon covers are,
     ``background`` (class named background/other...) or ``ignore`` (255, not learnt).
     ``layer``: the vector layer, when the file has several.
@@ -70,7 +70,6 @@ def class_lookup(spec: LabelSpec, classes: tuple[ClassInfo, ...], *, source) -> 
 def implicit_lookup(classes: tuple[ClassInfo, ...]) -> dict:
     """Without a mapping, a label value is a class id (``1``) or a class name."""
     out = {str(c.id): c.id for c in classes}
-    out.update({c.name: c.id for c in classes})
     out.update({c.name.lower(): c.id for c in classes})
     return out
 
@@ -134,6 +133,7 @@ def polygon_classes(frame, spec: LabelSpec, classes, *, source) -> np.ndarray:
     values = [_key(v) for v in frame[spec.attribute]]
     if not lookup:
         lookup = implicit_lookup(classes)
+        values = [v.lower() for v in values]
     missing = sorted(set(values) - set(lookup))
     if missing:
         raise InvalidInputError(f"{source}: value(s) {', '.join(map(repr, missing))} of "

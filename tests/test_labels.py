@@ -113,3 +113,11 @@ def test_mapping_to_an_unknown_class(tmp_path):
     with pytest.raises(ConfigError, match="not one of the classes"):
         labels_on_grid(path, GRID, LabelSpec(attribute="kind", mapping={"house": "roof"}),
                        CLASSES)
+
+
+def test_without_mapping_values_are_class_ids_or_names(tmp_path):
+    path = write_vectors(tmp_path / "l.gpkg", [pixel_box(0, 0, 2, 2), pixel_box(4, 4, 6, 6)],
+                         kind=["Road", "1"])
+    ids = labels_on_grid(path, GRID, LabelSpec(attribute="kind"), CLASSES)
+    assert (ids[0:2, 0:2] == 2).all() and (ids[4:6, 4:6] == 1).all()
+    assert (ids == 0).sum() == 30 * 40 - 8
