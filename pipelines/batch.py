@@ -5,7 +5,11 @@ The graph of one scene (block ``(r, c)`` in row-major order)::
     predict(r, c) --> spills(r, c) ----------------------> finish(r+1, c), (r, c+1), (r+1, c+1)
           '-----------------------------------------------> finish(r, c) -> part files
     finish(all blocks) --> assemble (parts -> classes.tif [+ probabilities.tif], COG)
-                       --> vectorize (polygons.gpkg, with --vectorize)
+
+With --vectorize, after assemble (the class raster is published)::
+
+    assemble --> vector-plan --> polygonize(i) for every block i of classes.tif
+                                        '--> vector-write (seam merge -> polygons.gpkg)
 
 ``predict`` holds the block's int32 accumulator on its worker; ``finish`` is scheduled there
 (its largest input) and pulls only the neighbours' spill strips. Earlier blocks and scenes
@@ -96,6 +100,8 @@ class _Scene:
     outcome: SceneOutcome
     job: SceneJob | None = None
     finishes: list = field(default_factory=list)
+    vector: list = field(default_factory=list)
+    """Vectorization futures before the final one (plan, polygonize per block)."""
     final: object = None
     tiles_run: int = 0
     blocks_left: int = 0
@@ -207,9 +213,18 @@ def submit_scene(client, state: _Scene, *, tags: dict, resources, token: str,
         priority -= 1
     final = client.submit(tasks.assemble_task, job, tags, *state.finishes,
                           key=f"assemble-{name}", priority=priority)
+    state.vector = []
     if job.options.vectorize:
-        final = client.submit(tasks.vectorize_task, job, final, key=f"vectorize-{name}",
-                              priority=priority)
+        from geoseg.vectorize import block_windows
+
+        vplan = client.submit(tasks.vectorize_plan_task, job, final,
+                              key=f"vector-plan-{name}", priority=priority)
+        count = len(block_windows(job.plan.scene.grid, block_size=job.options.block_size))
+        polys = [client.submit(tasks.polygonize_task, vplan, i, key=f"polygonize-{name}-{i}",
+                               priority=priority) for i in range(count)]
+        state.vector = [vplan, *polys]
+        final = client.submit(tasks.vectorize_write_task, vplan, final, *polys,
+                              key=f"vector-write-{name}", priority=priority)
     state.final = final
     state.blocks_left = len(blocks)
     return priority - 1
@@ -298,8 +313,8 @@ def _fail(client, state: _Scene, exc: BaseException) -> None:
 
     _mark_failed(state.outcome, exc)
     state.outcome.seconds = round(time.perf_counter() - state.started, 3)
-    client.cancel([*state.finishes, state.final])
-    state.finishes, state.final = [], None
+    client.cancel([*state.finishes, *state.vector, state.final])
+    state.finishes, state.vector, state.final = [], [], None
     clean_scene_folder(state.job.folder)
 
 
@@ -316,7 +331,7 @@ def _complete(state: _Scene, outputs: dict, *, sha: str, class_names: dict) -> N
                                        "wall_seconds": seconds})
     clean_scene_folder(job.folder)
     write_json(manifest_path(job.folder), manifest)
-    state.finishes, state.final = [], None
+    state.finishes, state.vector, state.final = [], [], None
     outcome.status, outcome.seconds, outcome.outputs = "done", round(seconds, 3), outputs
 
 

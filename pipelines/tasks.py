@@ -1,4 +1,5 @@
-"""The functions Dask runs on workers: one block, its spills, its finish, a scene's assembly.
+"""The functions Dask runs on workers: one block, its spills, its finish, a scene's assembly,
+and vectorization (a plan, one polygonize task per block, one merge/write per scene).
 
 Task arguments are small frozen values (a :class:`SceneJob`, block indexes); the only large
 values that travel are a block's accumulator (kept on the worker that computed it, where its
@@ -136,13 +137,29 @@ def assemble_task(job: SceneJob, tags: dict, *done) -> dict:
     return outputs
 
 
-def vectorize_task(job: SceneJob, outputs: dict) -> dict:
-    """Polygons of the published class raster (``geoseg.vectorize.vectorize_raster``), with
-    the same block size as prediction, so the result equals the in-process path."""
-    from geoseg.vectorize import vectorize_raster
+def vectorize_plan_task(job: SceneJob, outputs: dict):
+    """Check the published class raster and plan its polygonization
+    (``geoseg.vectorize.plan_vectorize``), with the same block size and options as the
+    in-process path, so the result equals it. ``outputs`` is the assemble result."""
+    from geoseg.vectorize import plan_vectorize
 
-    gpkg = Path(job.folder) / "polygons.gpkg"
-    vectorize_raster(outputs["classes"], gpkg, probabilities_path=outputs.get("probabilities"),
-                     overwrite=True, allow_no_crs=job.options.allow_no_crs,
-                     block_size=job.options.block_size)
-    return {**outputs, "polygons": str(gpkg)}
+    return plan_vectorize(outputs["classes"], Path(job.folder) / "polygons.gpkg",
+                          probabilities_path=outputs.get("probabilities"), overwrite=True,
+                          allow_no_crs=job.options.allow_no_crs,
+                          block_size=job.options.block_size)
+
+
+def polygonize_task(plan, index: int):
+    """Pieces and edge strips of block ``index`` of the plan (a ``BlockResult``)."""
+    from geoseg.vectorize import polygonize_block
+
+    return polygonize_block(plan.jobs[index])
+
+
+def vectorize_write_task(plan, outputs: dict, *results) -> dict:
+    """Merge the blocks' pieces across seams and write ``polygons.gpkg``
+    (``geoseg.vectorize.write_vectorized``); returns the scene's outputs."""
+    from geoseg.vectorize import write_vectorized
+
+    write_vectorized(plan, sorted(results, key=lambda r: (r.window.row, r.window.col)))
+    return {**outputs, "polygons": str(plan.out_path)}

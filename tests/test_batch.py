@@ -135,3 +135,38 @@ def test_a_worker_killed_mid_run_changes_nothing(client, data, tmp_path):
     assert [o.status for o in outcome["result"]] == ["done", "done"], \
         [o.error for o in outcome["result"]]
     assert_same_outputs(root / "reference", tmp_path, ["alpha", "beta"], polygons=False)
+
+
+def test_vectorize_is_one_task_per_block_then_one_merge_write(data, tmp_path):
+    """--vectorize submits a polygonize task per block of classes.tif, after assemble, and
+    one merge/write task per scene that depends on all of them."""
+    from dataclasses import replace
+
+    from geoseg.model import file_sha256, read_meta
+    from geoseg.vectorize import block_windows
+    from pipelines.batch import plan_scenes, submit_scene
+
+    root, model, scenes, options = data
+    options = replace(options, block_size=64)
+    state = plan_scenes([scenes[0]], tmp_path, model_path=model, meta=read_meta(model),
+                        model_sha256=file_sha256(model), options=options)[0]
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def submit(self, fn, *args, key, **kwargs):
+            self.calls.append((fn.__name__, key, args))
+            return key
+
+    rec = Recorder()
+    submit_scene(rec, state, tags={}, resources=None, token="t", priority=0)
+    names = [name for name, _, _ in rec.calls]
+    blocks = len(block_windows(state.job.plan.scene.grid, block_size=64))
+    assert blocks > 1 and names.count("polygonize_task") == blocks
+    assert names.index("assemble_task") < names.index("vectorize_plan_task") \
+        < names.index("polygonize_task")
+    name, key, args = rec.calls[-1]
+    assert name == "vectorize_write_task" and key == state.final
+    polys = [k for n, k, _ in rec.calls if n == "polygonize_task"]
+    assert list(args[2:]) == polys
