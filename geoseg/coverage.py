@@ -100,12 +100,43 @@ def _from_rings(coords, ring_offsets, part_offsets, geom_offsets) -> np.ndarray:
     return out
 
 
+BATCH_VERTICES = 250_000
+"""Vertices per vectorized call of :func:`node_seams` / :func:`remove_collinear`: their
+numpy temporaries are ~20 arrays of one value per vertex, so a scene-spanning region
+(millions of vertices) is done a batch of pieces (or of rings) at a time."""
+
+
+def _batches(geoms, limit: int = BATCH_VERTICES):
+    """Index arrays over ``geoms``, consecutive, about ``limit`` vertices each."""
+    sizes = shapely.get_num_coordinates(np.asarray(geoms, object)).tolist()
+    out, start, total = [], 0, 0
+    for k, size in enumerate(sizes):  # a geometry over the limit is a batch of its own
+        if k > start and total + size > limit:
+            out.append(np.arange(start, k))
+            start, total = k, 0
+        total += size
+    if start < len(sizes):
+        out.append(np.arange(start, len(sizes)))
+    return out
+
+
 def node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
     """``geoms`` with a vertex at every integer point of edges on an internal seam.
 
     Seams are the lines x = k * step (0 < x < width) and y = k * step (0 < y < height).
-    Vectorized over all rings; vertices must be integers and edges axis-parallel.
+    Vectorized over the rings of a batch of geometries; vertices must be integers and
+    edges axis-parallel.
     """
+    geoms = np.asarray(geoms, object)
+    if len(geoms) == 0:
+        return geoms
+    out = np.empty(len(geoms), object)
+    for idx in _batches(geoms):
+        out[idx] = _node_seams(geoms[idx], step=step, height=height, width=width)
+    return out
+
+
+def _node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
     if len(geoms) == 0:
         return np.asarray(geoms, object)
     _, coords, (ring_off, part_off, geom_off) = ragged_rings(geoms)
@@ -131,7 +162,38 @@ def node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
 
 
 def remove_collinear(geoms) -> np.ndarray:
-    """Drop vertices whose neighbours are on the same axis-parallel line (ring start too)."""
+    """Drop vertices whose neighbours are on the same axis-parallel line (ring start too).
+
+    Done a batch of geometries at a time; a geometry larger than a batch is done ring by
+    ring batch (each ring as a polygon) and put back together (rings keep their order).
+    """
+    geoms = np.asarray(geoms, object)
+    if len(geoms) == 0:
+        return geoms
+    out = np.empty(len(geoms), object)
+    for idx in _batches(geoms):
+        if len(idx) == 1 and shapely.get_num_coordinates(geoms[idx[0]]) > BATCH_VERTICES:
+            out[idx[0]] = _remove_collinear_rings(geoms[idx[0]])
+        else:
+            out[idx] = _remove_collinear(geoms[idx])
+    return out
+
+
+def _remove_collinear_rings(geom) -> shapely.Geometry:
+    parts = shapely.get_parts(geom)
+    rings, part = shapely.get_rings(parts, return_index=True)
+    cleaned = np.empty(len(rings), object)
+    as_polygons = shapely.polygons(rings)
+    for idx in _batches(as_polygons):
+        cleaned[idx] = shapely.get_exterior_ring(_remove_collinear(as_polygons[idx]))
+    polys = []
+    for k in range(len(parts)):
+        own = cleaned[part == k]
+        polys.append(shapely.polygons(own[0], holes=own[1:] if len(own) > 1 else None))
+    return polys[0] if shapely.get_type_id(geom) == 3 else shapely.multipolygons(polys)
+
+
+def _remove_collinear(geoms) -> np.ndarray:
     if len(geoms) == 0:
         return np.asarray(geoms, object)
     _, coords, (ring_off, part_off, geom_off) = ragged_rings(geoms)
@@ -169,10 +231,15 @@ def _union_shells(pieces) -> shapely.Geometry:
     if (shapely.get_type_id(pieces) != 3).any() or not (
             shapely.get_num_interior_rings(pieces).any()):
         return shapely.coverage_union_all(pieces)
-    parts = pieces
-    rings, index = shapely.get_rings(parts, return_index=True)
-    holes = rings[np.r_[False, index[1:] == index[:-1]]]
-    merged = shapely.coverage_union_all(shapely.polygons(shapely.get_exterior_ring(parts)))
+    counts = shapely.get_num_interior_rings(pieces)
+    owner = np.repeat(np.arange(len(pieces)), counts)
+    holes = shapely.get_interior_ring(pieces[owner],
+                                      np.arange(len(owner)) - np.repeat(np.cumsum(counts)
+                                                                        - counts, counts))
+    shells = shapely.polygons(shapely.get_exterior_ring(pieces))
+    del owner
+    merged = shapely.coverage_union_all(shells)
+    del shells
     if shapely.get_type_id(merged) == 3:
         return _with_holes(merged, holes)
     if shapely.get_type_id(merged) != 6:
@@ -196,6 +263,9 @@ def _with_holes(polygon, holes) -> shapely.Polygon:
 def union_pieces(groups, *, step: int, height: int, width: int) -> np.ndarray:
     """One canonical geometry per group of non-overlapping integer-vertex pieces.
 
+    A ``groups`` list is emptied once its pieces are noded (so that, unless the caller
+    holds them elsewhere, the original pieces are freed before the unions run).
+
     Pieces are noded along the seams, coverage-unioned, cleared of straight vertices and
     normalized. The pieces are a proper coverage (disjoint interiors, identical vertices
     on shared edges), for which the coverage union is exact and valid, so no validity
@@ -205,15 +275,22 @@ def union_pieces(groups, *, step: int, height: int, width: int) -> np.ndarray:
     if not groups:
         return np.zeros(0, object)
     sizes = np.array([len(g) for g in groups])
-    noded = node_seams(np.concatenate(groups), step=step, height=height, width=width)
+    cat = np.concatenate(groups)
+    if isinstance(groups, list):
+        groups.clear()  # the caller's list: the original pieces go once noded
+    noded = node_seams(cat, step=step, height=height, width=width)
+    del cat
     parts = np.split(noded, np.cumsum(sizes)[:-1])
-    merged = np.empty(len(groups), object)
-    for k, (group, pieces) in enumerate(zip(groups, parts)):
+    del noded
+    merged = np.empty(len(parts), object)
+    for k in range(len(parts)):
+        pieces = parts[k]
         try:
             merged[k] = _union_shells(pieces)
         except shapely.errors.GEOSException:
-            merged[k] = shapely.union_all(group)
-    bad = ~np.isin(shapely.get_type_id(merged), (3, 6))
-    for k in np.flatnonzero(bad):  # fallback: overlay union (noding included)
-        merged[k] = shapely.union_all(groups[k])
+            merged[k] = None
+        if merged[k] is None or shapely.get_type_id(merged[k]) not in (3, 6):
+            merged[k] = shapely.union_all(pieces)  # fallback: overlay union
+        parts[k] = None  # a group's noded pieces go once it is unioned
+        del pieces
     return shapely.normalize(remove_collinear(merged))

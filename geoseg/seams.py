@@ -248,16 +248,20 @@ class SeamStream:
         self.bottom = (np.concatenate([ids[c][1] for c in range(self.ncols)]),
                        np.concatenate([classes[c][1] for c in range(self.ncols)]))
         new_ids = np.concatenate(keep_ids + [np.zeros(0, np.int64)])
-        pieces = Pieces.concat([self.open] + keep)
         node_ids = np.r_[self.open_ids, new_ids]
         label = np.r_[self.open_label, new_ids]
         if len(node_ids):
-            final.append(self._groups(pieces, node_ids, label, pairs, last_row))
+            final.append(self._groups(keep, node_ids, label, pairs, last_row))
         out = Pieces.concat(final)
         return out.take(canonical_order(out.geoms, self.width))
 
-    def _groups(self, pieces, node_ids, label, pairs, last_row):
-        """Join open pieces by ``pairs``; return the groups that are now final."""
+    def _groups(self, keep: list, node_ids, label, pairs, last_row):
+        """Join the open pieces and this row's seam pieces ``keep`` (the list is emptied:
+        pieces are dropped as soon as they are unioned) by ``pairs``; return the groups
+        that are now final."""
+        pieces = Pieces.concat([self.open] + keep)
+        keep.clear()
+        self.open = Pieces.empty()
         n = len(node_ids)
         edges = np.concatenate(pairs + [np.column_stack([node_ids, label])])
         local = np.searchsorted(node_ids, edges)  # node ids are increasing
@@ -276,22 +280,28 @@ class SeamStream:
         self.open_ids = node_ids[~done]
         self.open_label = rep[comp[~done]]
         idx = np.flatnonzero(done)
-        return self._union(pieces.take(idx), comp[idx])
+        chosen = pieces.take(idx)
+        del pieces
+        return self._union(chosen, comp[idx])
 
     def _union(self, pieces: Pieces, comp: np.ndarray) -> Pieces:
-        """One region per component label of ``pieces``."""
+        """One region per component label of ``pieces`` (whose geometries are taken:
+        ``pieces.geoms`` is left empty, so a group's pieces go once it is unioned)."""
         if len(comp) == 0:
             return Pieces.empty()
         order = np.argsort(comp, kind="stable")
-        comp, pieces = comp[order], pieces.take(order)
+        comp, geoms = comp[order], pieces.geoms[order]
+        pieces.geoms = np.zeros(0, object)
         starts = np.r_[0, np.flatnonzero(np.diff(comp)) + 1]
         sizes = np.diff(np.r_[starts, len(comp)])
-        out = Pieces(pieces.class_ids[starts], pieces.geoms[starts].copy(),
-                     np.add.reduceat(pieces.pixels, starts),
-                     np.add.reduceat(pieces.prob_sums, starts))
+        out = Pieces(pieces.class_ids[order][starts], geoms[starts].copy(),
+                     np.add.reduceat(pieces.pixels[order], starts),
+                     np.add.reduceat(pieces.prob_sums[order], starts))
         multi = np.flatnonzero(sizes > 1)
         if len(multi):
-            groups = [pieces.geoms[starts[k]:starts[k] + sizes[k]] for k in multi]
+            out.geoms[multi] = None
+            groups = [geoms[starts[k]:starts[k] + sizes[k]].copy() for k in multi]
+            del geoms
             out.geoms[multi] = self._union_groups(groups)
         return out
 
@@ -308,11 +318,15 @@ class SeamStream:
         if self.pool is not None and len(tasks) > 1:
             futures = [(idx, self.pool.submit(union_pieces, [groups[k] for k in idx],
                                               **kwargs)) for idx in tasks]
+            groups.clear()
             for idx, f in futures:
                 out[idx] = f.result()
         else:
             for idx in tasks:
-                out[idx] = union_pieces([groups[k] for k in idx], **kwargs)
+                batch = [groups[k] for k in idx]
+                for k in idx:
+                    groups[k] = None
+                out[idx] = union_pieces(batch, **kwargs)  # empties batch
         return out
 
 

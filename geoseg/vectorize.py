@@ -346,6 +346,7 @@ def write_vectorized(plan: VectorizePlan, results, *, pool=None) -> dict:
             if plan.streams:
                 found += len(pieces.geoms)
             geoms = to_map(pieces.geoms, grid)
+            pieces.geoms = np.zeros(0, object)  # pixel-coordinate copies go at once
             if plan.simplify:
                 geoms = simplify_coverage(geoms, tolerance=float(plan.simplify))
             columns = _columns(plan, pieces, geoms)
