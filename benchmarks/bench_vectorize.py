@@ -133,8 +133,10 @@ def main() -> None:
                      f"{r['peak_mb'] / base['peak_mb']:.2f} |")
     lines += ["", "whole = read whole band + one `rasterio.features.shapes` + shapely "
               "geometries; blocks-N = `polygonize_raster` with N processes (same "
-              "polygons, map coordinates); gpkg-N = full `vectorize_raster` (attributes, "
-              "GeoPackage). Peak RSS per subprocess (max of itself and its workers)."]
+              "polygons, map coordinates, all held: the API returns them); gpkg-N = full "
+              "`vectorize_raster` (attributes, GeoPackage; no min-area/simplify, so regions "
+              "are streamed to the file block row by block row). Peak RSS per subprocess "
+              "(max of itself and its workers)."]
     text = "\n".join(lines)
     print(text)
     out = ROOT / "benchmarks" / "results" / "vectorize.md"
