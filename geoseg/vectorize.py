@@ -29,6 +29,7 @@ pieces plus the regions still open across the current row seam, not the whole ou
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -53,9 +54,9 @@ from .seams import (BlockResult, Pieces, block_edges, canonical_order, merge_blo
 from .writers import prepare_output
 
 __all__ = ["CLASS_DTYPES", "BlockJob", "BlockResult", "ClassRaster", "Pieces",
-           "VectorizePlan", "block_windows", "class_name", "merge_blocks",
+           "VectorizePlan", "block_windows", "class_name", "load_block", "merge_blocks",
            "open_class_raster", "plan_vectorize", "polygonize_block", "polygonize_raster",
-           "resolve_classes", "stream_regions", "to_map", "vectorize_raster",
+           "resolve_classes", "save_block", "stream_regions", "to_map", "vectorize_raster",
            "write_vectorized"]
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,44 @@ def _probability_sums(job: BlockJob, geoms, class_ids) -> np.ndarray:
             sel = np.isin(labels, np.flatnonzero(class_ids == cid) + 1)
             sums += np.bincount(labels[sel], weights=prob[sel], minlength=n + 1)
     return sums[1:]
+
+
+def save_block(result: BlockResult, path) -> Path:
+    """Write a block's result as an ``.npz`` of plain arrays (no pickle), atomically.
+
+    Lets a scheduler keep block results on shared storage instead of in memory, so the
+    merge reads them back one block row at a time (:func:`load_block`).
+    """
+    from .coverage import ragged_rings
+
+    path = Path(path)
+    p = result.pieces
+    coords, offsets = np.zeros((0, 2)), (np.zeros(1, np.int64),) * 3
+    if len(p.geoms):
+        _, coords, offsets = ragged_rings(p.geoms)
+    w = result.window
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, window=np.array([w.row, w.col, w.height, w.width], np.int64),
+             coords=coords, ring_off=offsets[0], part_off=offsets[1], geom_off=offsets[2],
+             class_ids=p.class_ids, pixels=p.pixels, prob_sums=p.prob_sums,
+             first=result.first, top=result.top, bottom=result.bottom, left=result.left,
+             right=result.right)
+    os.replace(tmp, path)
+    return path
+
+
+def load_block(path) -> BlockResult:
+    """The :class:`BlockResult` that :func:`save_block` wrote (same geometries, exactly)."""
+    from .coverage import _from_rings
+
+    with np.load(path, allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    geoms = (_from_rings(a["coords"], a["ring_off"], a["part_off"], a["geom_off"])
+             if len(a["class_ids"]) else np.zeros(0, object))
+    return BlockResult(Window(*a["window"].tolist()),
+                       Pieces(a["class_ids"], np.asarray(geoms, object), a["pixels"],
+                              a["prob_sums"]),
+                       a["first"], a["top"], a["bottom"], a["left"], a["right"])
 
 
 def _block_jobs(raster: ClassRaster, *, keep, block_size, connectivity, prob_path,

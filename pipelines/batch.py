@@ -8,8 +8,10 @@ The graph of one scene (block ``(r, c)`` in row-major order)::
 
 With --vectorize, after assemble (the class raster is published)::
 
-    assemble --> vector-plan --> polygonize(i) for every block i of classes.tif
-                                        '--> vector-write (seam merge -> polygons.gpkg)
+    assemble --> vector-plan --> polygonize(i) for every block i of classes.tif (its pieces
+                                 and edge strips -> a part file)
+                                        '--> vector-write (reads the parts a block row at a
+                                             time: seam merge -> polygons.gpkg, streamed)
 
 ``predict`` holds the block's int32 accumulator on its worker; ``finish`` is scheduled there
 (its largest input) and pulls only the neighbours' spill strips. Earlier blocks and scenes
@@ -220,8 +222,9 @@ def submit_scene(client, state: _Scene, *, tags: dict, resources, token: str,
         vplan = client.submit(tasks.vectorize_plan_task, job, final,
                               key=f"vector-plan-{name}", priority=priority)
         count = len(block_windows(job.plan.scene.grid, block_size=job.options.block_size))
-        polys = [client.submit(tasks.polygonize_task, vplan, i, key=f"polygonize-{name}-{i}",
-                               priority=priority) for i in range(count)]
+        polys = [client.submit(tasks.polygonize_task, job, vplan, i,
+                               key=f"polygonize-{name}-{i}", priority=priority)
+                 for i in range(count)]
         state.vector = [vplan, *polys]
         final = client.submit(tasks.vectorize_write_task, vplan, final, *polys,
                               key=f"vector-write-{name}", priority=priority)

@@ -149,17 +149,23 @@ def vectorize_plan_task(job: SceneJob, outputs: dict):
                           block_size=job.options.block_size)
 
 
-def polygonize_task(plan, index: int):
-    """Pieces and edge strips of block ``index`` of the plan (a ``BlockResult``)."""
-    from geoseg.vectorize import polygonize_block
+def polygonize_task(job: SceneJob, plan, index: int) -> str:
+    """Polygonize block ``index`` of the plan and save its ``BlockResult`` as a part file
+    (``geoseg.vectorize.save_block``) in the scene's parts folder; returns its path. Block
+    results wait on shared storage, not in worker memory, until the merge reads them."""
+    from geoseg.vectorize import polygonize_block, save_block
 
-    return polygonize_block(plan.jobs[index])
+    w = plan.jobs[index].window
+    return str(save_block(polygonize_block(plan.jobs[index]),
+                          job.parts / f"vector-r{w.row}-c{w.col}.npz"))
 
 
-def vectorize_write_task(plan, outputs: dict, *results) -> dict:
+def vectorize_write_task(plan, outputs: dict, *parts: str) -> dict:
     """Merge the blocks' pieces across seams and write ``polygons.gpkg``
-    (``geoseg.vectorize.write_vectorized``); returns the scene's outputs."""
-    from geoseg.vectorize import write_vectorized
+    (``geoseg.vectorize.write_vectorized``), reading the part files in row-major block order
+    (``parts`` follow ``plan.jobs``), so one block row is in memory at a time; returns the
+    scene's outputs."""
+    from geoseg.vectorize import load_block, write_vectorized
 
-    write_vectorized(plan, sorted(results, key=lambda r: (r.window.row, r.window.col)))
+    write_vectorized(plan, (load_block(p) for p in parts))
     return {**outputs, "polygons": str(plan.out_path)}

@@ -380,3 +380,25 @@ def test_plan_blocks_write_in_any_order_equals_vectorize_raster(tmp_path, min_ar
     a, b = (gpd.read_file(tmp_path / n, engine="pyogrio") for n in ("a.gpkg", "b.gpkg"))
     assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
     assert a.geometry.geom_equals_exact(b.geometry, tolerance=0).all()
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_saved_block_loads_back_exactly(tmp_path, connectivity):
+    from geoseg.vectorize import load_block, save_block
+
+    data = diagonals()
+    data[rings() == 0] = 0
+    path = write_classes(tmp_path / "c.tif", data)
+    raster = open_class_raster(path)
+    g = raster.grid
+    for w in block_windows(g, block_size=24):
+        res = polygonize_block(BlockJob(raster.path, w, g.height, g.width, NODATA, None,
+                                        connectivity))
+        back = load_block(save_block(res, tmp_path / "b.npz"))
+        assert back.window == res.window
+        assert list(shapely.to_wkb(back.pieces.geoms)) == list(shapely.to_wkb(res.pieces.geoms))
+        for name in ("first", "top", "bottom", "left", "right"):
+            assert (getattr(back, name) == getattr(res, name)).all()
+        for name in ("class_ids", "pixels", "prob_sums"):
+            assert (getattr(back.pieces, name) == getattr(res.pieces, name)).all()
+    assert list(tmp_path.glob(".*")) == []
