@@ -29,7 +29,7 @@ def client(request):
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=request.param, threads_per_worker=1, processes=True,
-                      dashboard_address=None, memory_limit="1GiB") as cluster, \
+                      dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield client
 

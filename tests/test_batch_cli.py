@@ -27,7 +27,7 @@ def scheduler():
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, memory_limit="1GiB") as cluster:
+                      dashboard_address=None) as cluster:
         yield cluster.scheduler_address
 
 
