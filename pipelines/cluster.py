@@ -137,8 +137,13 @@ def connect(choice: ClusterChoice, *, echo=print):
             yield client
         return
     if choice.kind == "local":
+        import dask
+
         o = choice.options
-        with LocalCluster(n_workers=int(o["n_workers"]),
+        # Few malloc arenas: the block reader and batch threads otherwise each keep an arena
+        # of freed pages (measured: 1288 -> 1058 MB peak on the 4096^2 Unet benchmark).
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2}), \
+                LocalCluster(n_workers=int(o["n_workers"]),
                           threads_per_worker=int(o["threads_per_worker"]), processes=True,
                           memory_limit=o["memory_limit"],
                           dashboard_address=o["dashboard_address"]) as cluster, \
