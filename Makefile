@@ -30,7 +30,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.bench_predict
+	$(BIN)/python benchmarks/bench_batch.py
+	$(BIN)/python benchmarks/bench_vectorize.py --size 16384
 
 clean:
 	rm -rf out .pytest_cache
