@@ -12,7 +12,6 @@ and the validation metrics in its provenance. Same seed, same data -> same weigh
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from .chips import (LabelledScene, augment, band_statistics, cut, default_scale,
                     load_labelled_scene, make_sampler, sample_chip, split_blocks,
@@ -30,7 +28,8 @@ from .classes import NODATA_CLASS, make_classes
 from .errors import ConfigError, InputNotFoundError, InvalidInputError
 from .grid import Window
 from .labels import LabelSpec, background_id
-from .model import (BundleMeta, create_bundle, normalize, save_bundle)
+from .config import load_yaml
+from .model import BundleMeta, create_bundle, file_sha256, normalize, save_bundle
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou
 
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -95,12 +94,7 @@ def load_recipe(path, *, overrides: dict | None = None) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: recipe not found; see configs/train/ for examples")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe is a mapping of fields, got {type(data).__name__}")
+    data = load_yaml(path)
     data.update(overrides or {})
     return recipe_from_dict(data, source=path.name)
 
@@ -273,19 +267,11 @@ def data_provenance(recipe: Recipe, train_scenes, val_scenes) -> list[dict]:
     for role, entries in (("train", recipe.train), ("validation", recipe.validation)):
         for e in entries:
             out.append({"role": role, "image": e.image, "labels": e.labels,
-                        "image_sha256": _sha256(e.image)})
+                        "image_sha256": file_sha256(e.image)})
     if recipe.split == "blocks":
         out.append({"split": f"blocks of {recipe.block_size} px, "
                              f"{recipe.val_fraction:.0%} to validation (seed {recipe.seed + 1})"})
     return out
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
