@@ -35,11 +35,18 @@ class PredictOptions:
         from .stitch import check_stitch
 
         check_stitch(self.stitch)
-        for name in ("block_size", "batch_size"):
-            if int(getattr(self, name)) <= 0:
-                raise ConfigError(f"{name} {getattr(self, name)} must be a positive integer")
-        if self.threads is not None and self.threads <= 0:
-            raise ConfigError(f"threads {self.threads} must be a positive integer")
+        for name, minimum in (("block_size", 1), ("batch_size", 1), ("threads", 1),
+                              ("tile_size", 1), ("overlap", 0)):
+            value = getattr(self, name)
+            if value is None and name in ("threads", "tile_size", "overlap"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{name} {value!r} must be an integer >= {minimum}")
+        for name in ("probabilities", "vectorize", "overwrite", "allow_no_crs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"device {self.device!r} must be auto, cpu or cuda")
 
     def identity(self) -> dict:
         """The options that change output bytes (for manifests and resume checks)."""

@@ -304,7 +304,8 @@ def normalize(pixels: np.ndarray, valid: np.ndarray, meta: BundleMeta,
         out = np.empty(pixels.shape, np.float32)
     np.multiply(pixels, scale / std, out=out, casting="unsafe")
     out -= mean / std
-    out *= valid
+    # assignment, not multiplication: NaN * 0 is NaN, and nodata must carry no signal
+    np.copyto(out, 0, where=~valid)
     return out
 
 

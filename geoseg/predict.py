@@ -169,6 +169,9 @@ def _predict_scene(scene_path, out_dir, *, model, options, progress, start) -> d
     plan = make_plan(scene, bundle.meta, options)
     folder = scene_dir(out_dir, scene_path)
     classes_path = prepare_output(folder / "classes.tif", overwrite=options.overwrite)
+    gpkg = None
+    if options.vectorize:
+        gpkg = prepare_output(folder / "polygons.gpkg", overwrite=options.overwrite)
     probs_path = None
     if options.probabilities:
         probs_path = prepare_output(folder / "probabilities.tif", overwrite=options.overwrite)
@@ -209,7 +212,6 @@ def _predict_scene(scene_path, out_dir, *, model, options, progress, start) -> d
     if options.vectorize:
         from .vectorize import vectorize_raster
 
-        gpkg = prepare_output(folder / "polygons.gpkg", overwrite=options.overwrite)
         vectorize_raster(classes_path, gpkg, probabilities_path=probs_path,
                          overwrite=options.overwrite, allow_no_crs=options.allow_no_crs,
                          block_size=options.block_size)

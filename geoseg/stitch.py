@@ -130,7 +130,7 @@ def finish(acc: np.ndarray, block: Block, incoming, valid: np.ndarray, *,
     ``nodata`` (and probability 0).
     """
     rows, cols = block.window.slices(within=block.extent)
-    total = acc[:, rows, cols]
+    total = acc[:, rows, cols].copy()  # acc stays intact: a retried task may reuse it
     for window, strip in incoming:
         s_rows, s_cols = window.slices(within=block.window)
         total[:, s_rows, s_cols] += strip

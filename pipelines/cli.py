@@ -127,6 +127,9 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
     options = resolve_options(config, **overrides)
     choice = choose_cluster(scheduler=scheduler, cluster=cluster_profile, workers=workers)
     paths = expand_inputs(scenes)
+    if not paths:
+        fail(f"no raster found in {', '.join(map(str, scenes))}; give scene files, folders "
+             "that hold .tif files, globs or a .txt list of paths")
     read_meta(model)  # a bad model file fails here, before any cluster starts
     if dry_run:
         click.echo(describe(choice))

@@ -253,3 +253,24 @@ def test_all_nodata_scene_writes_an_all_nodata_raster(tmp_path, model):
         assert (ds.read(1) == 255).all()
     manifest = json.loads((tmp_path / "out" / "blank" / "manifest.json").read_text())
     assert manifest["tiles_run"] == 0 and manifest["nodata_pixels"] == 50 * 40
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("block_size: abc", "block_size 'abc' must be an integer"),
+    ("tile_size: '256'", "tile_size '256' must be an integer"),
+    ("batch_size: 2.5", "batch_size 2.5 must be an integer"),
+    ("tile_size: 0", "tile_size 0 must be an integer >= 1"),
+    ("probabilities: maybe", "probabilities 'maybe' must be true or false"),
+])
+def test_bad_config_values_get_one_line(tmp_path, model, scene, yaml_text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"predict:\n  {yaml_text}\n")
+    result = run("predict", scene, "--model", model, "--out", tmp_path / "out",
+                 "--config", config)
+    assert_one_line_error(result, message)
+
+
+def test_a_folder_without_rasters(tmp_path, model):
+    (tmp_path / "empty").mkdir()
+    result = run("predict", tmp_path / "empty", "--model", model, "--out", tmp_path / "out")
+    assert_one_line_error(result, "no raster found")

@@ -212,3 +212,20 @@ def test_scene_smaller_than_one_tile(tmp_path, make_bundle):
     summary = predict_scene(scene, tmp_path / "out", model=make_bundle(tile_size=256, overlap=64))
     assert summary["tiles_in_grid"] == summary["tiles_run"] == 1
     assert read_classes(tmp_path / "out")[0].shape == (5, 9)
+
+
+def test_nan_nodata_never_reaches_the_model(tmp_path, make_bundle):
+    pixels = smooth_noise((120, 110), seed=5).astype("float32")
+    holes = pixels.copy()
+    holes[:, 30:70, 20:60] = np.nan
+    zeros = pixels.copy()
+    zeros[:, 30:70, 20:60] = -9999
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)
+    predict_scene(write_raster(tmp_path / "nan.tif", holes, nodata=float("nan")),
+                  tmp_path / "out", model=model)
+    predict_scene(write_raster(tmp_path / "num.tif", zeros, nodata=-9999), tmp_path / "out",
+                  model=model)
+    nan_classes = read_classes(tmp_path / "out", "nan")[0]
+    num_classes = read_classes(tmp_path / "out", "num")[0]
+    assert (nan_classes[30:70, 20:60] == 255).all()
+    assert (nan_classes == num_classes).all()
