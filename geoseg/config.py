@@ -51,6 +51,7 @@ class PredictOptions:
     def identity(self) -> dict:
         """The options that change output bytes (for manifests and resume checks)."""
         return {"tile_size": self.tile_size, "overlap": self.overlap, "stitch": self.stitch,
+                "device": "cuda" if self.device.startswith("cuda") else self.device,
                 "bands": list(self.bands) if self.bands else None,
                 "probabilities": self.probabilities, "vectorize": self.vectorize}
 

@@ -23,6 +23,8 @@ each scene's ``manifest.json`` last, and ``OUT/summary.json`` at the end.
 
 from __future__ import annotations
 
+import dataclasses
+
 import glob
 import time
 import uuid
@@ -173,19 +175,26 @@ def _prepare_folder(job: SceneJob) -> None:
     job.parts.mkdir()
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_cluster_device(client, device: str) -> str:
+    """``auto`` becomes one device for the whole batch: ``cuda`` when every worker has
+    CUDA, else ``cpu``, so no scene mixes GPU (autocast) and CPU blocks."""
+    if device != "auto":
+        return device
+    found = list(client.run(_cuda_available).values())
+    return "cuda" if found and all(found) else "cpu"
+
+
 def model_resources(client, device: str) -> dict | None:
     """``{"GPU": 1}`` for model tasks when they run on CUDA and some worker offers a GPU
     resource; None otherwise (a constraint no worker satisfies would hang the batch)."""
     if device == "cpu":
         return None
-    if device == "auto":
-        def cuda_available():
-            import torch
-
-            return torch.cuda.is_available()
-
-        if not any(client.run(cuda_available).values()):
-            return None
     workers = client.scheduler_info().get("workers", {}).values()
     if workers and not any("GPU" in (w.get("resources") or {}) for w in workers):
         return None
@@ -252,6 +261,7 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
 
     meta = read_meta(model)
     sha = file_sha256(model)
+    options = dataclasses.replace(options, device=resolve_cluster_device(client, options.device))
     scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
                          model_sha256=sha, options=options)
     resources = model_resources(client, options.device)
