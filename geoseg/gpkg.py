@@ -12,6 +12,7 @@ never needs to hold all features.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,25 @@ def measure(geoms: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
     return shapely.area(geoms) * factor**2, shapely.length(geoms) * factor
 
 
+GPKG_TIMESTAMP = "2000-01-01T00:00:00Z"
+"""``gpkg_contents.last_change`` of every GeoPackage geoseg writes, so the same polygons give
+the same bytes (DESIGN.md promise 2); an OGR_CURRENT_DATE in the environment wins."""
+
+
+@contextmanager
+def _fixed_timestamp():
+    import pyogrio
+
+    if "OGR_CURRENT_DATE" in os.environ:
+        yield
+        return
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_TIMESTAMP})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
+
+
 class LayerWriter:
     """One polygon layer written in chunks to a staging file, published on success.
 
@@ -61,22 +81,27 @@ class LayerWriter:
 
     def write(self, columns: dict, geoms: np.ndarray) -> None:
         import geopandas as gpd
-        import pyogrio
 
         frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(list(geoms), crs=self.crs),
                                  crs=self.crs)
         kwargs = dict(layer=self.layer, driver="GPKG", promote_to_multi=self.multi,
                       geometry_type="MultiPolygon" if self.multi else "Polygon")
         try:
-            if self.created:
-                pyogrio.write_dataframe(frame, self.staging, append=True, **kwargs)
-            else:
-                pyogrio.write_dataframe(frame, self.staging, metadata=self.metadata,
-                                        layer_options={"SPATIAL_INDEX": "YES"},
-                                        dataset_options={"VERSION": "1.2"}, **kwargs)
-                self.created = True
+            with _fixed_timestamp():
+                self._write(frame, kwargs)
         except OSError as exc:
             raise self._error(exc) from exc
+
+    def _write(self, frame, kwargs) -> None:
+        import pyogrio
+
+        if self.created:
+            pyogrio.write_dataframe(frame, self.staging, append=True, **kwargs)
+        else:
+            pyogrio.write_dataframe(frame, self.staging, metadata=self.metadata,
+                                    layer_options={"SPATIAL_INDEX": "YES"},
+                                    dataset_options={"VERSION": "1.2"}, **kwargs)
+            self.created = True
 
     def __exit__(self, kind, exc, tb) -> None:
         try:

@@ -294,10 +294,13 @@ class VectorizePlan:
 
     @property
     def options(self) -> dict:
-        return {"block_size": self.block_size, "min_area_m2": self.min_area,
-                "simplify": self.simplify, "connectivity": self.connectivity,
+        # only what changes the polygons: block size and absolute paths would make the
+        # file's bytes depend on how and where it was made
+        return {"min_area_m2": self.min_area, "simplify": self.simplify,
+                "connectivity": self.connectivity,
                 "classes": list(self.keep) if self.keep else "all",
-                "probabilities": self.probabilities_path}
+                "probabilities": Path(self.probabilities_path).name
+                if self.probabilities_path else None}
 
     @property
     def streams(self) -> bool:
@@ -332,7 +335,7 @@ def plan_vectorize(classes_path, out_path, *, block_size: int = 1024,
     prob = str(probabilities_path) if probabilities_path else None
     jobs = _block_jobs(raster, keep=keep, block_size=int(block_size),
                        connectivity=connectivity, prob_path=prob, prob_bands=prob_bands)
-    layer_meta = {"GEOSEG_SOURCE": str(Path(classes_path).resolve()),
+    layer_meta = {"GEOSEG_SOURCE": Path(classes_path).name,
                   "GEOSEG_MODEL_NAME": raster.tags.get("GEOSEG_MODEL_NAME", ""),
                   "GEOSEG_MODEL_SHA256": raster.tags.get("GEOSEG_MODEL_SHA256", ""),
                   "GEOSEG_VERSION": __version__, "GEOSEG_OPTIONS": "",
