@@ -171,3 +171,13 @@ def test_vectorize_is_one_task_per_block_then_one_merge_write(data, tmp_path):
     assert name == "vectorize_write_task" and key == state.final
     polys = [k for n, k, _ in rec.calls if n == "polygonize_task"]
     assert list(args[2:]) == polys
+
+
+def test_auto_device_is_resolved_once_for_the_whole_cluster(client):
+    import torch
+
+    from pipelines.batch import resolve_cluster_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_cluster_device(client, "auto") == expected
+    assert resolve_cluster_device(client, "cpu") == "cpu"
