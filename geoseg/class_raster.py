@@ -58,7 +58,7 @@ def open_class_raster(path, *, allow_no_crs: bool = False) -> ClassRaster:
                                 "geoseg predict writes")
     if grid.crs is None and not allow_no_crs:
         raise InvalidInputError(f"{path}: has no CRS, so polygons could not be placed on a "
-                                "map; assign one (gdal_edit.py -a_srs EPSG:XXXX) or pass "
+                                "map; assign one (gdal_edit.py -a_srs EPSG:<code>) or pass "
                                 "--allow-no-crs")
     classes = classes_from_tags(tags)
     if nodata is not None:

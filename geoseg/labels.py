@@ -113,7 +113,7 @@ def read_vector_labels(path, *, layer=None):
                                 f"({str(exc).splitlines()[0]})") from exc
     if frame.crs is None:
         raise InvalidInputError(f"{path}: the labels have no CRS, so they cannot be placed on "
-                                "the scene; assign one (ogr2ogr -a_srs EPSG:XXXX out.gpkg in)")
+                                "the scene; assign one (ogr2ogr -a_srs EPSG:<code> out.gpkg in)")
     return frame
 
 

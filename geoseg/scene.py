@@ -57,7 +57,7 @@ def open_scene(path, *, allow_no_crs: bool = False) -> Scene:
                                 f"of {', '.join(SUPPORTED_DTYPES)}")
     if grid.crs is None and not allow_no_crs:
         raise InvalidInputError(f"{path}: has no CRS, so outputs could not be placed on a "
-                                "map; assign one (gdal_edit.py -a_srs EPSG:XXXX) or pass "
+                                "map; assign one (gdal_edit.py -a_srs EPSG:<code>) or pass "
                                 "--allow-no-crs")
     data_bands = tuple(b for b in range(1, count + 1) if b not in alpha)
     return Scene(str(path), grid, count, dtype, nodata, data_bands)
