@@ -22,6 +22,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
+from .atomic import replacing
 from .classes import NODATA_CLASS, ClassInfo, classes_from_tags, make_classes
 from .errors import InputNotFoundError, InvalidInputError
 from .grid import PixelGrid
@@ -243,7 +244,5 @@ def format_table(report: dict) -> str:
 
 def write_report(report: dict, path) -> None:
     """The report as JSON (written via a temporary name)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .atomic import replacing
 from .classes import ClassInfo, NODATA_CLASS
 from .errors import BundleError, ConfigError, InputNotFoundError
 
@@ -207,16 +207,11 @@ def save_bundle(bundle: ModelBundle, path, *, float16: bool = False) -> str:
     """
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in bundle.network.state_dict().items()}
     if float16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    try:
+    with replacing(path) as tmp:
         save_file(state, str(tmp), metadata={META_KEY: bundle.meta.to_json()})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return file_sha256(path)
 
 

@@ -15,13 +15,13 @@ these functions as tasks lives in ``pipelines/``.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import replacing
 from .classes import NODATA_CLASS
 from .stitch import finish
 from .tiling import Block
@@ -61,13 +61,8 @@ def write_part(path, array: np.ndarray) -> Path:
     here instead of leaving files behind.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
     return path
 
 

@@ -22,7 +22,6 @@ import rasterio
 
 from .classes import NODATA_CLASS
 from .config import PredictOptions
-from .errors import InvalidInputError
 from .grid import Window
 from .scene import Scene, open_scene, read_window, select_bands
 from .stitch import accumulate, finish, new_accumulator, spills, tile_weights

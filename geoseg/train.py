@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import replacing
 from .chips import (LabelledScene, augment, band_statistics, cut, default_scale,
                     load_labelled_scene, make_sampler, sample_chip, split_blocks,
                     validation_windows)
@@ -392,12 +392,11 @@ def _save_checkpoint(path: Path, fingerprint, state, network, optimizer, schedul
     """Everything to continue exactly where training stopped (torch.save, tensors and
     plain types only so that torch.load(weights_only=True) reads it back)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = {"fingerprint": fingerprint, "state": state, "network": network.state_dict(),
                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _load_checkpoint(path: Path, fingerprint, network, optimizer, scheduler, rng) -> dict:

@@ -29,7 +29,6 @@ pieces plus the regions still open across the current row seam, not the whole ou
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -42,6 +41,7 @@ import shapely
 from rasterio.features import rasterize, shapes
 
 from . import __version__
+from .atomic import replacing
 from .classes import CLASSES_TAG
 from .class_raster import (CLASS_DTYPES, ClassRaster, class_name, open_class_raster,
                            probability_bands, resolve_classes)
@@ -168,13 +168,12 @@ def save_block(result: BlockResult, path) -> Path:
     if len(p.geoms):
         _, coords, offsets = ragged_rings(p.geoms)
     w = result.window
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, window=np.array([w.row, w.col, w.height, w.width], np.int64),
-             coords=coords, ring_off=offsets[0], part_off=offsets[1], geom_off=offsets[2],
-             class_ids=p.class_ids, pixels=p.pixels, prob_sums=p.prob_sums,
-             first=result.first, top=result.top, bottom=result.bottom, left=result.left,
-             right=result.right)
-    os.replace(tmp, path)
+    with replacing(path, suffix=".npz") as tmp:
+        np.savez(tmp, window=np.array([w.row, w.col, w.height, w.width], np.int64),
+                 coords=coords, ring_off=offsets[0], part_off=offsets[1], geom_off=offsets[2],
+                 class_ids=p.class_ids, pixels=p.pixels, prob_sums=p.prob_sums,
+                 first=result.first, top=result.top, bottom=result.bottom, left=result.left,
+                 right=result.right)
     return path
 
 

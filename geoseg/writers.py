@@ -17,6 +17,7 @@ import rasterio
 import rasterio.shutil
 
 from . import __version__
+from .atomic import replacing
 from .classes import CLASSES_TAG, NODATA_CLASS, classes_to_json
 from .errors import OutputExistsError, OutputNotWritableError
 from .grid import PixelGrid, Window
@@ -74,14 +75,12 @@ class RasterOutput:
     def publish(self) -> Path:
         """Convert to COG under a temporary name, then rename over the final name."""
         self._ds.close()
-        cog = self.path.with_name(f".{self.path.name}.cog-{os.getpid()}.tif")
         try:
-            rasterio.shutil.copy(self.staging, cog, driver="COG", compress="DEFLATE",
-                                 blocksize=512, resampling=self.resampling,
-                                 overviews="AUTO", BIGTIFF="IF_SAFER")
-            os.replace(cog, self.path)
+            with replacing(self.path, suffix=".tif") as cog:
+                rasterio.shutil.copy(self.staging, cog, driver="COG", compress="DEFLATE",
+                                     blocksize=512, resampling=self.resampling,
+                                     overviews="AUTO", BIGTIFF="IF_SAFER")
         finally:
-            cog.unlink(missing_ok=True)
             self.staging.unlink(missing_ok=True)
         return self.path
 

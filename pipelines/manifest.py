@@ -9,11 +9,11 @@ temporary name, so its presence means the outputs beside it are whole.
 from __future__ import annotations
 
 import json
-import os
 import platform
 from pathlib import Path
 
 from geoseg import __version__
+from geoseg.atomic import replacing
 
 MANIFEST = "manifest.json"
 
@@ -26,12 +26,8 @@ def write_json(path, data: dict) -> Path:
     """Write ``data`` as JSON at ``path`` via a temporary name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replacing(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

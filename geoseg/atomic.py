@@ -1,0 +1,28 @@
+"""Writing a file under a temporary name and renaming it over the final one.
+
+The one mechanism behind DESIGN.md promise 6 for single-shot writes: a crash or an error
+leaves the old file or none, never a partial one (``os.replace`` is atomic on one file
+system). Rasters and GeoPackages that are written over a longer time keep their own staging
+file (``writers.RasterOutput``, ``gpkg.LayerWriter``) and publish through this too.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def replacing(path, *, suffix: str = ""):
+    """Yield a hidden temporary path beside ``path``; rename it over ``path`` when the block
+    succeeds, remove it when it fails. ``suffix`` keeps extensions that writers insist on
+    (``np.savez`` adds ``.npz``, GDAL picks drivers by extension)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
