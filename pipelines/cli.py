@@ -13,25 +13,13 @@ from pathlib import Path
 import click
 
 from geoseg import __version__
-from geoseg.errors import GeosegError
+
+from .errors import one_line_errors
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "predict.yaml"
 
 
-class GeosegGroup(click.Group):
-    """Turns GeosegError from any command into one clear line and exit code 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except GeosegError as exc:
-            if (ctx.obj or {}).get("debug"):
-                raise
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
-
-
-@click.group(cls=GeosegGroup)
+@click.group()
 @click.version_option(__version__, prog_name="geoseg")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
@@ -109,6 +97,7 @@ def resolve_options(config, **overrides):
               help="Plan the scenes and show the cluster (SLURM job script), run nothing.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Where to write the batch summary (default OUT/summary.json).")
+@one_line_errors
 def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry_run,
             summary_path, **overrides):
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
@@ -160,6 +149,7 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
+@one_line_errors
 def info(model, as_json):
     """Print a model bundle's metadata."""
     from geoseg.model import file_sha256, read_meta
@@ -208,6 +198,7 @@ def model():
 @click.option("--name", default=None, help="Model name (default: the output file's stem).")
 @click.option("--seed", default=0, show_default=True, help="Seed for untrained weights.")
 @click.option("--overwrite", is_flag=True)
+@one_line_errors
 def create(arch, encoder, classes, bands, out, weights, tile_size, overlap, scale, mean, std,
            name, seed, overwrite):
     """Make a bundle: untrained, or around an existing smp state_dict."""

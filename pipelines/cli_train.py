@@ -7,35 +7,12 @@ becomes one ``error: ...`` line on stderr and exit code 1, the traceback only wi
 
 from __future__ import annotations
 
-import functools
-
 import click
 import yaml
 
-from geoseg.errors import ConfigError, GeosegError
+from geoseg.errors import ConfigError
 
-
-def _debug_wanted(ctx, debug: bool) -> bool:
-    """--debug on this command, or on the `geoseg` group it is registered in."""
-    root = ctx.find_root()
-    group_debug = root is not ctx and isinstance(root.obj, dict) and root.obj.get("debug")
-    return debug or bool(group_debug)
-
-
-def one_line_errors(function):
-    """Run the command; turn GeosegError into one line and exit 1 unless --debug."""
-    @functools.wraps(function)
-    def wrapper(*args, debug=False, **kwargs):
-        ctx = click.get_current_context()
-        try:
-            return function(*args, **kwargs)
-        except GeosegError as exc:
-            if _debug_wanted(ctx, debug):
-                raise
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
-
-    return click.option("--debug", is_flag=True, help="Show the traceback of errors.")(wrapper)
+from .errors import one_line_errors
 
 
 def _parse_overrides(items) -> dict:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from geoseg.errors import GeosegError
 from geoseg.vectorize import vectorize_raster
+
+from .errors import one_line_errors
 
 
 @click.command("vectorize")
@@ -33,21 +33,14 @@ from geoseg.vectorize import vectorize_raster
               help="Processes polygonizing blocks; the output does not depend on it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--allow-no-crs", is_flag=True, help="Accept a raster without a CRS.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@one_line_errors
 def vectorize(classes_tif, out, min_area, simplify, connectivity, classes, probabilities,
-              block_size, workers, overwrite, allow_no_crs, debug):
+              block_size, workers, overwrite, allow_no_crs):
     """Vectorize a class raster CLASSES_TIF into GeoPackage polygons, block by block."""
     keep = [c for c in classes.split(",") if c.strip()] if classes else None
-    try:
-        summary = vectorize_raster(
-            classes_tif, out, block_size=block_size, min_area=min_area, simplify=simplify,
-            connectivity=int(connectivity), keep_classes=keep,
-            probabilities_path=probabilities, overwrite=overwrite,
-            allow_no_crs=allow_no_crs, workers=workers)
-    except GeosegError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    summary = vectorize_raster(
+        classes_tif, out, block_size=block_size, min_area=min_area, simplify=simplify,
+        connectivity=int(connectivity), keep_classes=keep, probabilities_path=probabilities,
+        overwrite=overwrite, allow_no_crs=allow_no_crs, workers=workers)
     per_class = ", ".join(f"{k}: {v}" for k, v in summary["per_class"].items()) or "none"
     click.echo(f"{summary['path']}: {summary['features']} polygons ({per_class})")

@@ -1,0 +1,36 @@
+"""How every geoseg command reports errors: one line on stderr and exit code 1.
+
+``GeosegError`` (bad input, bad options, unwritable output) becomes ``error: <message>``; the
+traceback is shown only with ``--debug``, given to the command or to the ``geoseg`` group.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from geoseg.errors import GeosegError
+
+
+def _debug_wanted(ctx, debug: bool) -> bool:
+    """--debug on this command, or on the `geoseg` group it is registered in."""
+    root = ctx.find_root()
+    group_debug = root is not ctx and isinstance(root.obj, dict) and root.obj.get("debug")
+    return debug or bool(group_debug)
+
+
+def one_line_errors(function):
+    """Run the command; turn GeosegError into one line and exit 1 unless --debug."""
+    @functools.wraps(function)
+    def wrapper(*args, debug=False, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return function(*args, **kwargs)
+        except GeosegError as exc:
+            if _debug_wanted(ctx, debug):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+    return click.option("--debug", is_flag=True, help="Show the traceback of errors.")(wrapper)
