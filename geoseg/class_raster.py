@@ -17,6 +17,7 @@ from rasterio.errors import RasterioIOError
 from .classes import NODATA_CLASS, ClassInfo, classes_from_tags
 from .errors import ConfigError, InputNotFoundError, InvalidInputError
 from .grid import PixelGrid
+from .scene import read_header, require_crs
 
 CLASS_DTYPES = ("uint8", "uint16", "int16", "int32")
 """Integer pixel types ``rasterio.features.shapes`` accepts for class rasters."""
@@ -36,19 +37,9 @@ class ClassRaster:
 
 def open_class_raster(path, *, allow_no_crs: bool = False) -> ClassRaster:
     """Inspect a class raster and refuse what cannot be vectorized, with a one-line reason."""
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"{path}: file not found; check the path")
-    if path.is_dir():
-        raise InvalidInputError(f"{path}: is a folder, not a class raster")
-    try:
-        with rasterio.open(path) as ds:
-            grid, count, dtype = PixelGrid.of(ds), ds.count, ds.dtypes[0]
-            nodata, tags = ds.nodata, ds.tags()
-    except RasterioIOError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInputError(f"{path}: not a raster GDAL can read ({reason}); give the "
-                                "classes.tif written by geoseg predict") from exc
+    header = read_header(path, hint="give the classes.tif written by geoseg predict")
+    path, grid, count, dtype = header.path, header.grid, header.count, header.dtype
+    nodata, tags = header.nodata, header.tags
     if count != 1:
         raise InvalidInputError(f"{path}: has {count} bands; a class raster has exactly one "
                                 "(class ids); give classes.tif, not the scene or probabilities")
@@ -56,10 +47,7 @@ def open_class_raster(path, *, allow_no_crs: bool = False) -> ClassRaster:
         raise InvalidInputError(f"{path}: pixel type {dtype} holds no class ids; expected an "
                                 f"integer type ({', '.join(CLASS_DTYPES)}), e.g. uint8 as "
                                 "geoseg predict writes")
-    if grid.crs is None and not allow_no_crs:
-        raise InvalidInputError(f"{path}: has no CRS, so polygons could not be placed on a "
-                                "map; assign one (gdal_edit.py -a_srs EPSG:<code>) or pass "
-                                "--allow-no-crs")
+    require_crs(header, allow_no_crs=allow_no_crs, outputs="polygons")
     classes = classes_from_tags(tags)
     if nodata is not None:
         nodata = int(nodata) if float(nodata).is_integer() else None

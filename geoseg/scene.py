@@ -34,8 +34,22 @@ class Scene:
     """1-based band indexes that hold data (alpha bands left out)."""
 
 
-def open_scene(path, *, allow_no_crs: bool = False) -> Scene:
-    """Inspect a scene and refuse what geoseg cannot use, with a one-line reason."""
+@dataclass(frozen=True, slots=True)
+class RasterHeader:
+    """What opening a raster file tells before any pixel is read."""
+
+    path: Path
+    grid: PixelGrid
+    count: int
+    dtype: str
+    nodata: float | None
+    tags: dict
+    alpha_bands: frozenset
+
+
+def read_header(path, *, hint: str = "give a GeoTIFF or another GDAL raster") -> RasterHeader:
+    """Open ``path`` with GDAL and read its header; one-line errors for a missing file, a
+    folder, or a file GDAL cannot read (``hint`` says what to give instead)."""
     path = Path(path)
     if not path.exists():
         raise InputNotFoundError(f"{path}: file not found; check the path")
@@ -43,24 +57,36 @@ def open_scene(path, *, allow_no_crs: bool = False) -> Scene:
         raise InvalidInputError(f"{path}: is a folder, not a raster file")
     try:
         with rasterio.open(path) as ds:
-            grid = PixelGrid.of(ds)
-            dtype, count, nodata = ds.dtypes[0], ds.count, ds.nodata
-            alpha = {i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha}
+            alpha = frozenset(i + 1 for i, ci in enumerate(ds.colorinterp)
+                              if ci == ColorInterp.alpha)
+            return RasterHeader(path, PixelGrid.of(ds), ds.count, ds.dtypes[0], ds.nodata,
+                                ds.tags(), alpha)
     except RasterioIOError as exc:
         raise InvalidInputError(f"{path}: not a raster GDAL can read ({_first_line(exc)}); "
-                                "give a GeoTIFF or another GDAL raster") from exc
+                                f"{hint}") from exc
+
+
+def require_crs(header: RasterHeader, *, allow_no_crs: bool, outputs: str = "outputs") -> None:
+    """Refuse a raster without a CRS unless the user allowed it."""
+    if header.grid.crs is None and not allow_no_crs:
+        raise InvalidInputError(f"{header.path}: has no CRS, so {outputs} could not be placed "
+                                "on a map; assign one (gdal_edit.py -a_srs EPSG:<code>) or "
+                                "pass --allow-no-crs")
+
+
+def open_scene(path, *, allow_no_crs: bool = False) -> Scene:
+    """Inspect a scene and refuse what geoseg cannot use, with a one-line reason."""
+    header = read_header(path)
+    path, grid, count, dtype = header.path, header.grid, header.count, header.dtype
     if count == 0 or grid.height == 0 or grid.width == 0:
         raise InvalidInputError(f"{path}: the raster is empty ({count} bands, "
                                 f"{grid.height} x {grid.width} pixels)")
     if dtype not in SUPPORTED_DTYPES:
         raise InvalidInputError(f"{path}: pixel type {dtype} is not supported; expected one "
                                 f"of {', '.join(SUPPORTED_DTYPES)}")
-    if grid.crs is None and not allow_no_crs:
-        raise InvalidInputError(f"{path}: has no CRS, so outputs could not be placed on a "
-                                "map; assign one (gdal_edit.py -a_srs EPSG:<code>) or pass "
-                                "--allow-no-crs")
-    data_bands = tuple(b for b in range(1, count + 1) if b not in alpha)
-    return Scene(str(path), grid, count, dtype, nodata, data_bands)
+    require_crs(header, allow_no_crs=allow_no_crs)
+    data_bands = tuple(b for b in range(1, count + 1) if b not in header.alpha_bands)
+    return Scene(str(path), grid, count, dtype, header.nodata, data_bands)
 
 
 def select_bands(scene: Scene, bands, *, expected: int, names=()) -> tuple[int, ...]:
