@@ -20,7 +20,7 @@ import numpy as np
 import rasterio
 
 from .classes import NODATA_CLASS
-from .grid import Window
+from .grid import Window, intersect
 from .labels import LabelSpec, labels_on_grid
 from .scene import open_scene, read_window, select_bands
 
@@ -200,17 +200,15 @@ def cut(scene: LabelledScene, window: Window, *, use_region: bool = True):
     pixels = np.zeros((c, window.height, window.width), scene.pixels.dtype)
     valid = np.zeros((window.height, window.width), bool)
     labels = np.full((window.height, window.width), NODATA_CLASS, np.uint8)
-    r0, c0 = max(window.row, 0), max(window.col, 0)
-    r1, c1 = min(window.row_stop, scene.height), min(window.col_stop, scene.width)
-    if r1 <= r0 or c1 <= c0:
+    inner = intersect(window, Window(0, 0, scene.height, scene.width))
+    if inner is None:
         return pixels, valid, labels
-    dst = (slice(r0 - window.row, r1 - window.row), slice(c0 - window.col, c1 - window.col))
-    pixels[(slice(None),) + dst] = scene.pixels[:, r0:r1, c0:c1]
-    ok = scene.valid[r0:r1, c0:c1]
-    lab = scene.labels[r0:r1, c0:c1]
+    dst, src = inner.slices(within=window), inner.slices()
+    pixels[(slice(None),) + dst] = scene.pixels[(slice(None),) + src]
+    ok, lab = scene.valid[src], scene.labels[src]
     if use_region:
-        ok = ok & scene.region[r0:r1, c0:c1]
-        lab = np.where(scene.region[r0:r1, c0:c1], lab, NODATA_CLASS)
+        ok = ok & scene.region[src]
+        lab = np.where(scene.region[src], lab, NODATA_CLASS)
     valid[dst] = ok
     labels[dst] = lab
     return pixels, valid, labels
