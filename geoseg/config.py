@@ -21,6 +21,7 @@ class PredictOptions:
     tile_size: int | None = None
     overlap: int | None = None
     stitch: str = "blend"
+    tta: str | None = None
     block_size: int = 1024
     batch_size: int = 8
     device: str = "auto"
@@ -35,6 +36,10 @@ class PredictOptions:
         from .stitch import check_stitch
 
         check_stitch(self.stitch)
+        if self.tta is not None:
+            from .model import check_tta
+
+            check_tta(self.tta)
         for name, minimum in (("block_size", 1), ("batch_size", 1), ("threads", 1),
                               ("tile_size", 1), ("overlap", 0)):
             value = getattr(self, name)
@@ -51,6 +56,7 @@ class PredictOptions:
     def identity(self) -> dict:
         """The options that change output bytes (for manifests and resume checks)."""
         return {"tile_size": self.tile_size, "overlap": self.overlap, "stitch": self.stitch,
+                "tta": self.tta,
                 "device": "cuda" if self.device.startswith("cuda") else self.device,
                 "bands": list(self.bands) if self.bands else None,
                 "probabilities": self.probabilities, "vectorize": self.vectorize}

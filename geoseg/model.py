@@ -96,6 +96,7 @@ class BundleMeta:
     std: tuple[float, ...]
     tile_size: int = 256
     overlap: int = 64
+    tta: str = "none"                # default test-time augmentation (see TTA)
     output_stride: int = 32
     receptive_field: int = 0
     arch_kwargs: dict = field(default_factory=dict)
@@ -163,7 +164,8 @@ def receptive_field(network: nn.Module, *, in_channels: int, probe: int = 256) -
 
 def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
                   bands: tuple[str, ...], scale=None, mean=None, std=None,
-                  tile_size: int = 256, overlap: int = 64, arch_kwargs: dict | None = None,
+                  tile_size: int = 256, overlap: int = 64, tta: str = "none",
+                  arch_kwargs: dict | None = None,
                   state_dict: dict | None = None, name: str = "model",
                   provenance: dict | None = None, seed: int = 0) -> ModelBundle:
     """A bundle around a new network (seeded random weights) or a given smp state_dict."""
@@ -177,6 +179,7 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     if any(s <= 0 for s in std):
         raise ConfigError(f"std values {std} must all be positive")
     check_tiling(size=tile_size, overlap=overlap)
+    check_tta(tta)
     torch.manual_seed(seed)
     network = build_network(arch, encoder=encoder, in_channels=n, classes=len(classes),
                             arch_kwargs=arch_kwargs)
@@ -194,7 +197,7 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     prov.update(provenance or {})
     meta = BundleMeta(arch=arch, encoder=encoder, bands=tuple(bands), classes=tuple(classes),
                       scale=scale, mean=mean, std=std, tile_size=tile_size, overlap=overlap,
-                      receptive_field=receptive_field(network, in_channels=n),
+                      tta=tta, receptive_field=receptive_field(network, in_channels=n),
                       arch_kwargs=dict(arch_kwargs or {}), name=name, provenance=prov)
     return ModelBundle(meta, network)
 
@@ -304,23 +307,59 @@ def normalize(pixels: np.ndarray, valid: np.ndarray, meta: BundleMeta,
     return out
 
 
-def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor) -> torch.Tensor:
+TTA = {
+    "none": ((0, False),),
+    "flips": ((0, False), (0, True), (2, True), (2, False)),
+    "d4": tuple((k, flip) for k in range(4) for flip in (False, True)),
+}
+"""Test-time augmentation: (quarter turns, horizontal flip) views of each tile; their class
+probabilities are averaged. ``flips``: identity, horizontal, vertical, both (4 passes);
+``d4``: every rotation and reflection of the square (8 passes)."""
+
+
+def check_tta(tta: str) -> str:
+    if tta not in TTA:
+        raise ConfigError(f"tta {tta!r} is not one of {', '.join(TTA)}")
+    return tta
+
+
+def _view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    x = torch.rot90(x, k, dims=(2, 3)) if k else x
+    return x.flip(3) if flip else x
+
+
+def _unview(p: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    p = p.flip(3) if flip else p
+    return torch.rot90(p, -k, dims=(2, 3)) if k else p
+
+
+def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *,
+                          tta: str = "none") -> torch.Tensor:
     """Class probabilities (N, K, H, W) float32 on the CPU for a normalized batch.
 
     inference_mode, channels_last; on CUDA non-blocking copies and autocast (bf16 where
-    supported, else fp16). The network sees whole tiles; softmax runs in float32.
+    supported, else fp16). The network sees whole tiles; softmax runs in float32. With
+    ``tta`` (see :data:`TTA`) the mean of the views' probabilities, summed in a fixed order.
     """
     device = bundle.device
+    views = TTA[check_tta(tta)]
     with torch.inference_mode():
-        x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        if device.startswith("cuda"):
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            with torch.autocast("cuda", dtype=dtype):
-                logits = bundle.network(x)
-        else:
-            logits = bundle.network(x)
-        # softmax over classes is twice as fast on a contiguous (NCHW) tensor on the CPU
-        return torch.softmax(logits.float().contiguous(), dim=1).to("cpu")
+        x = batch.to(device, non_blocking=True)
+        total = None
+        for k, flip in views:
+            xv = _view(x, k, flip).contiguous(memory_format=torch.channels_last)
+            if device.startswith("cuda"):
+                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+                with torch.autocast("cuda", dtype=dtype):
+                    logits = bundle.network(xv)
+            else:
+                logits = bundle.network(xv)
+            # softmax over classes is twice as fast on a contiguous (NCHW) tensor on the CPU
+            p = _unview(torch.softmax(logits.float().contiguous(), dim=1), k, flip)
+            total = p if total is None else total.add_(p)
+        if len(views) > 1:
+            total = total.div_(len(views)).contiguous()
+        return total.to("cpu")
 
 
 def with_provenance(meta: BundleMeta, **extra) -> BundleMeta:

@@ -39,6 +39,7 @@ class Plan:
     blocks: BlockGrid
     stitch: str
     n_classes: int
+    tta: str = "none"
 
     def region(self, block: Block) -> Window:
         """What a block reads: the union of its tiles' read windows (may pass the edge)."""
@@ -58,7 +59,8 @@ def make_plan(scene: Scene, meta, options: PredictOptions) -> Plan:
     tiles = TileGrid.build(height=scene.grid.height, width=scene.grid.width, size=size,
                            overlap=overlap, multiple=meta.output_stride)
     blocks = BlockGrid.build(tiles, block_size=options.block_size)
-    return Plan(scene, bands, tiles, blocks, options.stitch, len(meta.classes))
+    return Plan(scene, bands, tiles, blocks, options.stitch, len(meta.classes),
+                options.tta or meta.tta)
 
 
 def read_block(ds, plan: Plan, block: Block):
@@ -113,7 +115,7 @@ def predict_block(bundle, plan: Plan, block: Block, pixels: np.ndarray, valid: n
             x = pending.result()
             if i + 1 < len(batches):
                 pending = pool.submit(prepare, batches[i + 1])
-            probs = forward_probabilities(bundle, x).numpy()
+            probs = forward_probabilities(bundle, x, tta=plan.tta).numpy()
             for (tile, rows, cols), p in zip(batch, probs):
                 weights = tile_weights(plan.stitch, g, tile) * valid[rows, cols]
                 accumulate(acc, block.extent, tile, p, weights)
@@ -175,7 +177,8 @@ def _predict_scene(scene_path, out_dir, *, model, options, progress, start) -> d
     if options.probabilities:
         probs_path = prepare_output(folder / "probabilities.tif", overwrite=options.overwrite)
     tags = output_tags(bundle.meta, bundle.sha256, GEOSEG_STITCH=plan.stitch,
-                       GEOSEG_TILE_SIZE=plan.tiles.size, GEOSEG_OVERLAP=plan.tiles.overlap)
+                       GEOSEG_TILE_SIZE=plan.tiles.size, GEOSEG_OVERLAP=plan.tiles.overlap,
+                       GEOSEG_TTA=plan.tta)
     counts = np.zeros(256, np.int64)
     tiles_run = 0
     with class_output(classes_path, scene.grid, bundle.meta, tags) as classes_out, \
@@ -221,7 +224,7 @@ def _predict_scene(scene_path, out_dir, *, model, options, progress, start) -> d
         "height": scene.grid.height, "width": scene.grid.width,
         "tiles_in_grid": len(plan.tiles), "tiles_run": tiles_run,
         "blocks": len(plan.blocks), "tile_size": plan.tiles.size,
-        "overlap": plan.tiles.overlap, "stitch": plan.stitch,
+        "overlap": plan.tiles.overlap, "stitch": plan.stitch, "tta": plan.tta,
         "class_pixels": {names[c]: int(counts[c]) for c in names},
         "nodata_pixels": int(counts[NODATA_CLASS]),
         "model_sha256": bundle.sha256, "seconds": round(time.perf_counter() - start, 3),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .atomic import replacing
 from .chips import (LabelledScene, augment, band_statistics, cut, default_scale,
@@ -29,7 +30,8 @@ from .errors import ConfigError, InputNotFoundError, InvalidInputError
 from .grid import Window
 from .labels import LabelSpec, background_id
 from .config import load_yaml
-from .model import BundleMeta, create_bundle, file_sha256, normalize, save_bundle
+from .model import (BundleMeta, check_tta, create_bundle, file_sha256, normalize,
+                    save_bundle)
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou
 
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -64,6 +66,7 @@ class Recipe:
     arch_kwargs: dict = field(default_factory=dict)
     tile_size: int = 256
     overlap: int = 64
+    tta: str = "none"                # the shipped model's default test-time augmentation
     chip_size: int = 256
     batch_size: int = 8
     steps: int = 400
@@ -74,6 +77,7 @@ class Recipe:
     class_weights: tuple[float, ...] = ()
     balance: float = 0.5
     jitter: float = 0.1
+    ema: float = 0.0                 # decay of an exponential moving average of the weights
     val_every: int = 50
     patience: int = 4
     seed: int = 0
@@ -161,9 +165,12 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
                           f"{len(r.bands)} bands ({', '.join(r.bands)})")
     if r.class_weights and len(r.class_weights) != len(r.classes):
         raise ConfigError(f"{source}: class_weights needs one value per class")
+    if not 0 <= r.ema < 1:
+        raise ConfigError(f"{source}: ema {r.ema} must be in [0, 1) (0: off; e.g. 0.995)")
     if min(r.steps, r.batch_size, r.val_every) <= 0:
         raise ConfigError(f"{source}: steps, batch_size and val_every must be positive")
     check_tiling(size=r.tile_size, overlap=r.overlap)
+    check_tta(r.tta)
     make_classes(r.classes, r.colors)
     return r
 
@@ -292,12 +299,17 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
                            background=background_id(classes))
     bundle = create_bundle(arch=recipe.arch, encoder=recipe.encoder, classes=classes,
                            bands=recipe.bands, scale=scale, mean=mean, std=std,
-                           tile_size=recipe.tile_size, overlap=recipe.overlap,
+                           tile_size=recipe.tile_size, overlap=recipe.overlap, tta=recipe.tta,
                            arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed)
     meta, network = bundle.meta, bundle.network.train()
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr,
                                   weight_decay=recipe.weight_decay)
     scheduler = _scheduler(recipe, optimizer)
+    # validated and shipped: the moving average of the weights (and BatchNorm statistics)
+    # when ema > 0, which generalizes better than any one step's weights on small data
+    averaged = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema),
+                             use_buffers=True) if recipe.ema else None
+    shipped = averaged.module if averaged is not None else network
     loss_fn = _loss_fn(recipe, num_classes)
     rng = np.random.default_rng(recipe.seed)
     ckpt_dir = Path(recipe.checkpoint_dir or f"runs/{recipe.name}")
@@ -306,7 +318,8 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
              "best_state": None, "elapsed": 0.0}
     fingerprint = _fingerprint(recipe.to_dict())
     if resume and ckpt_path.is_file():
-        state = _load_checkpoint(ckpt_path, fingerprint, network, optimizer, scheduler, rng)
+        state = _load_checkpoint(ckpt_path, fingerprint, network, optimizer, scheduler, rng,
+                                 averaged)
     elapsed0 = state["elapsed"]
     bar = tqdm(total=recipe.steps, initial=state["step"], disable=not progress,
                desc=recipe.name, unit="step", dynamic_ncols=True)
@@ -319,6 +332,8 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(network)
         state["step"] += 1
         value = float(loss.detach())
         running = value if running is None else 0.9 * running + 0.1 * value
@@ -329,20 +344,21 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
         out_of_time = recipe.max_minutes and minutes >= recipe.max_minutes
         if state["step"] % recipe.val_every == 0 or state["step"] == recipe.steps \
                 or out_of_time:
-            cm = validate(network, val_scenes, meta, size=recipe.chip_size,
+            cm = validate(shipped, val_scenes, meta, size=recipe.chip_size,
                           num_classes=num_classes)
             miou = mean_iou(cm)
             state["history"][-1]["val_miou"] = miou
             if miou > state["best_miou"]:
                 state.update(best_miou=miou, best_step=state["step"], bad=0, best_cm=cm.tolist(),
                              best_state={k: v.detach().clone()
-                                         for k, v in network.state_dict().items()})
+                                         for k, v in shipped.state_dict().items()})
             else:
                 state["bad"] += 1
             bar.set_postfix(loss=f"{running:.3f}", val_miou=f"{miou:.3f}",
                             best=f"{state['best_miou']:.3f}")
             state["elapsed"] = elapsed0 + time.monotonic() - started
-            _save_checkpoint(ckpt_path, fingerprint, state, network, optimizer, scheduler, rng)
+            _save_checkpoint(ckpt_path, fingerprint, state, network, optimizer, scheduler, rng,
+                             averaged)
             stop = state["bad"] > recipe.patience or bool(out_of_time)
     bar.close()
     seconds = elapsed0 + time.monotonic() - started
@@ -358,9 +374,9 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
                                                    "threads": recipe.threads}}
     final = create_bundle(arch=recipe.arch, encoder=recipe.encoder, classes=classes,
                           bands=recipe.bands, scale=scale, mean=mean, std=std,
-                          tile_size=recipe.tile_size, overlap=recipe.overlap,
+                          tile_size=recipe.tile_size, overlap=recipe.overlap, tta=recipe.tta,
                           arch_kwargs=recipe.arch_kwargs, name=recipe.name,
-                          state_dict=state["best_state"] or network.state_dict(),
+                          state_dict=state["best_state"] or shipped.state_dict(),
                           provenance=provenance, seed=recipe.seed)
     out = Path(output or recipe.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -388,18 +404,22 @@ def _fingerprint(recipe: dict) -> str:
                       sort_keys=True, default=str)
 
 
-def _save_checkpoint(path: Path, fingerprint, state, network, optimizer, scheduler, rng):
+def _save_checkpoint(path: Path, fingerprint, state, network, optimizer, scheduler, rng,
+                     averaged=None):
     """Everything to continue exactly where training stopped (torch.save, tensors and
     plain types only so that torch.load(weights_only=True) reads it back)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"fingerprint": fingerprint, "state": state, "network": network.state_dict(),
                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
+    if averaged is not None:
+        payload["averaged"] = averaged.state_dict()
     with replacing(path) as tmp:
         torch.save(payload, tmp)
 
 
-def _load_checkpoint(path: Path, fingerprint, network, optimizer, scheduler, rng) -> dict:
+def _load_checkpoint(path: Path, fingerprint, network, optimizer, scheduler, rng,
+                     averaged=None) -> dict:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if _fingerprint(json.loads(payload.get("fingerprint", "{}"))) != fingerprint:
         raise ConfigError(f"{path}: a checkpoint of a different recipe; delete it, set "
@@ -409,4 +429,6 @@ def _load_checkpoint(path: Path, fingerprint, network, optimizer, scheduler, rng
     scheduler.load_state_dict(payload["scheduler"])
     rng.bit_generator.state = json.loads(payload["rng"])
     torch.set_rng_state(payload["torch_rng"])
+    if averaged is not None:
+        averaged.load_state_dict(payload["averaged"])
     return payload["state"]

@@ -285,7 +285,8 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
             continue
         plan = state.job.plan
         tags = output_tags(meta, sha, GEOSEG_STITCH=plan.stitch,
-                           GEOSEG_TILE_SIZE=plan.tiles.size, GEOSEG_OVERLAP=plan.tiles.overlap)
+                           GEOSEG_TILE_SIZE=plan.tiles.size, GEOSEG_OVERLAP=plan.tiles.overlap,
+                           GEOSEG_TTA=plan.tta)
         state.started = time.perf_counter()
         state.counts = np.zeros(256, np.int64)
         priority = submit_scene(client, state, tags=tags, resources=resources, token=token,

@@ -48,6 +48,9 @@ def predict_options(function):
         click.option("--overlap", type=int, help="Tile overlap in pixels (model's default)."),
         click.option("--stitch", type=click.Choice(["blend", "center"]),
                      help="blend: weighted average; center: each tile keeps its core."),
+        click.option("--tta", type=click.Choice(["none", "flips", "d4"]),
+                     help="Test-time augmentation: average 4 flips or all 8 rotations/"
+                          "reflections of each tile (4x/8x the compute; model's default)."),
         click.option("--block-size", type=int,
                      help="Block side in pixels, rounded to whole tiles (default 1024)."),
         click.option("--batch-size", type=int, help="Tiles per forward pass (default 8)."),

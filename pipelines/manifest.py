@@ -92,7 +92,7 @@ def scene_manifest(*, scene, options, model_path, model_sha256, plan, outputs, c
         "height": grid.height, "width": grid.width,
         "crs": grid.crs.to_string() if grid.crs else None,
         "tile_size": plan.tiles.size, "overlap": plan.tiles.overlap, "stitch": plan.stitch,
-        "tiles_in_grid": len(plan.tiles), "tiles_run": int(tiles_run),
+        "tta": plan.tta, "tiles_in_grid": len(plan.tiles), "tiles_run": int(tiles_run),
         "blocks": len(plan.blocks), "tiles_per_block": plan.blocks.tiles_per_block,
         "class_pixels": {name: int(counts[cid]) for cid, name in class_names.items()},
         "nodata_pixels": int(counts[255]),

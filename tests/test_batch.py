@@ -46,7 +46,8 @@ def data(tmp_path_factory):
     pixels[:, :40, :50] = 0
     scenes = [write_raster(root / "alpha.tif", smooth_noise((200, 130), seed=1)),
               write_raster(root / "beta.tif", pixels, nodata=0)]
-    options = PredictOptions(probabilities=True, vectorize=True)
+    # flips: test-time augmentation travels with the plan to the workers
+    options = PredictOptions(probabilities=True, vectorize=True, tta="flips")
     for scene in scenes:
         predict_scene(scene, root / "reference", model=model, options=options)
     return root, model, scenes, options
