@@ -104,17 +104,20 @@ def _options():
     return EvaluateOptions(labels=LabelSpec(attribute="kind", mapping={"house": "building"}))
 
 
-def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["weights", "moving-average"])
+def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypatch, ema):
     import geoseg.train as gtrain
 
     scene, labels = make_scene(tmp_path), make_labels(tmp_path)
     recipe_a = gtrain.load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
+                                              ema=ema,
                                               checkpoint_dir=str(tmp_path / "a"),
                                               output=str(tmp_path / "a.safetensors")))
     gtrain.train(recipe_a, progress=False)
 
     # the same recipe, interrupted after the first checkpoint, then resumed
     recipe_b = gtrain.load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
+                                              ema=ema,
                                               checkpoint_dir=str(tmp_path / "b"),
                                               output=str(tmp_path / "b.safetensors")))
     real_validate, calls = gtrain.validate, []
@@ -137,6 +140,12 @@ def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypat
     b = load_bundle(tmp_path / "b.safetensors").network.state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    # the last step's weights (and moving average) too, not only the best validated ones
+    last_a, last_b = (torch.load(tmp_path / run / "last.pt", weights_only=True)
+                      for run in ("a", "b"))
+    for part in ("network", "averaged") if ema else ("network",):
+        for key in last_a[part]:
+            torch.testing.assert_close(last_a[part][key], last_b[part][key], rtol=0, atol=0)
 
 
 def run_train(recipe) -> tuple[int, list[str]]:
