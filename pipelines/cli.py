@@ -170,6 +170,7 @@ def info(model, as_json):
             ("classes", ", ".join(f"{c.id}={c.name} ({c.color})" for c in meta.classes)),
             ("nodata class", meta.nodata_class),
             ("tile size / overlap", f"{meta.tile_size} / {meta.overlap} px"),
+            ("test-time augmentation", meta.tta),
             ("output stride", meta.output_stride),
             ("receptive field", f"{meta.receptive_field} px")]
     rows += [(f"provenance.{k}", json.dumps(v) if isinstance(v, (dict, list)) else v)
@@ -195,6 +196,8 @@ def model():
               help="An smp state_dict (.pt/.pth via weights_only, or .safetensors).")
 @click.option("--tile-size", default=256, show_default=True)
 @click.option("--overlap", default=64, show_default=True)
+@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none",
+              show_default=True, help="Default test-time augmentation of predict.")
 @click.option("--scale", help="Per-band multiplier to [0, 1], comma separated (default 1/255).")
 @click.option("--mean", help="Per-band mean after scaling, comma separated (default 0.5).")
 @click.option("--std", help="Per-band std after scaling, comma separated (default 0.25).")
@@ -202,8 +205,8 @@ def model():
 @click.option("--seed", default=0, show_default=True, help="Seed for untrained weights.")
 @click.option("--overwrite", is_flag=True)
 @one_line_errors
-def create(arch, encoder, classes, bands, out, weights, tile_size, overlap, scale, mean, std,
-           name, seed, overwrite):
+def create(arch, encoder, classes, bands, out, weights, tile_size, overlap, tta, scale, mean,
+           std, name, seed, overwrite):
     """Make a bundle: untrained, or around an existing smp state_dict."""
     from geoseg.classes import make_classes
     from geoseg.errors import ConfigError
@@ -225,7 +228,7 @@ def create(arch, encoder, classes, bands, out, weights, tile_size, overlap, scal
     state = load_state_dict(weights) if weights else None
     bundle = create_bundle(arch=arch, encoder=encoder, classes=make_classes(classes.split(",")),
                            bands=band_names, scale=floats(scale), mean=floats(mean),
-                           std=floats(std), tile_size=tile_size, overlap=overlap,
+                           std=floats(std), tile_size=tile_size, overlap=overlap, tta=tta,
                            state_dict=state, name=name or out_path.stem, seed=seed,
                            provenance={"source": "weights: " + str(weights) if weights
                                        else "untrained (random weights)"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -202,13 +203,15 @@ def test_config_file_sets_options_and_the_command_line_wins(tmp_path, model, sce
 def test_model_create_and_info(tmp_path):
     out = tmp_path / "m.safetensors"
     result = run("model", "create", "--arch", "Unet", "--encoder", "resnet18", "--classes",
-                 "background,building", "--bands", "3", "--out", out)
+                 "background,building", "--bands", "3", "--tta", "flips", "--out", out)
     assert result.exit_code == 0, result.output
     result = run("info", out)
     assert result.exit_code == 0
     assert "Unet / resnet18" in result.output and "1=building" in result.output
+    assert re.search(r"test-time augmentation\s+flips", result.output)
     meta = json.loads(run("info", out, "--json").output)
     assert meta["bands"] == ["band1", "band2", "band3"] and meta["tile_size"] == 256
+    assert meta["tta"] == "flips"
 
 
 def test_model_create_from_an_existing_smp_state_dict(tmp_path):
