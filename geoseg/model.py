@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -215,6 +216,11 @@ def save_bundle(bundle: ModelBundle, path, *, float16: bool = False) -> str:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     with replacing(path) as tmp:
         save_file(state, str(tmp), metadata={META_KEY: bundle.meta.to_json()})
+        # safetensors creates files readable by their owner only; a bundle is shared with
+        # workers and colleagues like any other output: the mode the umask gives
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
     return file_sha256(path)
 
 

@@ -212,6 +212,9 @@ def test_model_create_and_info(tmp_path):
     meta = json.loads(run("info", out, "--json").output)
     assert meta["bands"] == ["band1", "band2", "band3"] and meta["tile_size"] == 256
     assert meta["tta"] == "flips"
+    probe = tmp_path / "probe"
+    probe.write_text("")  # the mode any other output gets under this umask
+    assert out.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
 
 
 def test_model_create_from_an_existing_smp_state_dict(tmp_path):
