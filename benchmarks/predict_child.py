@@ -1,6 +1,6 @@
 """One measured run in a fresh process (so peak RSS is its own): prints a JSON line.
 
-    python -m benchmarks.predict_child predict SCENE MODEL BLOCK_SIZE BATCH THREADS
+    python -m benchmarks.predict_child predict SCENE MODEL BLOCK_SIZE BATCH THREADS [TTA]
     python -m benchmarks.predict_child forward SCENE MODEL BATCH THREADS
     python -m benchmarks.predict_child copy SCENE
 """
@@ -13,7 +13,7 @@ import tempfile
 import time
 
 
-def predict(scene, model, block_size, batch, threads):
+def predict(scene, model, block_size, batch, threads, tta=None):
     import torch
 
     from geoseg.config import PredictOptions
@@ -25,7 +25,7 @@ def predict(scene, model, block_size, batch, threads):
     with tempfile.TemporaryDirectory(dir="benchmarks/work") as out:
         start = time.perf_counter()
         summary = predict_scene(scene, out, model=bundle, options=PredictOptions(
-            block_size=int(block_size), batch_size=int(batch)))
+            block_size=int(block_size), batch_size=int(batch), tta=tta))
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "tiles": summary["tiles_run"],
             "pixels": summary["height"] * summary["width"]}
