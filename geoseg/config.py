@@ -13,6 +13,16 @@ import yaml
 
 from .errors import ConfigError, InputNotFoundError
 
+TTA_MODES = ("none", "flips", "d4")
+"""Test-time augmentation modes (views in ``geoseg.model.TTA``): here so that checking a
+config never imports torch."""
+
+
+def check_tta(tta: str) -> str:
+    if tta not in TTA_MODES:
+        raise ConfigError(f"tta {tta!r} is not one of {', '.join(TTA_MODES)}")
+    return tta
+
 
 @dataclass(frozen=True)
 class PredictOptions:
@@ -37,8 +47,6 @@ class PredictOptions:
 
         check_stitch(self.stitch)
         if self.tta is not None:
-            from .model import check_tta
-
             check_tta(self.tta)
         for name, minimum in (("block_size", 1), ("batch_size", 1), ("threads", 1),
                               ("tile_size", 1), ("overlap", 0)):

@@ -22,6 +22,7 @@ from torch import nn
 from . import __version__
 from .atomic import replacing
 from .classes import ClassInfo, NODATA_CLASS
+from .config import TTA_MODES, check_tta
 from .errors import BundleError, ConfigError, InputNotFoundError
 
 FORMAT = "geoseg-bundle/1"
@@ -122,6 +123,8 @@ class BundleMeta:
         d["classes"] = tuple(ClassInfo(**c) for c in d["classes"])
         for key in ("bands", "scale", "mean", "std"):
             d[key] = tuple(d[key])
+        if d.get("tta", "none") not in TTA_MODES:
+            raise ValueError(f"tta {d['tta']!r} is not one of {', '.join(TTA_MODES)}")
         return cls(**d)
 
 
@@ -218,10 +221,21 @@ def save_bundle(bundle: ModelBundle, path, *, float16: bool = False) -> str:
         save_file(state, str(tmp), metadata={META_KEY: bundle.meta.to_json()})
         # safetensors creates files readable by their owner only; a bundle is shared with
         # workers and colleagues like any other output: the mode the umask gives
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_umask())
     return file_sha256(path)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask sets it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def file_sha256(path) -> str:
@@ -321,12 +335,6 @@ TTA = {
 """Test-time augmentation: (quarter turns, horizontal flip) views of each tile; their class
 probabilities are averaged. ``flips``: identity, horizontal, vertical, both (4 passes);
 ``d4``: every rotation and reflection of the square (8 passes)."""
-
-
-def check_tta(tta: str) -> str:
-    if tta not in TTA:
-        raise ConfigError(f"tta {tta!r} is not one of {', '.join(TTA)}")
-    return tta
 
 
 def _view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:

@@ -29,9 +29,8 @@ from .classes import NODATA_CLASS, make_classes
 from .errors import ConfigError, InputNotFoundError, InvalidInputError
 from .grid import Window
 from .labels import LabelSpec, background_id
-from .config import load_yaml
-from .model import (BundleMeta, check_tta, create_bundle, file_sha256, normalize,
-                    save_bundle)
+from .config import check_tta, load_yaml
+from .model import BundleMeta, create_bundle, file_sha256, normalize, save_bundle
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou
 
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -167,6 +166,12 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
         raise ConfigError(f"{source}: class_weights needs one value per class")
     if not 0 <= r.ema < 1:
         raise ConfigError(f"{source}: ema {r.ema} must be in [0, 1) (0: off; e.g. 0.995)")
+    if r.ema and r.ema ** r.steps > 0.01:
+        # the average starts from the random initial weights; after n steps they keep
+        # ema^n of it: refuse recipes that would ship (or validate) mostly noise
+        raise ConfigError(f"{source}: with ema {r.ema} the initial random weights keep "
+                          f"{r.ema ** r.steps:.0%} of the average after {r.steps} steps; "
+                          f"use ema <= {0.01 ** (1 / r.steps):.4f} or more steps")
     if min(r.steps, r.batch_size, r.val_every) <= 0:
         raise ConfigError(f"{source}: steps, batch_size and val_every must be positive")
     check_tiling(size=r.tile_size, overlap=r.overlap)
@@ -395,13 +400,17 @@ def _save(bundle, path, *, float16: bool):
                           ) from exc
 
 
-BUDGET_FIELDS = ("max_minutes", "output", "checkpoint_dir", "threads")
-"""Recipe fields a resumed run may change: they do not change what one step computes."""
+BUDGET_FIELDS = ("max_minutes", "output", "checkpoint_dir", "threads", "tta")
+"""Recipe fields a resumed run may change: they do not change what one step computes
+(``tta`` only goes into the bundle)."""
 
 
 def _fingerprint(recipe: dict) -> str:
-    return json.dumps({k: v for k, v in recipe.items() if k not in BUDGET_FIELDS},
-                      sort_keys=True, default=str)
+    # fields a checkpoint predates count with their defaults (ema: 0 is what it trained with)
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe)
+                if f.default is not dataclasses.MISSING}
+    return json.dumps({k: v for k, v in {**defaults, **recipe}.items()
+                       if k not in BUDGET_FIELDS}, sort_keys=True, default=str)
 
 
 def _save_checkpoint(path: Path, fingerprint, state, network, optimizer, scheduler, rng,

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from geoseg import __version__
+from geoseg.config import TTA_MODES
 
 from .errors import one_line_errors
 
@@ -48,7 +49,7 @@ def predict_options(function):
         click.option("--overlap", type=int, help="Tile overlap in pixels (model's default)."),
         click.option("--stitch", type=click.Choice(["blend", "center"]),
                      help="blend: weighted average; center: each tile keeps its core."),
-        click.option("--tta", type=click.Choice(["none", "flips", "d4"]),
+        click.option("--tta", type=click.Choice(TTA_MODES),
                      help="Test-time augmentation: average 4 flips or all 8 rotations/"
                           "reflections of each tile (4x/8x the compute; model's default)."),
         click.option("--block-size", type=int,
@@ -196,7 +197,7 @@ def model():
               help="An smp state_dict (.pt/.pth via weights_only, or .safetensors).")
 @click.option("--tile-size", default=256, show_default=True)
 @click.option("--overlap", default=64, show_default=True)
-@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none",
+@click.option("--tta", type=click.Choice(TTA_MODES), default="none",
               show_default=True, help="Default test-time augmentation of predict.")
 @click.option("--scale", help="Per-band multiplier to [0, 1], comma separated (default 1/255).")
 @click.option("--mean", help="Per-band mean after scaling, comma separated (default 0.5).")

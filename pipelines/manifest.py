@@ -64,7 +64,9 @@ def scene_state(folder, *, model_sha256: str, identity: dict) -> str:
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("status") != "complete":
         return "foreign" if _foreign_classes(Path(folder) / "classes.tif") else "absent"
-    if manifest.get("model_sha256") != model_sha256 or manifest.get("options") != identity:
+    # options a manifest predates were at their defaults (None: the model's) when it was written
+    options = {**dict.fromkeys(identity), **(manifest.get("options") or {})}
+    if manifest.get("model_sha256") != model_sha256 or options != identity:
         return "different"
     outputs = manifest.get("outputs") or {}
     if not outputs or not all(Path(folder, Path(p).name).is_file() for p in outputs.values()):

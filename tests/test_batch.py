@@ -182,3 +182,17 @@ def test_auto_device_is_resolved_once_for_the_whole_cluster(client):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_cluster_device(client, "auto") == expected
     assert resolve_cluster_device(client, "cpu") == "cpu"
+
+
+def test_manifests_from_before_a_new_option_still_count_as_complete(tmp_path):
+    from pipelines.manifest import manifest_path, scene_state, write_json
+
+    identity = PredictOptions().identity()
+    older = {k: v for k, v in identity.items() if k != "tta"}
+    (tmp_path / "classes.tif").write_bytes(b"written by a complete run")
+    write_json(manifest_path(tmp_path), {"status": "complete", "model_sha256": "abc",
+                                         "options": older,
+                                         "outputs": {"classes": "classes.tif"}})
+    assert scene_state(tmp_path, model_sha256="abc", identity=identity) == "complete"
+    assert scene_state(tmp_path, model_sha256="abc",
+                       identity={**identity, "tta": "d4"}) == "different"

@@ -104,7 +104,7 @@ def _options():
     return EvaluateOptions(labels=LabelSpec(attribute="kind", mapping={"house": "building"}))
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["weights", "moving-average"])
+@pytest.mark.parametrize("ema", [0.0, 0.5], ids=["weights", "moving-average"])
 def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypatch, ema):
     import geoseg.train as gtrain
 
@@ -146,6 +146,42 @@ def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypat
     for part in ("network", "averaged") if ema else ("network",):
         for key in last_a[part]:
             torch.testing.assert_close(last_a[part][key], last_b[part][key], rtol=0, atol=0)
+
+
+def test_the_moving_average_is_what_is_validated_and_shipped(tmp_path):
+    import geoseg.train as gtrain
+
+    scene, labels = make_scene(tmp_path), make_labels(tmp_path)
+    recipe = gtrain.load_recipe(make_recipe(tmp_path, scene, labels, steps=8, val_every=8,
+                                            ema=0.5))
+    gtrain.train(recipe, progress=False)
+    shipped = load_bundle(recipe.output).network.state_dict()
+    last = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
+    averaged = {k.removeprefix("module."): v for k, v in last["averaged"].items()
+                if k.startswith("module.")}
+    floats = [k for k, v in shipped.items() if v.is_floating_point()]
+    for key in floats:
+        torch.testing.assert_close(shipped[key], averaged[key], rtol=0, atol=0)
+    assert any(not torch.equal(shipped[k], last["network"][k]) for k in floats)
+
+
+def test_checkpoints_from_before_a_new_recipe_field_still_resume():
+    from geoseg.train import Recipe, SceneEntry, _fingerprint
+
+    recipe = Recipe(name="m", classes=("a", "b"), train=(SceneEntry("s.tif", "l.gpkg"),),
+                    output="m.safetensors", validation=(SceneEntry("v.tif", "l.gpkg"),))
+    full = recipe.to_dict()
+    older = {k: v for k, v in full.items() if k not in ("ema", "tta")}
+    assert _fingerprint(older) == _fingerprint(full)
+    assert _fingerprint({**full, "tta": "d4"}) == _fingerprint(full)  # bundle metadata only
+    assert _fingerprint({**full, "ema": 0.99}) != _fingerprint(full)
+
+
+def test_a_moving_average_that_would_keep_the_random_start_is_refused(tmp_path):
+    recipe = make_recipe(tmp_path, make_scene(tmp_path), make_labels(tmp_path), steps=100,
+                         ema=0.999)
+    code, lines = run_train(recipe)
+    assert_one_error_line(code, lines, "ema 0.999", "90%", "more steps")
 
 
 def run_train(recipe) -> tuple[int, list[str]]:

@@ -8,7 +8,7 @@ import rasterio
 import torch
 
 from conftest import smooth_noise, write_raster
-from geoseg.config import PredictOptions
+from geoseg.config import TTA_MODES, PredictOptions
 from geoseg.errors import ConfigError
 from geoseg.model import TTA, forward_probabilities, load_bundle
 from geoseg.predict import predict_scene
@@ -47,7 +47,15 @@ def test_d4_prediction_turns_and_mirrors_with_the_input(make_bundle):
         assert same == equivariant, f"tta={tta}"
 
 
+def test_the_modes_and_their_views_agree():
+    assert tuple(TTA) == TTA_MODES
+    assert [len(TTA[m]) for m in TTA_MODES] == [1, 4, 8]
+    assert len(set(TTA["d4"])) == 8 and TTA["none"] == ((0, False),)
+
+
 def test_tta_is_the_mean_of_the_views_probabilities(make_bundle):
+    # checks the averaging (the views here are built like the code's; the undo itself is
+    # checked by the two tests above, which do not rely on it)
     bundle = load_bundle(make_bundle(arch="tinycnn", seed=1))
     x = random_batch(n=1, seed=2)
     with torch.inference_mode():
@@ -80,7 +88,11 @@ def test_tta_keeps_outputs_seamless_and_runs_each_tile_once_per_view(tmp_path, m
         outputs[tta, block_size] = [(out / "scene" / n).read_bytes()
                                     for n in ("classes.tif", "probabilities.tif")]
     assert outputs["flips", 32] == outputs["flips", 96]
-    assert outputs["flips", 32][1] != outputs["none", 32][1]
+    pixels = {}
+    for tta in ("flips", "none"):
+        with rasterio.open(tmp_path / f"{tta}-32" / "scene" / "probabilities.tif") as ds:
+            pixels[tta] = ds.read()
+    assert (pixels["flips"] != pixels["none"]).any()
 
 
 def test_the_bundle_default_applies_unless_an_option_overrides_it(tmp_path, make_bundle):
