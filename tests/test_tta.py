@@ -111,3 +111,16 @@ def test_unknown_tta_is_refused_with_the_valid_ones(make_bundle):
         PredictOptions(tta="rotations")
     with pytest.raises(ConfigError, match="none, flips, d4"):
         make_bundle(tta="all")
+
+
+def test_a_bundle_with_an_unknown_tta_is_refused_when_read(tmp_path, make_bundle):
+    from dataclasses import replace
+
+    from geoseg.errors import BundleError
+    from geoseg.model import read_meta, save_bundle
+
+    bundle = load_bundle(make_bundle())
+    path = tmp_path / "odd.safetensors"
+    save_bundle(replace(bundle, meta=replace(bundle.meta, tta="sideways")), path)
+    with pytest.raises(BundleError, match=r"odd.safetensors.*tta 'sideways'"):
+        read_meta(path)
