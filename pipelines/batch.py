@@ -183,9 +183,12 @@ def _cuda_available() -> bool:
 
 def resolve_cluster_device(client, device: str) -> str:
     """``auto`` becomes one device for the whole batch: ``cuda`` when every worker has
-    CUDA, else ``cpu``, so no scene mixes GPU (autocast) and CPU blocks."""
+    CUDA, else ``cpu``, so no scene mixes GPU (autocast) and CPU blocks. Without a client
+    (a dry run) this machine answers, as for the default local cluster."""
     if device != "auto":
         return device
+    if client is None:
+        return "cuda" if _cuda_available() else "cpu"
     found = list(client.run(_cuda_available).values())
     return "cuda" if found and all(found) else "cpu"
 
@@ -201,7 +204,7 @@ def model_resources(client, device: str) -> dict | None:
     return {"GPU": 1}
 
 
-def submit_scene(client, state: _Scene, *, tags: dict, resources, token: str,
+def submit_scene(client, state: _Scene, *, meta, tags: dict, resources, token: str,
                  priority: int) -> int:
     """Submit one scene's graph (see the module docstring); returns the next priority."""
     from . import tasks
@@ -222,7 +225,7 @@ def submit_scene(client, state: _Scene, *, tags: dict, resources, token: str,
         state.finishes.append(client.submit(tasks.finish_task, job, result, *neighbours,
                                             key=f"finish-{name}-{r}-{c}", priority=priority))
         priority -= 1
-    final = client.submit(tasks.assemble_task, job, tags, *state.finishes,
+    final = client.submit(tasks.assemble_task, job, meta, tags, *state.finishes,
                           key=f"assemble-{name}", priority=priority)
     state.vector = []
     if job.options.vectorize:
@@ -243,14 +246,16 @@ def submit_scene(client, state: _Scene, *, tags: dict, resources, token: str,
 
 
 def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
-              echo=None, on_failure=None) -> list[SceneOutcome]:
+              echo=None, on_failure=None, model_sha256: str | None = None
+              ) -> list[SceneOutcome]:
     """Predict every scene of ``scene_paths`` into ``out_dir`` on ``client``'s cluster.
 
     ``model`` is a bundle path on storage the workers share. Scenes whose outputs are
     complete for this model and options are skipped (unless ``options.overwrite``); a scene
     that fails is recorded with one error line and the others go on. ``progress`` is a
     :class:`~pipelines.progress.TileProgress`; ``echo`` prints a line per finished scene,
-    ``on_failure(outcome)`` is called as each scene fails.
+    ``on_failure(outcome)`` is called as each scene fails. ``model_sha256`` spares hashing
+    the model again when the caller has (the CLI, for its summary).
     Returns one :class:`SceneOutcome` per scene, in input order.
     """
     import numpy as np
@@ -260,7 +265,7 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
     from geoseg.writers import output_tags
 
     meta = read_meta(model)
-    sha = file_sha256(model)
+    sha = model_sha256 or file_sha256(model)
     options = dataclasses.replace(options, device=resolve_cluster_device(client, options.device))
     scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
                          model_sha256=sha, options=options)
@@ -289,8 +294,8 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
                            GEOSEG_TTA=plan.tta)
         state.started = time.perf_counter()
         state.counts = np.zeros(256, np.int64)
-        priority = submit_scene(client, state, tags=tags, resources=resources, token=token,
-                                priority=priority)
+        priority = submit_scene(client, state, meta=meta, tags=tags, resources=resources,
+                                token=token, priority=priority)
         if progress is not None:
             progress.add_total(len(plan.tiles))
         for future in (*state.finishes, state.final):
@@ -349,13 +354,12 @@ def _complete(state: _Scene, outputs: dict, *, sha: str, class_names: dict) -> N
     outcome.status, outcome.seconds, outcome.outputs = "done", round(seconds, 3), outputs
 
 
-def write_summary(path, outcomes, *, model, options, seconds: float) -> Path:
+def write_summary(path, outcomes, *, model, model_sha256: str, options,
+                  seconds: float) -> Path:
     """``OUT/summary.json``: the batch's scenes, statuses and errors."""
-    from geoseg.model import file_sha256
-
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     return write_json(path, {
-        "model": str(model), "model_sha256": file_sha256(model),
+        "model": str(model), "model_sha256": model_sha256,
         "options": options.identity(), "software": versions(),
         "seconds": round(seconds, 3), "counts": counts,
         "scenes": [{f.name: getattr(o, f.name) for f in fields(o) if f.name != "exception"}
@@ -367,18 +371,25 @@ def format_table(outcomes) -> str:
     rows = [("scene", "status", "MPix", "seconds", "error")]
     rows += [(Path(o.scene).name, o.status, f"{o.megapixels:.2f}", f"{o.seconds:.1f}",
               o.error) for o in outcomes]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(f"{v:<{w}}" for v, w in zip(r[:4], widths)) + "  " + r[4]
-             for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    return _align(rows)
 
 
-def dry_run_table(scene_paths, out_dir, *, model, options) -> str:
-    """What a run would do, per scene (run, skip or fail, tiles, blocks); writes nothing."""
+def _align(rows) -> str:
+    """Rows of strings as left-aligned columns; the last column (errors) is not padded."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(("  ".join(f"{v:<{w}}" for v, w in zip(r, widths)) + "  "
+                      + r[-1]).rstrip() for r in rows)
+
+
+def dry_run_table(scene_paths, out_dir, *, model, options,
+                  model_sha256: str | None = None) -> str:
+    """What a run would do, per scene (run, skip or fail, tiles, blocks); writes nothing.
+    ``auto`` is resolved on this machine, as a run on the default local cluster would."""
     from geoseg.model import file_sha256, read_meta
 
+    options = dataclasses.replace(options, device=resolve_cluster_device(None, options.device))
     scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(),
-                         meta=read_meta(model), model_sha256=file_sha256(model),
+                         meta=read_meta(model), model_sha256=model_sha256 or file_sha256(model),
                          options=options)
     rows = [("scene", "action", "MPix", "tiles", "blocks", "error")]
     for s in scenes:
@@ -387,6 +398,4 @@ def dry_run_table(scene_paths, out_dir, *, model, options) -> str:
         blocks = str(len(s.job.plan.blocks)) if s.job else ""
         rows.append((Path(o.scene).name, action, f"{o.megapixels:.2f}", str(o.tiles), blocks,
                      o.error))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join(("  ".join(f"{v:<{w}}" for v, w in zip(r[:5], widths)) + "  "
-                      + r[5]).rstrip() for r in rows)
+    return _align(rows)

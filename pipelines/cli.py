@@ -108,9 +108,7 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
     import time
 
-    from tqdm import tqdm
-
-    from geoseg.model import read_meta
+    from geoseg.model import file_sha256, read_meta
     from pipelines.batch import (dry_run_table, expand_inputs, format_table, run_batch,
                                  write_summary)
     from pipelines.cluster import choose_cluster, connect, describe
@@ -124,20 +122,21 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
         fail(f"no raster found in {', '.join(map(str, scenes))}; give scene files, folders "
              "that hold .tif files, globs or a .txt list of paths")
     read_meta(model)  # a bad model file fails here, before any cluster starts
+    sha = file_sha256(model)
     if dry_run:
         click.echo(describe(choice))
-        click.echo(dry_run_table(paths, out, model=model, options=options))
+        click.echo(dry_run_table(paths, out, model=model, options=options, model_sha256=sha))
         return
     summary_path = Path(summary_path or Path(out) / "summary.json")
     start = time.perf_counter()
     with connect(choice, echo=click.echo) as client, TileProgress() as progress:
         outcomes = run_batch(
             client, paths, out, model=model, options=options, progress=progress,
-            echo=progress.write,
-            on_failure=lambda o: tqdm.write(f"error: {o.error}", file=sys.stderr))
+            echo=progress.write, model_sha256=sha,
+            on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
     click.echo(format_table(outcomes))
     try:
-        write_summary(summary_path, outcomes, model=model, options=options,
+        write_summary(summary_path, outcomes, model=model, model_sha256=sha, options=options,
                       seconds=time.perf_counter() - start)
         click.echo(f"summary: {summary_path}")
     except OSError as exc:

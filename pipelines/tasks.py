@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoseg.config import PredictOptions
-from geoseg.predict import Plan
+# the bounded GDAL block cache of in-process prediction: memory must not grow with the
+# scene on a worker either
+from geoseg.predict import Plan, gdal_env
 
 _BUNDLES: dict = {}
 _BUNDLES_LOCK = threading.Lock()
@@ -77,14 +79,6 @@ def model_loads() -> list[str]:
     return list(_LOADS)
 
 
-def _gdal_env():
-    """The bounded GDAL block cache that in-process prediction uses (memory must not grow
-    with the scene on a worker either)."""
-    from geoseg.predict import gdal_env
-
-    return gdal_env()
-
-
 def predict_block_task(job: SceneJob, row: int, col: int):
     """Read block ``(row, col)`` with its halo and run its tiles: a ``BlockResult``."""
     import rasterio
@@ -94,7 +88,7 @@ def predict_block_task(job: SceneJob, row: int, col: int):
     options = job.options
     bundle = worker_bundle(job.model, device=options.device, threads=options.threads)
     block = job.plan.blocks.block(row, col)
-    with _gdal_env(), rasterio.open(job.plan.scene.path) as ds:
+    with gdal_env(), rasterio.open(job.plan.scene.path) as ds:
         pixels, valid = read_block(ds, job.plan, block)
     return predict_block(bundle, job.plan, block, pixels, valid,
                          batch_size=options.batch_size)
@@ -118,20 +112,19 @@ def finish_task(job: SceneJob, result, *neighbour_spills: dict):
                            tiles_run=result.tiles_run)
 
 
-def assemble_task(job: SceneJob, tags: dict, *done) -> dict:
+def assemble_task(job: SceneJob, meta, tags: dict, *done) -> dict:
     """Stream the scene's parts into ``classes.tif`` (+ ``probabilities.tif``), one block at
-    a time, and publish them. ``done`` are the finish results (dependencies only)."""
-    from geoseg.model import read_meta
+    a time, and publish them. ``meta`` is the model's, read once on the client; ``done``
+    are the finish results (dependencies only)."""
     from geoseg.parts import assemble
     from geoseg.writers import class_output, probability_output
 
-    meta = read_meta(job.model.path)
     grid, folder = job.plan.scene.grid, Path(job.folder)
     outputs = {}
-    with _gdal_env(), class_output(folder / "classes.tif", grid, meta, tags) as out:
+    with gdal_env(), class_output(folder / "classes.tif", grid, meta, tags) as out:
         outputs["classes"] = str(assemble(out, job.plan.blocks, job.parts, "classes"))
     if job.options.probabilities:
-        with _gdal_env(), probability_output(folder / "probabilities.tif", grid, meta, tags) as out:
+        with gdal_env(), probability_output(folder / "probabilities.tif", grid, meta, tags) as out:
             outputs["probabilities"] = str(assemble(out, job.plan.blocks, job.parts,
                                                     "probabilities"))
     return outputs

@@ -162,7 +162,7 @@ def test_vectorize_is_one_task_per_block_then_one_merge_write(data, tmp_path):
             return key
 
     rec = Recorder()
-    submit_scene(rec, state, tags={}, resources=None, token="t", priority=0)
+    submit_scene(rec, state, meta=None, tags={}, resources=None, token="t", priority=0)
     names = [name for name, _, _ in rec.calls]
     blocks = len(block_windows(state.job.plan.scene.grid, block_size=64))
     assert blocks > 1 and names.count("polygonize_task") == blocks

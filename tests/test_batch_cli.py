@@ -136,3 +136,17 @@ def test_killed_client_then_rerun_skips_complete_and_finishes_the_rest(tmp_path,
         assert (folder / "classes.tif").read_bytes() == \
             (tmp_path / "reference" / scene.stem / "classes.tif").read_bytes()
         assert sorted(p.name for p in folder.iterdir()) == ["classes.tif", "manifest.json"]
+
+
+def test_dry_run_after_a_complete_run_says_skip(tmp_path, model, scheduler):
+    scene = write_raster(tmp_path / "s.tif", smooth_noise((96, 80)))
+    out = tmp_path / "out"
+    code, output = run_cli("predict", scene, "-m", model, "-o", out, "--scheduler", scheduler)
+    assert code == 0, output
+    summary = json.loads((out / "summary.json").read_text())
+    manifest = json.loads((out / "s" / "manifest.json").read_text())
+    assert summary["model_sha256"] == manifest["model_sha256"]
+    code, output = run_cli("predict", scene, "-m", model, "-o", out, "--dry-run")
+    assert code == 0, output
+    row = next(line for line in output.splitlines() if line.startswith("s.tif"))
+    assert row.split()[1] == "skip", output
