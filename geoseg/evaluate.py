@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
 
 from .atomic import replacing
-from .classes import NODATA_CLASS, ClassInfo, classes_from_tags, make_classes
-from .errors import InputNotFoundError, InvalidInputError
+from .classes import NODATA_CLASS, ClassInfo, make_classes
+from .errors import InvalidInputError
 from .grid import PixelGrid
 from .labels import LabelSpec, is_vector, labels_on_grid, read_vector_labels, polygon_classes
 
@@ -155,29 +154,21 @@ class EvaluateOptions:
 
 def read_prediction(path) -> tuple[np.ndarray, PixelGrid, tuple[ClassInfo, ...]]:
     """A class raster written by geoseg: ids (H, W), grid, classes (from its tag, else
-    numbered class_0.. from the largest value)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"{path}: prediction raster not found; check the path")
-    try:
-        with rasterio.open(path) as ds:
-            ids = ds.read(1)
-            grid = PixelGrid.of(ds)
-            classes = classes_from_tags(ds.tags())
-            nodata = ds.nodata
-    except RasterioIOError as exc:
-        raise InvalidInputError(f"{path}: not a raster GDAL can read "
-                                f"({str(exc).splitlines()[0]})") from exc
-    if ids.dtype.kind not in "ui":
-        raise InvalidInputError(f"{path}: holds {ids.dtype} values, not class ids; give the "
-                                "classes.tif written by geoseg predict")
-    if nodata is not None and nodata != NODATA_CLASS:
-        ids = np.where(ids == nodata, NODATA_CLASS, ids)
+    numbered class_0.. from the largest value). Checked like vectorize's input (one integer
+    band; see ``class_raster.open_class_raster``)."""
+    from .class_raster import open_class_raster
+
+    raster = open_class_raster(path, allow_no_crs=True)
+    with rasterio.open(raster.path) as ds:
+        ids = ds.read(1)
+    if raster.nodata is not None and raster.nodata != NODATA_CLASS:
+        ids = np.where(ids == raster.nodata, NODATA_CLASS, ids)
     ids = ids.astype(np.int64)
+    classes = raster.classes
     if classes is None:
         top = int(ids[ids != NODATA_CLASS].max(initial=0))
         classes = make_classes([f"class_{i}" for i in range(top + 1)])
-    return ids, grid, classes
+    return ids, raster.grid, classes
 
 
 def evaluate_prediction(prediction, truth, *, options: EvaluateOptions = EvaluateOptions()
@@ -192,9 +183,13 @@ def evaluate_prediction(prediction, truth, *, options: EvaluateOptions = Evaluat
     report["objects"] = {}
     min_area = options.min_area * grid.pixel_area
     known = (truth_ids != NODATA_CLASS) & (ids != NODATA_CLASS)
+    scored = np.where(known, ids, NODATA_CLASS)
+    labelled = None  # the labelled part of the grid, polygonized once for all classes
     for c in object_classes(classes, options.object_classes):
-        pred_polys = raster_polygons(np.where(known, ids, NODATA_CLASS), grid, c.id)
-        true_polys = _true_polygons(truth, truth_ids, grid, spec, classes, c.id)
+        pred_polys = raster_polygons(scored, grid, c.id)
+        if is_vector(truth) and labelled is None:
+            labelled = _labelled_area(truth_ids, grid)
+        true_polys = _true_polygons(truth, truth_ids, grid, spec, classes, c.id, labelled)
         pred_polys = [g for g in pred_polys if g.area >= min_area]
         true_polys = [g for g in true_polys if g.area >= min_area]
         report["objects"][c.name] = match_objects(pred_polys, true_polys,
@@ -203,23 +198,28 @@ def evaluate_prediction(prediction, truth, *, options: EvaluateOptions = Evaluat
     return report
 
 
-def _true_polygons(truth, truth_ids, grid: PixelGrid, spec, classes, class_id) -> list:
-    """True objects: the label polygons themselves (clipped to the labelled part of the
-    grid) for vector truth, connected regions for raster truth."""
+def _labelled_area(truth_ids, grid: PixelGrid):
+    """The part of the grid that holds truth labels, as one geometry (None when empty)."""
+    from shapely.ops import unary_union
+
+    parts = raster_polygons((truth_ids != NODATA_CLASS).astype(np.uint8), grid, 1)
+    return unary_union(parts) if parts else None
+
+
+def _true_polygons(truth, truth_ids, grid: PixelGrid, spec, classes, class_id,
+                   labelled) -> list:
+    """True objects: the label polygons themselves (clipped to ``labelled``, the labelled
+    part of the grid) for vector truth, connected regions for raster truth."""
     if not is_vector(truth):
         return raster_polygons(truth_ids, grid, class_id)
     import shapely
-    from shapely.ops import unary_union
 
     frame = read_vector_labels(truth, layer=spec.layer)
     ids = polygon_classes(frame, spec, classes, source=Path(truth).name)
     geoms = frame.to_crs(grid.crs).geometry.values[ids == class_id]
-    labelled = [g for g in raster_polygons((truth_ids != NODATA_CLASS).astype(np.uint8),
-                                           grid, 1)]
-    area = unary_union(labelled) if labelled else None
-    if area is None or len(geoms) == 0:
+    if labelled is None or len(geoms) == 0:
         return []
-    clipped = shapely.intersection(np.asarray(geoms, dtype=object), area)
+    clipped = shapely.intersection(np.asarray(geoms, dtype=object), labelled)
     return [g for g in clipped if not g.is_empty]
 
 

@@ -132,3 +132,19 @@ def test_evaluate_command_bad_attribute_is_one_line(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "kind" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_a_scene_given_as_the_prediction_is_refused_in_one_line(tmp_path):
+    scene = tmp_path / "scene.tif"
+    with rasterio.open(scene, "w", driver="GTiff", height=10, width=10, count=3,
+                       dtype="uint8", crs="EPSG:32633", transform=TRANSFORM) as ds:
+        ds.write(np.zeros((3, 10, 10), np.uint8))
+    truth = tmp_path / "t.tif"
+    write_prediction(truth, np.zeros((10, 10), np.uint8))
+    result = CliRunner().invoke(evaluate_command, [str(scene), "--truth", str(truth)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "has 3 bands" in lines[0] and "classes.tif" in lines[0], lines
+    missing = CliRunner().invoke(evaluate_command, [str(tmp_path / "nope.tif"), "--truth",
+                                                    str(truth)])
+    assert missing.exit_code == 1 and "not found" in missing.output
