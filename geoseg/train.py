@@ -120,7 +120,7 @@ def recipe_from_dict(data: dict, *, source: str = "recipe") -> Recipe:
         if isinstance(labels, LabelSpec):
             data["labels"] = labels
         else:
-            data["labels"] = LabelSpec(**{k: v for k, v in labels.items()})
+            data["labels"] = LabelSpec(**labels)
         for key in ("classes", "colors", "bands", "band_indexes", "class_weights"):
             if key in data:
                 data[key] = tuple(data[key] or ())
@@ -302,10 +302,12 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     mean, std = band_statistics(train_scenes, scale=scale)
     sampler = make_sampler(train_scenes, size=recipe.chip_size, num_classes=num_classes,
                            background=background_id(classes))
-    bundle = create_bundle(arch=recipe.arch, encoder=recipe.encoder, classes=classes,
-                           bands=recipe.bands, scale=scale, mean=mean, std=std,
-                           tile_size=recipe.tile_size, overlap=recipe.overlap, tta=recipe.tta,
-                           arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed)
+    # what the bundle is, besides its weights and provenance: the same at start and end
+    bundle_args = dict(arch=recipe.arch, encoder=recipe.encoder, classes=classes,
+                       bands=recipe.bands, scale=scale, mean=mean, std=std,
+                       tile_size=recipe.tile_size, overlap=recipe.overlap, tta=recipe.tta,
+                       arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed)
+    bundle = create_bundle(**bundle_args)
     meta, network = bundle.meta, bundle.network.train()
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr,
                                   weight_decay=recipe.weight_decay)
@@ -377,27 +379,13 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
                   "metrics": metrics, "training": {"steps": state["step"],
                                                    "seconds": round(seconds, 1),
                                                    "threads": recipe.threads}}
-    final = create_bundle(arch=recipe.arch, encoder=recipe.encoder, classes=classes,
-                          bands=recipe.bands, scale=scale, mean=mean, std=std,
-                          tile_size=recipe.tile_size, overlap=recipe.overlap, tta=recipe.tta,
-                          arch_kwargs=recipe.arch_kwargs, name=recipe.name,
-                          state_dict=state["best_state"] or shipped.state_dict(),
-                          provenance=provenance, seed=recipe.seed)
+    final = create_bundle(**bundle_args, provenance=provenance,
+                          state_dict=state["best_state"] or shipped.state_dict())
     out = Path(output or recipe.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _save(final, out, float16=recipe.float16)
+    save_bundle(final, out, float16=recipe.float16)
     return TrainResult(str(out), state["step"], seconds, state["best_step"], metrics,
                        state["history"])
-
-
-def _save(bundle, path, *, float16: bool):
-    if not float16:
-        return save_bundle(bundle, path)
-    try:
-        return save_bundle(bundle, path, float16=True)
-    except TypeError as exc:
-        raise ConfigError("float16: true needs save_bundle(..., float16=) in geoseg.model"
-                          ) from exc
 
 
 BUDGET_FIELDS = ("max_minutes", "output", "checkpoint_dir", "threads", "tta")
