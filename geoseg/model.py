@@ -22,7 +22,7 @@ from torch import nn
 from . import __version__
 from .atomic import replacing
 from .classes import ClassInfo, NODATA_CLASS
-from .config import TTA_MODES, check_tta
+from .config import check_tta
 from .errors import BundleError, ConfigError, InputNotFoundError
 
 FORMAT = "geoseg-bundle/1"
@@ -123,8 +123,7 @@ class BundleMeta:
         d["classes"] = tuple(ClassInfo(**c) for c in d["classes"])
         for key in ("bands", "scale", "mean", "std"):
             d[key] = tuple(d[key])
-        if d.get("tta", "none") not in TTA_MODES:
-            raise ValueError(f"tta {d['tta']!r} is not one of {', '.join(TTA_MODES)}")
+        check_tta(d.get("tta", "none"))  # a ConfigError is a ValueError: read_meta names the file
         return cls(**d)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,13 @@ class Plan:
     stitch: str
     n_classes: int
     tta: str = "none"
+
+    def tags(self, meta, model_sha256: str) -> dict:
+        """The output rasters' tags: the model and the options that shaped the pixels (one
+        place for the in-process and the Dask path, whose files must be identical)."""
+        return output_tags(meta, model_sha256, GEOSEG_STITCH=self.stitch,
+                           GEOSEG_TILE_SIZE=self.tiles.size, GEOSEG_OVERLAP=self.tiles.overlap,
+                           GEOSEG_TTA=self.tta)
 
     def region(self, block: Block) -> Window:
         """What a block reads: the union of its tiles' read windows (may pass the edge)."""
@@ -176,14 +184,12 @@ def _predict_scene(scene_path, out_dir, *, model, options, progress, start) -> d
     probs_path = None
     if options.probabilities:
         probs_path = prepare_output(folder / "probabilities.tif", overwrite=options.overwrite)
-    tags = output_tags(bundle.meta, bundle.sha256, GEOSEG_STITCH=plan.stitch,
-                       GEOSEG_TILE_SIZE=plan.tiles.size, GEOSEG_OVERLAP=plan.tiles.overlap,
-                       GEOSEG_TTA=plan.tta)
+    tags = plan.tags(bundle.meta, bundle.sha256)
     counts = np.zeros(256, np.int64)
     tiles_run = 0
     with class_output(classes_path, scene.grid, bundle.meta, tags) as classes_out, \
-            _maybe(probs_path and probability_output(probs_path, scene.grid, bundle.meta,
-                                                     tags)) as probs_out, \
+            (probability_output(probs_path, scene.grid, bundle.meta, tags) if probs_path
+             else nullcontext()) as probs_out, \
             rasterio.open(scene.path) as ds, ThreadPoolExecutor(max_workers=1) as reader:
         blocks = list(plan.blocks.blocks())
         incoming: dict = {}
@@ -229,16 +235,3 @@ def _predict_scene(scene_path, out_dir, *, model, options, progress, start) -> d
         "nodata_pixels": int(counts[NODATA_CLASS]),
         "model_sha256": bundle.sha256, "seconds": round(time.perf_counter() - start, 3),
     }
-
-
-class _maybe:
-    """``with _maybe(x) as y`` enters ``x`` when it is a context manager, else yields None."""
-
-    def __init__(self, cm):
-        self.cm = cm or None
-
-    def __enter__(self):
-        return self.cm.__enter__() if self.cm is not None else None
-
-    def __exit__(self, *exc):
-        return self.cm.__exit__(*exc) if self.cm is not None else False

@@ -262,7 +262,6 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
     from distributed import as_completed
 
     from geoseg.model import file_sha256, read_meta
-    from geoseg.writers import output_tags
 
     meta = read_meta(model)
     sha = model_sha256 or file_sha256(model)
@@ -289,9 +288,7 @@ def run_batch(client, scene_paths, out_dir, *, model, options, progress=None,
                 on_failure(state.outcome)
             continue
         plan = state.job.plan
-        tags = output_tags(meta, sha, GEOSEG_STITCH=plan.stitch,
-                           GEOSEG_TILE_SIZE=plan.tiles.size, GEOSEG_OVERLAP=plan.tiles.overlap,
-                           GEOSEG_TTA=plan.tta)
+        tags = plan.tags(meta, sha)
         state.started = time.perf_counter()
         state.counts = np.zeros(256, np.int64)
         priority = submit_scene(client, state, meta=meta, tags=tags, resources=resources,
