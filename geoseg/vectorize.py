@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
-from rasterio.features import rasterize, shapes
+from rasterio.features import shapes
 
 from . import __version__
 from .atomic import replacing
@@ -127,20 +127,27 @@ def polygonize_block(job: BlockJob) -> BlockResult:
             geoms[bad] = remove_collinear(shapely.make_valid(geoms[bad]))
     geoms = shapely.normalize(geoms)
     pixels = np.rint(shapely.area(geoms)).astype(np.int64)
-    prob_sums = (_probability_sums(job, geoms, class_ids) if job.prob_path
+    first, *strips = block_edges(geoms, win, job.width)
+    prob_sums = (_probability_sums(job, data, mask, class_ids, first) if job.prob_path
                  else np.zeros(len(geoms)))
-    return BlockResult(win, Pieces(class_ids, geoms, pixels, prob_sums),
-                       *block_edges(geoms, win, job.width))
+    return BlockResult(win, Pieces(class_ids, geoms, pixels, prob_sums), first, *strips)
 
 
-def _probability_sums(job: BlockJob, geoms, class_ids) -> np.ndarray:
-    """Per piece: sum over its pixels of its class's probability band (0..255)."""
-    win, n = job.window, len(geoms)
-    offset = rasterio.Affine.translation(win.col, win.row)
-    labels = rasterize(zip(geoms, range(1, n + 1)), out_shape=(win.height, win.width),
-                       transform=offset, fill=0, dtype="int32")
+def _probability_sums(job: BlockJob, data, mask, class_ids, first) -> np.ndarray:
+    """Per piece: sum over its pixels of its class's probability band (0..255).
+
+    A piece is a connected component of its class among the kept pixels (what ``shapes``
+    polygonized), so the block's pixels are labelled again with ``scipy.ndimage.label``
+    at the same connectivity and each piece takes its component's sum, found through its
+    first pixel (no geometry is burned back into pixels)."""
+    from scipy import ndimage
+
+    win = job.window
+    structure = ndimage.generate_binary_structure(2, 1 if job.connectivity == 4 else 2)
+    row, col = np.divmod(first, job.width + 1)
+    row, col = row - win.row, col - win.col
     bands = dict(job.prob_bands)
-    sums = np.zeros(n + 1)
+    sums = np.zeros(len(class_ids))
     with rasterio.open(job.prob_path) as ds:
         for cid in np.unique(class_ids).tolist():
             band = bands.get(cid, cid + 1)
@@ -149,9 +156,12 @@ def _probability_sums(job: BlockJob, geoms, class_ids) -> np.ndarray:
                                         f"class {cid}; give the probabilities.tif written "
                                         "with this class raster")
             prob = ds.read(band, window=win.to_rasterio())
-            sel = np.isin(labels, np.flatnonzero(class_ids == cid) + 1)
-            sums += np.bincount(labels[sel], weights=prob[sel], minlength=n + 1)
-    return sums[1:]
+            region = data == cid if mask is None else (data == cid) & mask
+            components, _ = ndimage.label(region, structure=structure)
+            per_component = np.bincount(components.ravel(), weights=prob.ravel())
+            own = np.flatnonzero(class_ids == cid)
+            sums[own] = per_component[components[row[own], col[own]]]
+    return sums
 
 
 def save_block(result: BlockResult, path) -> Path:

@@ -302,7 +302,8 @@ def test_foreign_raster_keeps_zero_and_names_class_n(tmp_path):
     assert set(gpd.read_file(out).class_name) == {"class_0", "class_1", "class_2"}
 
 
-def test_mean_prob_blockwise(tmp_path):
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_mean_prob_blockwise(tmp_path, connectivity):
     data = blobs(9, (50, 50), k=2)
     data[data == NODATA] = 0
     rng = np.random.default_rng(0)
@@ -314,8 +315,10 @@ def test_mean_prob_blockwise(tmp_path):
                        dtype="uint8", crs="EPSG:32633", transform=UTM) as ds:
         ds.write(probs)
     out = tmp_path / "p.gpkg"
-    vectorize_raster(path, out, block_size=16, probabilities_path=prob_path)
+    vectorize_raster(path, out, block_size=16, probabilities_path=prob_path,
+                     connectivity=connectivity)
     frame = gpd.read_file(out)
+    assert len(frame) > 5
     for row in frame.itertuples():
         mask = rasterize([row.geometry], out_shape=data.shape, transform=UTM).astype(bool)
         expected = probs[row.class_id][mask].mean() / 255
