@@ -2,8 +2,9 @@
 
 The one mechanism behind DESIGN.md promise 6 for single-shot writes: a crash or an error
 leaves the old file or none, never a partial one (``os.replace`` is atomic on one file
-system). Rasters and GeoPackages that are written over a longer time keep their own staging
-file (``writers.RasterOutput``, ``gpkg.LayerWriter``) and publish through this too.
+system). Rasters written over a longer time keep their own staging file
+(``writers.RasterOutput``) and publish through this too; the GeoPackage writer
+(``gpkg.LayerWriter``) stages and renames itself, since it must also clean SQLite journals.
 """
 
 from __future__ import annotations

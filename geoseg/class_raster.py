@@ -9,13 +9,9 @@ the file and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-import rasterio
-from rasterio.errors import RasterioIOError
 
 from .classes import NODATA_CLASS, ClassInfo, classes_from_tags
-from .errors import ConfigError, InputNotFoundError, InvalidInputError
+from .errors import ConfigError, InvalidInputError
 from .grid import PixelGrid
 from .scene import read_header, require_crs
 
@@ -97,15 +93,9 @@ def resolve_classes(raster: ClassRaster, keep_classes=None) -> tuple[int, ...] |
 
 def probability_bands(raster: ClassRaster, prob_path, keep) -> tuple[tuple[int, int], ...]:
     """Check a probability raster against the class raster; map class id -> band."""
-    prob_path = Path(prob_path)
-    if not prob_path.exists():
-        raise InputNotFoundError(f"{prob_path}: probability raster not found; check the path")
-    try:
-        with rasterio.open(prob_path) as ds:
-            grid, count, dtype = PixelGrid.of(ds), ds.count, ds.dtypes[0]
-    except RasterioIOError as exc:
-        raise InvalidInputError(f"{prob_path}: not a raster GDAL can read; give the "
-                                "probabilities.tif written by geoseg predict") from exc
+    header = read_header(prob_path, hint="give the probabilities.tif written by geoseg "
+                                         "predict")
+    prob_path, grid, count, dtype = header.path, header.grid, header.count, header.dtype
     g = raster.grid
     if (grid.height, grid.width, grid.transform) != (g.height, g.width, g.transform):
         raise InvalidInputError(f"{prob_path}: grid {grid.height}x{grid.width} does not match "

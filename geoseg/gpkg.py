@@ -122,12 +122,3 @@ class LayerWriter:
                          Path(f"{self.staging}-wal")):
             if leftover.exists():
                 leftover.unlink()
-
-
-def write_polygons(path, columns: dict, geoms: np.ndarray, *, crs, layer: str,
-                   metadata: dict) -> Path:
-    """Write one polygon layer (spatial index, CRS, layer metadata) and publish it."""
-    multi = bool(len(geoms)) and bool(np.any(shapely.get_type_id(geoms) == 6))
-    with LayerWriter(path, crs=crs, layer=layer, metadata=metadata, multi=multi) as writer:
-        writer.write(columns, geoms)
-    return Path(path)

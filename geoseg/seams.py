@@ -89,22 +89,12 @@ class BlockResult:
                    zeros[0], zeros[0].copy(), zeros[1], zeros[1].copy())
 
 
-def first_pixels(geoms, width: int) -> np.ndarray:
-    """Per geometry: ``row * (width + 1) + col`` of its first pixel in raster order.
-
-    That is its smallest vertex by (y, x): the top-left corner of the leftmost pixel in
-    its top row. Unique per region, since regions do not share pixels.
-    """
-    if len(geoms) == 0:
-        return np.zeros(0, np.int64)
-    coords, index = shapely.get_coordinates(geoms, return_index=True)
-    key = coords[:, 1].astype(np.int64) * (width + 1) + coords[:, 0].astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-    return np.minimum.reduceat(key, starts)
-
-
 def block_edges(geoms, window: Window, width: int):
-    """First pixels of ``geoms`` (see :func:`first_pixels`) and the block's edge strips.
+    """First pixels of ``geoms`` and the block's edge strips.
+
+    A geometry's first pixel in raster order, as ``row * (width + 1) + col``, is its
+    smallest vertex by (y, x): the top-left corner of the leftmost pixel in its top row;
+    unique per region, since regions do not share pixels.
 
     Read from the polygons alone: every pixel of a piece in the block's top row has its
     top edge on the piece's boundary, so the boundary segments lying on the block's top

@@ -65,7 +65,6 @@ class BlockJob:
 
     path: str
     window: Window
-    height: int
     width: int
     nodata: int | None
     keep: tuple[int, ...] | None
@@ -204,7 +203,7 @@ def load_block(path) -> BlockResult:
 def _block_jobs(raster: ClassRaster, *, keep, block_size, connectivity, prob_path,
                 prob_bands) -> list[BlockJob]:
     grid = raster.grid
-    return [BlockJob(raster.path, w, grid.height, grid.width, raster.nodata, keep,
+    return [BlockJob(raster.path, w, grid.width, raster.nodata, keep,
                      connectivity, str(prob_path) if prob_path else None, tuple(prob_bands))
             for w in block_windows(grid, block_size=block_size)]
 

@@ -191,7 +191,7 @@ def test_block_api_any_order_equals_polygonize_raster(tmp_path):
     raster = open_class_raster(path)
     g = raster.grid
     for connectivity in (4, 8):
-        jobs = [BlockJob(raster.path, w, g.height, g.width, raster.nodata, None, connectivity)
+        jobs = [BlockJob(raster.path, w, g.width, raster.nodata, None, connectivity)
                 for w in block_windows(g, block_size=20)]
         results = [polygonize_block(j) for j in reversed(jobs)]
         merged = merge_blocks(results, height=g.height, width=g.width, block_size=20,
@@ -208,7 +208,7 @@ def test_block_edge_strips_match_pixels(tmp_path):
     raster = open_class_raster(path)
     g = raster.grid
     for w in block_windows(g, block_size=16):
-        res = polygonize_block(BlockJob(raster.path, w, g.height, g.width, NODATA, None, 4))
+        res = polygonize_block(BlockJob(raster.path, w, g.width, NODATA, None, 4))
         labels = rasterize(zip(res.pieces.geoms, range(1, len(res.first) + 1)),
                            out_shape=data.shape, fill=0, dtype="int32")[w.slices()]
         for strip, expected in ((res.top, labels[0]), (res.bottom, labels[-1]),
@@ -353,7 +353,7 @@ def test_streamed_gpkg_same_across_block_sizes_and_workers_in_canonical_order(tm
         assert frame.geometry.geom_equals_exact(frames[0].geometry, tolerance=0).all()
     raster = open_class_raster(path)
     g = raster.grid
-    jobs = [BlockJob(raster.path, w, g.height, g.width, raster.nodata, None, 4)
+    jobs = [BlockJob(raster.path, w, g.width, raster.nodata, None, 4)
             for w in block_windows(g, block_size=16)]
     chunks = list(stream_regions(map(polygonize_block, jobs), height=g.height,
                                  width=g.width, block_size=16, connectivity=4))
@@ -395,7 +395,7 @@ def test_saved_block_loads_back_exactly(tmp_path, connectivity):
     raster = open_class_raster(path)
     g = raster.grid
     for w in block_windows(g, block_size=24):
-        res = polygonize_block(BlockJob(raster.path, w, g.height, g.width, NODATA, None,
+        res = polygonize_block(BlockJob(raster.path, w, g.width, NODATA, None,
                                         connectivity))
         back = load_block(save_block(res, tmp_path / "b.npz"))
         assert back.window == res.window
