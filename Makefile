@@ -31,8 +31,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_predict
-	$(BIN)/python benchmarks/bench_batch.py
-	$(BIN)/python benchmarks/bench_vectorize.py --size 16384
+	$(BIN)/python -m benchmarks.bench_batch
+	$(BIN)/python -m benchmarks.bench_vectorize --size 16384
 
 clean:
 	rm -rf out .pytest_cache

@@ -13,7 +13,7 @@ OMP_NUM_THREADS=1), so 2 workers on 2 cores is a fair comparison against 1.
   cost separate runs pay 8 times).
 
 Prints a markdown table and writes benchmarks/results/batch.md. Numbers are measured, not
-asserted. Usage: ``python benchmarks/bench_batch.py [--repeat 2] [--scenes 8]``
+asserted. Usage: ``python -m benchmarks.bench_batch [--repeat 2] [--scenes 8]``
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-OAM = REPO.parent / "shared" / "data" / "oam"
-RESULTS = REPO / "benchmarks" / "results" / "batch.md"
+from benchmarks.common import RESULTS, ROOT, SHARED, clean_profile
+
+OAM = SHARED / "oam"
 CROP = 1024
 
 
@@ -46,10 +46,8 @@ def make_scenes(folder: Path, count: int) -> list[Path]:
         row, col = divmod(i % 4, 2)
         with rasterio.open(src_path) as src:
             window = Window(col * CROP, row * CROP, CROP, CROP)
-            profile = dict(driver="GTiff", height=CROP, width=CROP, count=src.count,
-                           dtype=src.dtypes[0], crs=src.crs, nodata=src.nodata, tiled=True,
-                           blockxsize=256, blockysize=256, compress="deflate",
-                           transform=src.window_transform(window))
+            profile = clean_profile(src, height=CROP, width=CROP, blockxsize=256,
+                                    blockysize=256, transform=src.window_transform(window))
             path = folder / f"oam{i}.tif"
             with rasterio.open(path, "w", **profile) as dst:
                 dst.write(src.read(window=window))
@@ -91,7 +89,7 @@ def time_cli(scenes, model, out: Path, *, workers: int) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pipelines.cli", "predict", *map(str, scenes),
                     "-m", str(model), "-o", str(out), "--workers", str(workers),
-                    "--threads", "1", "--overwrite"], cwd=REPO, check=True,
+                    "--threads", "1", "--overwrite"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -147,8 +145,8 @@ def main(argv=None) -> int:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "batch.md").write_text(text)
     return 0
 
 

@@ -5,7 +5,7 @@ temporary tiled GeoTIFF. Each variant runs in its own subprocess, which reports 
 time and peak RSS (its own and its worker processes'). Printed as a markdown table and
 written to benchmarks/results/vectorize.md. Numbers are measured, not asserted.
 
-    .venv/bin/python benchmarks/bench_vectorize.py --size 4096
+    .venv/bin/python -m benchmarks.bench_vectorize --size 4096
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, ROOT
 
 
 def make_raster(path: Path, size: int, *, seed: int = 0, block: int = 1024) -> None:
@@ -116,10 +115,11 @@ def main() -> None:
               file=sys.stderr)
         rows = []
         for mode in args.modes.split(","):
-            proc = subprocess.run([sys.executable, __file__, "--block-size",
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_vectorize",
+                                   "--block-size",
                                    str(args.block_size), "--child", mode, str(raster),
                                    str(Path(tmp) / "out.gpkg")],
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, text=True, check=True, cwd=ROOT)
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(rows[-1], file=sys.stderr)
     base = next((r for r in rows if r["mode"] == "whole"), rows[0])
@@ -139,9 +139,8 @@ def main() -> None:
               "(max of itself and its workers)."]
     text = "\n".join(lines)
     print(text)
-    out = ROOT / "benchmarks" / "results" / "vectorize.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "vectorize.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":
