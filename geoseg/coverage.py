@@ -92,7 +92,7 @@ def ragged_rings(geoms):
     return kind, coords, offsets
 
 
-def _from_rings(coords, ring_offsets, part_offsets, geom_offsets) -> np.ndarray:
+def from_rings(coords, ring_offsets, part_offsets, geom_offsets) -> np.ndarray:
     out = shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, coords,
                                     (ring_offsets, part_offsets, geom_offsets))
     single = shapely.get_num_geometries(out) == 1
@@ -158,7 +158,7 @@ def _node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
     unit = np.column_stack([np.sign(dx), np.sign(dy)])
     out = coords[src] + t[:, None] * unit[src]
     ring_len = np.add.reduceat(count, ring_off[:-1])
-    return _from_rings(out, np.r_[0, np.cumsum(ring_len)], part_off, geom_off)
+    return from_rings(out, np.r_[0, np.cumsum(ring_len)], part_off, geom_off)
 
 
 def remove_collinear(geoms) -> np.ndarray:
@@ -214,7 +214,7 @@ def _remove_collinear(geoms) -> np.ndarray:
     kept = np.bincount(ring, minlength=len(closed))
     first = np.r_[0, np.cumsum(kept)[:-1]]
     out = np.insert(pts, first + kept, pts[first], axis=0)
-    return _from_rings(out, np.r_[0, np.cumsum(kept + 1)], part_off, geom_off)
+    return from_rings(out, np.r_[0, np.cumsum(kept + 1)], part_off, geom_off)
 
 
 def _union_shells(pieces) -> shapely.Geometry:

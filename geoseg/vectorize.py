@@ -45,7 +45,8 @@ from .atomic import replacing
 from .classes import CLASSES_TAG
 from .class_raster import (CLASS_DTYPES, ClassRaster, class_name, open_class_raster,
                            probability_bands, resolve_classes)
-from .coverage import merge_small, remove_collinear, simplify_coverage, union_pieces
+from .coverage import (from_rings, merge_small, ragged_rings, remove_collinear,
+                       simplify_coverage, union_pieces)
 from .errors import ConfigError, InvalidInputError, OutputNotWritableError
 from .gpkg import LayerWriter, measure
 from .grid import PixelGrid, Window
@@ -169,8 +170,6 @@ def save_block(result: BlockResult, path) -> Path:
     Lets a scheduler keep block results on shared storage instead of in memory, so the
     merge reads them back one block row at a time (:func:`load_block`).
     """
-    from .coverage import ragged_rings
-
     path = Path(path)
     p = result.pieces
     coords, offsets = np.zeros((0, 2)), (np.zeros(1, np.int64),) * 3
@@ -188,11 +187,9 @@ def save_block(result: BlockResult, path) -> Path:
 
 def load_block(path) -> BlockResult:
     """The :class:`BlockResult` that :func:`save_block` wrote (same geometries, exactly)."""
-    from .coverage import _from_rings
-
     with np.load(path, allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
-    geoms = (_from_rings(a["coords"], a["ring_off"], a["part_off"], a["geom_off"])
+    geoms = (from_rings(a["coords"], a["ring_off"], a["part_off"], a["geom_off"])
              if len(a["class_ids"]) else np.zeros(0, object))
     return BlockResult(Window(*a["window"].tolist()),
                        Pieces(a["class_ids"], np.asarray(geoms, object), a["pixels"],

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from geoseg import __version__
 from geoseg.atomic import replacing
+from geoseg.classes import NODATA_CLASS
 
 MANIFEST = "manifest.json"
 
@@ -97,7 +98,7 @@ def scene_manifest(*, scene, options, model_path, model_sha256, plan, outputs, c
         "tta": plan.tta, "tiles_in_grid": len(plan.tiles), "tiles_run": int(tiles_run),
         "blocks": len(plan.blocks), "tiles_per_block": plan.blocks.tiles_per_block,
         "class_pixels": {name: int(counts[cid]) for cid, name in class_names.items()},
-        "nodata_pixels": int(counts[255]),
+        "nodata_pixels": int(counts[NODATA_CLASS]),
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
 
