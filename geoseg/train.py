@@ -274,7 +274,7 @@ def validate(network, scenes: list[LabelledScene], meta: BundleMeta, *, size: in
     return cm
 
 
-def data_provenance(recipe: Recipe, train_scenes, val_scenes) -> list[dict]:
+def data_provenance(recipe: Recipe) -> list[dict]:
     out = []
     for role, entries in (("train", recipe.train), ("validation", recipe.validation)):
         for e in entries:
@@ -375,7 +375,7 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
                "per_class_iou": {k: v["iou"] for k, v in metrics["classes"].items()},
                "best_step": state["best_step"]}
     provenance = {"recipe": recipe.to_dict(),
-                  "data": data_provenance(recipe, train_scenes, val_scenes),
+                  "data": data_provenance(recipe),
                   "metrics": metrics, "training": {"steps": state["step"],
                                                    "seconds": round(seconds, 1),
                                                    "threads": recipe.threads}}
