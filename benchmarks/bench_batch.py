@@ -70,7 +70,7 @@ def time_workers(scenes, model, out: Path, *, workers: int, options, repeat: int
     """Best wall time of the batch on a warm local cluster of ``workers`` processes."""
     from distributed import Client, LocalCluster
 
-    from pipelines.batch import run_batch
+    from pipelines.run import run_batch
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:

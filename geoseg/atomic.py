@@ -10,18 +10,20 @@ system). Rasters written over a longer time keep their own staging file
 from __future__ import annotations
 
 import os
-import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .names import temporary_path
+
 
 @contextmanager
-def replacing(path, *, suffix: str = ""):
+def replacing(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     """Yield a hidden temporary path beside ``path``; rename it over ``path`` when the block
     succeeds, remove it when it fails. ``suffix`` keeps extensions that writers insist on
     (``np.savez`` adds ``.npz``, GDAL picks drivers by extension)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}{suffix}")
+    tmp = temporary_path(path, suffix=suffix)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 
+from . import tiling
 from .classes import NODATA_CLASS
+from .errors import InvalidInputError
 from .grid import Window, intersect
 from .labels import LabelSpec, labels_on_grid
 from .scene import open_scene, read_window, select_bands
@@ -62,19 +64,10 @@ def load_labelled_scene(image, labels, *, spec: LabelSpec, classes, bands=(),
 
 def split_blocks(scene: LabelledScene, *, block_size: int, fraction: float,
                  rng: np.random.Generator) -> tuple[LabelledScene, LabelledScene]:
-    """The scene as (train, validation) halves by square blocks of ``block_size`` pixels.
-
-    At least one block goes to each side when the scene has two or more blocks.
-    """
-    rows = -(-scene.height // block_size)
-    cols = -(-scene.width // block_size)
-    n = rows * cols
-    n_val = min(max(1, round(n * fraction)), n - 1) if n > 1 else 0
-    is_val = np.zeros(n, bool)
-    is_val[rng.permutation(n)[:n_val]] = True
-    block_val = is_val.reshape(rows, cols)
-    val = np.kron(block_val, np.ones((block_size, block_size), bool))
-    val = val[: scene.height, : scene.width]
+    """The scene as (train, validation) halves by square blocks of ``block_size`` pixels
+    (:func:`geoseg.tiling.split_blocks` chooses them)."""
+    val = tiling.split_blocks(height=scene.height, width=scene.width, block_size=block_size,
+                              fraction=fraction, rng=rng)
     train = LabelledScene(scene.path, scene.labels_path, scene.pixels, scene.valid,
                           scene.labels, scene.region & ~val)
     valid = LabelledScene(scene.path, scene.labels_path, scene.pixels, scene.valid,
@@ -95,7 +88,8 @@ def band_statistics(scenes, *, scale: tuple[float, ...]) -> tuple[tuple, tuple]:
         total_sq += (values ** 2).sum(axis=1)
         count += values.shape[1]
     if count == 0:
-        raise ValueError("no valid pixels in the training scenes")
+        raise InvalidInputError("no valid pixels in the training scenes; check their nodata "
+                                "value and masks")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
     return tuple(float(m) for m in mean), tuple(float(max(s, 1e-6)) for s in std)
@@ -134,8 +128,8 @@ def make_sampler(scenes, *, size: int, num_classes: int, background: int | None)
                 per_class[k] = pixels
         rare.append(per_class)
     if not any(len(o) for o in origins):
-        raise ValueError(f"no {size} x {size} chip fits inside the training area; use a "
-                         "smaller chip_size or larger blocks")
+        raise InvalidInputError(f"no {size} x {size} chip fits inside the training area; use "
+                                "a smaller chip_size or larger blocks")
     present = sorted({k for r in rare for k in r})
     return ChipSampler(size, tuple(origins), tuple(rare), tuple(present))
 

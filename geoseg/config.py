@@ -12,17 +12,11 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, InputNotFoundError
+from .model.devices import check_device, device_kind
+from .model.tta import TTA_MODES, check_tta
 
-TTA_MODES = ("none", "flips", "d4")
-"""Test-time augmentation modes (views in ``geoseg.model.TTA``): here so that checking a
-config never imports torch."""
-
-
-def check_tta(tta: str) -> str:
-    if tta not in TTA_MODES:
-        raise ConfigError(f"tta {tta!r} is not one of {', '.join(TTA_MODES)}")
-    return tta
-
+__all__ = ["TTA_MODES", "PredictOptions", "check_tta", "load_predict_options", "load_yaml",
+           "options_from", "parse_bands"]
 
 @dataclass(frozen=True)
 class PredictOptions:
@@ -58,14 +52,13 @@ class PredictOptions:
         for name in ("probabilities", "vectorize", "overwrite", "allow_no_crs"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"device {self.device!r} must be auto, cpu or cuda")
+        check_device(self.device)
 
     def identity(self) -> dict:
         """The options that change output bytes (for manifests and resume checks)."""
         return {"tile_size": self.tile_size, "overlap": self.overlap, "stitch": self.stitch,
                 "tta": self.tta,
-                "device": "cuda" if self.device.startswith("cuda") else self.device,
+                "device": device_kind(self.device),
                 "bands": list(self.bands) if self.bands else None,
                 "probabilities": self.probabilities, "vectorize": self.vectorize}
 

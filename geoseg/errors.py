@@ -32,3 +32,8 @@ class OutputExistsError(GeosegError, FileExistsError):
 
 class OutputNotWritableError(GeosegError, PermissionError):
     """The output location cannot be created or written."""
+
+
+class IncompleteRunError(GeosegError, RuntimeError):
+    """A step found the results of earlier steps incomplete (a block's part file or a
+    block row missing): the run was interrupted or a block failed; rerun the scene."""

@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 
 from .errors import OutputNotWritableError
+from .names import staging_path
 
 
 def measure(geoms: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +73,7 @@ class LayerWriter:
     def __init__(self, path, *, crs, layer: str, metadata: dict, multi: bool = False):
         self.path, self.crs, self.layer = Path(path), crs, layer
         self.metadata, self.multi = metadata, multi
-        self.staging = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}.gpkg")
+        self.staging = staging_path(self.path, suffix=".gpkg")
         self.created = False
 
     def __enter__(self) -> "LayerWriter":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio import windows as rio_windows
@@ -98,3 +100,15 @@ class PixelGrid:
         x0, y0 = t @ (0, 0)
         x1, y1 = t @ (window.width, window.height)
         return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def to_map(geoms: np.ndarray, grid: PixelGrid) -> np.ndarray:
+    """Geometries in pixel coordinates (col, row) as the grid's map coordinates (x, y),
+    with rasterio's arithmetic: the same numbers ``features.shapes(transform=...)`` gives."""
+    t = grid.transform
+
+    def apply(xy: np.ndarray) -> np.ndarray:
+        x, y = xy[:, 0], xy[:, 1]
+        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
+
+    return shapely.transform(geoms, apply)

@@ -7,6 +7,7 @@ mask (GDAL's mask flags), and NaNs in float data.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,3 +161,14 @@ def _valid_mask(ds, data: np.ndarray, window: Window, bands) -> np.ndarray:
     if data.dtype.kind == "f":
         valid &= ~np.any(np.isnan(data), axis=0)
     return valid
+
+
+GDAL_CACHE_MB = 64
+"""GDAL's block cache while predicting (GDAL's default is 5% of RAM, which would let memory
+grow with the scene); an explicit GDAL_CACHEMAX in the environment wins."""
+
+
+def gdal_env() -> rasterio.Env:
+    """The GDAL settings every process that predicts runs under (bounded block cache)."""
+    return rasterio.Env(**({} if "GDAL_CACHEMAX" in os.environ
+                           else {"GDAL_CACHEMAX": GDAL_CACHE_MB}))

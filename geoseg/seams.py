@@ -28,6 +28,7 @@ global order: streaming and collecting everything give the same sequence.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +37,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .coverage import ragged_rings, union_pieces
+from .errors import IncompleteRunError
 from .grid import Window
+from .tiling import BlockGrid
 
 
 @dataclass(slots=True)
@@ -174,12 +177,12 @@ class SeamStream:
     union batches in parallel.
     """
 
-    def __init__(self, *, height: int, width: int, block_size: int, connectivity: int,
-                 pool=None):
-        self.height, self.width, self.step = height, width, block_size
+    def __init__(self, *, blocks: BlockGrid, connectivity: int, pool: Any = None) -> None:
+        self.blocks = blocks
+        self.height, self.width = blocks.tiles.height, blocks.tiles.width
+        self.step = blocks.step
         self.connectivity, self.pool = connectivity, pool
-        self.ncols = -(-width // block_size)
-        self.nrows = -(-height // block_size)
+        self.ncols, self.nrows = blocks.n_cols, blocks.n_rows
         self.waiting: dict[int, dict[int, BlockResult]] = {}
         self.row = 0
         self.next_id = 0
@@ -194,9 +197,8 @@ class SeamStream:
         return self.row >= self.nrows
 
     def add(self, result: BlockResult) -> Pieces:
-        win = result.window
-        row = self.waiting.setdefault(win.row // self.step, {})
-        row[win.col // self.step] = result
+        b_row, b_col = self.blocks.index_of(result.window)
+        self.waiting.setdefault(b_row, {})[b_col] = result
         out = []
         while not self.done and len(self.waiting.get(self.row, ())) == self.ncols:
             out.append(self._merge_row(self.waiting.pop(self.row)))
@@ -296,7 +298,8 @@ class SeamStream:
         return out
 
     def _union_groups(self, groups) -> np.ndarray:
-        kwargs = dict(step=self.step, height=self.height, width=self.width)
+        seam_rows, seam_cols = self.blocks.seam_extent
+        kwargs = dict(step=self.step, height=seam_rows, width=seam_cols)
         nverts = np.array([shapely.get_num_coordinates(g).sum() for g in groups])
         if self.pool is not None and nverts.sum() > CHUNK_VERTICES // 4 and len(groups) > 1:
             parts = max(1, getattr(self.pool, "_max_workers", 2)) * 2
@@ -320,30 +323,28 @@ class SeamStream:
         return out
 
 
-def stream_regions(results: Iterable[BlockResult], *, height: int, width: int,
-                   block_size: int, connectivity: int, pool=None) -> Iterator[Pieces]:
+def stream_regions(results: Iterable[BlockResult], *, blocks: BlockGrid, connectivity: int,
+                   pool: Any = None) -> Iterator[Pieces]:
     """Final regions in canonical order, one non-empty chunk per merged block row group.
 
-    ``results`` are the :func:`~geoseg.vectorize.polygonize_block` results of all blocks
-    of a ``block_size`` tiling of the ``height`` x ``width`` raster, in any order (rows in
+    ``results`` are the polygonized blocks of ``blocks`` (every one), in any order (rows in
     order keep the memory low: a row is merged as soon as it is complete).
     """
-    stream = SeamStream(height=height, width=width, block_size=block_size,
-                        connectivity=connectivity, pool=pool)
+    stream = SeamStream(blocks=blocks, connectivity=connectivity, pool=pool)
     for result in results:
         chunk = stream.add(result)
         if len(chunk.geoms):
             yield chunk
     if not stream.done:
-        raise ValueError(f"blocks missing: merged {stream.row} of {stream.nrows} block rows")
+        raise IncompleteRunError(f"blocks missing: merged {stream.row} of {stream.nrows} "
+                                 "block rows; rerun the scene")
 
 
-def merge_blocks(results: list[BlockResult], *, height: int, width: int, block_size: int,
-                 connectivity: int, pool=None) -> Pieces:
+def merge_blocks(results: list[BlockResult], *, blocks: BlockGrid, connectivity: int,
+                 pool: Any = None) -> Pieces:
     """Every region as one polygon (global pixel coordinates), in canonical order.
 
     The collected form of :func:`stream_regions`.
     """
-    return Pieces.concat(list(stream_regions(results, height=height, width=width,
-                                             block_size=block_size,
+    return Pieces.concat(list(stream_regions(results, blocks=blocks,
                                              connectivity=connectivity, pool=pool)))

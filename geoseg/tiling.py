@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
+
 from .errors import ConfigError
 from .grid import Window, intersect
 
@@ -165,6 +167,35 @@ class BlockGrid:
             raise ConfigError(f"block size {block_size} must be a positive number of pixels")
         return cls(tiles, max(1, round(block_size / tiles.stride)))
 
+    @classmethod
+    def regular(cls, *, height: int, width: int, block_size: int) -> "BlockGrid":
+        """Square blocks of exactly ``block_size`` pixels (edge blocks smaller), for work
+        without a model's tiles (vectorizing a class raster): tiles of that size, no
+        overlap, one tile per block."""
+        if int(block_size) < 1:
+            raise ConfigError(f"--block-size {block_size}: expected a positive pixel count")
+        if height <= 0 or width <= 0:
+            raise ConfigError(f"raster is empty ({height} x {width} pixels)")
+        size = int(block_size)
+        return cls(TileGrid(height, width, size, 0), 1)
+
+    @property
+    def step(self) -> int:
+        """Pixels between the starts of neighbouring blocks; every block but the last of a
+        row or column is this many pixels wide, so internal seams lie at its multiples."""
+        return self.tiles_per_block * self.tiles.stride
+
+    @property
+    def seam_extent(self) -> tuple[int, int]:
+        """(rows, cols) one past the last internal seam line: seams lie at ``k * step`` for
+        ``0 < k * step < extent`` along each axis (the last block may be wider than
+        ``step``, so its far edge, the scene's, is no seam)."""
+        return (self.n_rows - 1) * self.step + 1, (self.n_cols - 1) * self.step + 1
+
+    def index_of(self, window: Window) -> tuple[int, int]:
+        """(block row, block col) of the block whose window starts where ``window`` does."""
+        return window.row // self.step, window.col // self.step
+
     @property
     def n_rows(self) -> int:
         return math.ceil(self.tiles.n_rows / self.tiles_per_block)
@@ -176,7 +207,8 @@ class BlockGrid:
     def __len__(self) -> int:
         return self.n_rows * self.n_cols
 
-    def _span(self, k: int, n_blocks: int, n_tiles: int, length: int):
+    def _span(self, k: int, n_blocks: int, n_tiles: int,
+              length: int) -> tuple[range, int, int, int]:
         m, g = self.tiles_per_block, self.tiles
         tiles = range(k * m, min((k + 1) * m, n_tiles))
         start = k * m * g.stride
@@ -198,11 +230,31 @@ class BlockGrid:
             for col in range(self.n_cols):
                 yield self.block(row, col)
 
+    def region(self, block: Block) -> Window:
+        """What a block reads: the union of its tiles' read windows (may pass the edge)."""
+        g = self.tiles
+        first = g.tile(block.tile_rows[0], block.tile_cols[0]).read
+        return Window(first.row, first.col,
+                      (len(block.tile_rows) - 1) * g.stride + g.size,
+                      (len(block.tile_cols) - 1) * g.stride + g.size)
+
     def block_tiles(self, block: Block) -> Iterator[Tile]:
         """The tiles of a block in row-major order."""
         for row in block.tile_rows:
             for col in block.tile_cols:
                 yield self.tiles.tile(row, col)
+
+    def sources(self, block: Block) -> list[tuple[int, int]]:
+        """The blocks whose extents spill into ``block``'s window (the inverse of
+        :meth:`spills`): some of the blocks above, to the left and above-left."""
+        out = []
+        for d_row, d_col in ((-1, -1), (-1, 0), (0, -1)):
+            r, c = block.row + d_row, block.col + d_col
+            if r < 0 or c < 0:
+                continue
+            if any(key == (block.row, block.col) for key, _ in self.spills(self.block(r, c))):
+                out.append((r, c))
+        return out
 
     def spills(self, block: Block) -> list[tuple[tuple[int, int], Window]]:
         """Where a block's extent reaches into later blocks: ((block row, col), window).
@@ -210,7 +262,7 @@ class BlockGrid:
         Only the next block down, right and down-right can receive a spill, because the
         overlap is at most one stride.
         """
-        out = []
+        out: list[tuple[tuple[int, int], Window]] = []
         for d_row in (0, 1):
             for d_col in (0, 1):
                 if (d_row, d_col) == (0, 0):
@@ -222,3 +274,18 @@ class BlockGrid:
                 if part is not None:
                     out.append(((r, c), part))
         return out
+
+
+def split_blocks(*, height: int, width: int, block_size: int, fraction: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """A (height, width) bool mask choosing about ``fraction`` of the square blocks of
+    ``block_size`` pixels (at least one, and at least one left out, when there are two
+    or more blocks): the validation side of a train/validation split by blocks."""
+    rows = -(-height // block_size)
+    cols = -(-width // block_size)
+    n = rows * cols
+    n_val = min(max(1, round(n * fraction)), n - 1) if n > 1 else 0
+    chosen = np.zeros(n, bool)
+    chosen[rng.permutation(n)[:n_val]] = True
+    mask = np.kron(chosen.reshape(rows, cols), np.ones((block_size, block_size), bool))
+    return mask[:height, :width]

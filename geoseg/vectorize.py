@@ -1,299 +1,77 @@
-"""Polygons from a class raster, block by block, merged exactly across block seams.
+"""Polygons of a whole raster from its blocks: the plan, the streaming merge into a vector
+file (:class:`VectorSink`), and ``geoseg vectorize`` over a class raster on disk.
 
-Each block (a :class:`~geoseg.grid.Window`) is read on its own and polygonized with one
-``rasterio.features.shapes`` call (nodata and dropped classes masked) in *global pixel
-coordinates*, so every vertex is an integer: one polygon ("piece") per connected
-component inside the block, pixel count = area. The block returns its pieces and the
-piece ids along its four edges (:class:`~geoseg.seams.BlockResult`, strips read off the
-polygons' boundary segments). The seam merge (:func:`~geoseg.seams.merge_blocks`) pairs
-pieces across seams by comparing those strips pixel by pixel (no geometry tests), groups
-the pairs, and unions each group as an exact coverage. The raster's affine transform is
-applied once at the end, with rasterio's arithmetic, so the result equals one
-whole-raster ``shapes`` call (made valid) polygon for polygon. No array larger than a
-block is ever held.
+Blocks are polygonized on their own (:mod:`geoseg.polygonize`), in global pixel
+coordinates; the seam merge (:mod:`geoseg.seams`) pairs pieces across block seams pixel by
+pixel and unions each group as an exact coverage; the raster's affine transform is applied
+once at the end (:func:`geoseg.grid.to_map`), so the result equals one whole-raster
+``rasterio.features.shapes`` call (made valid) polygon for polygon, whatever the blocks.
 
-Blocks run in ``workers`` processes when asked. A scheduler (e.g. Dask) runs the same
-three steps itself: :func:`plan_vectorize` (checks, classes, the :class:`BlockJob` s),
-:func:`polygonize_block` per job, and :func:`write_vectorized` on the results (in any
-order). Geometries are canonical (collinear vertices removed, ``shapely.normalize``) and
-sorted by (bottom line, first pixel in raster order) (see :mod:`geoseg.seams`), so the
+The blocks are a :class:`~geoseg.tiling.BlockGrid`: prediction hands its own finished
+blocks to a :class:`VectorSink` as they finish (``geoseg predict --vectorize`` never reads
+classes.tif back); ``geoseg vectorize`` reads square blocks of a class raster
+(:func:`vectorize_raster`). Geometries are canonical (collinear vertices removed,
+``shapely.normalize``) and sorted by (bottom line, first pixel in raster order), so the
 output does not depend on block size or worker count.
 
-Memory: without ``min_area`` and ``simplify`` nothing needs the whole coverage, so the
-merge streams (:class:`~geoseg.seams.SeamStream`) and each block row's final regions are
-appended to the staging GeoPackage at once (:class:`~geoseg.gpkg.LayerWriter`); blocks are
-polygonized at most a few ahead of the merge. Peak memory is then about one block row of
-pieces plus the regions still open across the current row seam, not the whole output.
+Memory: without ``min_area`` and ``simplify`` the merge streams, and each block row's final
+regions are appended to the staging file at once (:class:`~geoseg.gpkg.LayerWriter`).
+Peak memory is then about one block row of pieces plus the regions still open across the
+current row seam, not the whole output.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import rasterio
 import shapely
-from rasterio.features import shapes
 
 from . import __version__
-from .atomic import replacing
+from .class_raster import (ClassRaster, class_name, open_class_raster, probability_bands,
+                           resolve_classes)
 from .classes import CLASSES_TAG
-from .class_raster import (CLASS_DTYPES, ClassRaster, class_name, open_class_raster,
-                           probability_bands, resolve_classes)
-from .coverage import (from_rings, merge_small, ragged_rings, remove_collinear,
-                       simplify_coverage, union_pieces)
-from .errors import ConfigError, InvalidInputError, OutputNotWritableError
+from .coverage import merge_small, simplify_coverage, union_pieces
+from .errors import ConfigError, IncompleteRunError, OutputNotWritableError
 from .gpkg import LayerWriter, measure
-from .grid import PixelGrid, Window
-from .seams import (BlockResult, Pieces, block_edges, canonical_order, merge_blocks,
-                    stream_regions)
+from .grid import PixelGrid, Window, to_map
+from .polygonize import BlockJob, PieceRules, polygonize_block
+from .seams import BlockResult, Pieces, SeamStream, canonical_order
+from .tiling import BlockGrid
 from .writers import prepare_output
-
-__all__ = ["CLASS_DTYPES", "BlockJob", "BlockResult", "ClassRaster", "Pieces",
-           "VectorizePlan", "block_windows", "class_name", "load_block", "merge_blocks",
-           "open_class_raster", "plan_vectorize", "polygonize_block", "polygonize_raster",
-           "resolve_classes", "save_block", "stream_regions", "to_map", "vectorize_raster",
-           "write_vectorized"]
-
-@dataclass(frozen=True, slots=True)
-class BlockJob:
-    """Everything one block needs, small enough to send to a worker process."""
-
-    path: str
-    window: Window
-    width: int
-    nodata: int | None
-    keep: tuple[int, ...] | None
-    connectivity: int
-    prob_path: str | None = None
-    prob_bands: tuple[tuple[int, int], ...] = ()
-    """(class id, 1-based band) pairs of the probability raster."""
 
 
 def block_windows(grid: PixelGrid, *, block_size: int) -> list[Window]:
     """Windows of ``block_size`` pixels tiling the grid row by row; edge blocks smaller."""
-    return [Window(row, col, min(block_size, grid.height - row),
-                   min(block_size, grid.width - col))
-            for row in range(0, grid.height, block_size)
-            for col in range(0, grid.width, block_size)]
-
-
-def _polygons(features) -> tuple[np.ndarray, np.ndarray]:
-    """``shapes`` features as (class ids, polygons)."""
-    values, ring_sizes, ring_counts, points = [], [], [], []
-    for geom, value in features:
-        rings = geom["coordinates"]
-        values.append(int(value))
-        ring_counts.append(len(rings))
-        for ring in rings:
-            ring_sizes.append(len(ring))
-            points.extend(ring)
-    if not values:
-        return np.zeros(0, np.int64), np.zeros(0, object)
-    polys = shapely.from_ragged_array(
-        shapely.GeometryType.POLYGON, np.array(points, float).reshape(-1, 2),
-        (np.r_[0, np.cumsum(ring_sizes)], np.r_[0, np.cumsum(ring_counts)]))
-    return np.array(values, np.int64), np.asarray(polys, object)
-
-
-def polygonize_block(job: BlockJob) -> BlockResult:
-    """Pieces of one block (global pixel coordinates) and its edge label strips.
-
-    One ``shapes`` call over the block (nodata and dropped classes masked) gives one
-    polygon per connected component, as the whole-raster call does; pixel counts are the
-    polygons' areas (exact: integer vertices), edge strips come from the polygons'
-    boundary segments on the block edges (:func:`~geoseg.seams.block_edges`).
-    """
-    win = job.window
-    with rasterio.open(job.path) as ds:
-        data = ds.read(1, window=win.to_rasterio())
-    mask = None if job.nodata is None else data != job.nodata
-    if job.keep is not None:
-        keep = np.isin(data, job.keep)
-        mask = keep if mask is None else mask & keep
-    offset = rasterio.Affine.translation(win.col, win.row)
-    class_ids, geoms = _polygons(shapes(data, mask=mask, connectivity=job.connectivity,
-                                        transform=offset))
-    if len(geoms) == 0:
-        return BlockResult.empty(win)
-    if job.connectivity == 8:  # diagonal touches give self-touching rings: make them valid
-        bad = np.flatnonzero(~shapely.is_valid(geoms))
-        if len(bad):
-            geoms[bad] = remove_collinear(shapely.make_valid(geoms[bad]))
-    geoms = shapely.normalize(geoms)
-    pixels = np.rint(shapely.area(geoms)).astype(np.int64)
-    first, *strips = block_edges(geoms, win, job.width)
-    prob_sums = (_probability_sums(job, data, mask, class_ids, first) if job.prob_path
-                 else np.zeros(len(geoms)))
-    return BlockResult(win, Pieces(class_ids, geoms, pixels, prob_sums), first, *strips)
-
-
-def _probability_sums(job: BlockJob, data, mask, class_ids, first) -> np.ndarray:
-    """Per piece: sum over its pixels of its class's probability band (0..255).
-
-    A piece is a connected component of its class among the kept pixels (what ``shapes``
-    polygonized), so the block's pixels are labelled again with ``scipy.ndimage.label``
-    at the same connectivity and each piece takes its component's sum, found through its
-    first pixel (no geometry is burned back into pixels)."""
-    from scipy import ndimage
-
-    win = job.window
-    structure = ndimage.generate_binary_structure(2, 1 if job.connectivity == 4 else 2)
-    row, col = np.divmod(first, job.width + 1)
-    row, col = row - win.row, col - win.col
-    bands = dict(job.prob_bands)
-    sums = np.zeros(len(class_ids))
-    with rasterio.open(job.prob_path) as ds:
-        for cid in np.unique(class_ids).tolist():
-            band = bands.get(cid, cid + 1)
-            if band > ds.count:
-                raise InvalidInputError(f"{job.prob_path}: has {ds.count} bands, none for "
-                                        f"class {cid}; give the probabilities.tif written "
-                                        "with this class raster")
-            prob = ds.read(band, window=win.to_rasterio())
-            region = data == cid if mask is None else (data == cid) & mask
-            components, _ = ndimage.label(region, structure=structure)
-            per_component = np.bincount(components.ravel(), weights=prob.ravel())
-            own = np.flatnonzero(class_ids == cid)
-            sums[own] = per_component[components[row[own], col[own]]]
-    return sums
-
-
-def save_block(result: BlockResult, path) -> Path:
-    """Write a block's result as an ``.npz`` of plain arrays (no pickle), atomically.
-
-    Lets a scheduler keep block results on shared storage instead of in memory, so the
-    merge reads them back one block row at a time (:func:`load_block`).
-    """
-    path = Path(path)
-    p = result.pieces
-    coords, offsets = np.zeros((0, 2)), (np.zeros(1, np.int64),) * 3
-    if len(p.geoms):
-        _, coords, offsets = ragged_rings(p.geoms)
-    w = result.window
-    with replacing(path, suffix=".npz") as tmp:
-        np.savez(tmp, window=np.array([w.row, w.col, w.height, w.width], np.int64),
-                 coords=coords, ring_off=offsets[0], part_off=offsets[1], geom_off=offsets[2],
-                 class_ids=p.class_ids, pixels=p.pixels, prob_sums=p.prob_sums,
-                 first=result.first, top=result.top, bottom=result.bottom, left=result.left,
-                 right=result.right)
-    return path
-
-
-def load_block(path) -> BlockResult:
-    """The :class:`BlockResult` that :func:`save_block` wrote (same geometries, exactly)."""
-    with np.load(path, allow_pickle=False) as z:
-        a = {k: z[k] for k in z.files}
-    geoms = (from_rings(a["coords"], a["ring_off"], a["part_off"], a["geom_off"])
-             if len(a["class_ids"]) else np.zeros(0, object))
-    return BlockResult(Window(*a["window"].tolist()),
-                       Pieces(a["class_ids"], np.asarray(geoms, object), a["pixels"],
-                              a["prob_sums"]),
-                       a["first"], a["top"], a["bottom"], a["left"], a["right"])
-
-
-def _block_jobs(raster: ClassRaster, *, keep, block_size, connectivity, prob_path,
-                prob_bands) -> list[BlockJob]:
-    grid = raster.grid
-    return [BlockJob(raster.path, w, grid.width, raster.nodata, keep,
-                     connectivity, str(prob_path) if prob_path else None, tuple(prob_bands))
-            for w in block_windows(grid, block_size=block_size)]
-
-
-def _results(jobs, pool, ahead: int):
-    """``polygonize_block`` of each job, in job order, at most ``ahead`` in flight."""
-    if pool is None:
-        for job in jobs:
-            yield polygonize_block(job)
-        return
-    pending = deque()
-    for job in jobs:
-        pending.append(pool.submit(polygonize_block, job))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def _pool(workers: int, jobs: int):
-    if workers > 1 and jobs > 1:
-        return ProcessPoolExecutor(max_workers=min(workers, jobs))
-    return nullcontext()
-
-
-def iter_regions(raster: ClassRaster, *, keep=None, block_size: int = 1024,
-                 connectivity: int = 4, prob_path=None, prob_bands=(), workers: int = 1):
-    """Regions (global pixel coordinates) in canonical order, a chunk per block row."""
-    jobs = _block_jobs(raster, keep=keep, block_size=block_size, connectivity=connectivity,
-                       prob_path=prob_path, prob_bands=prob_bands)
-    grid = raster.grid
-    with _pool(workers, len(jobs)) as pool:
-        yield from stream_regions(_results(jobs, pool, 2 * workers), height=grid.height,
-                                  width=grid.width, block_size=block_size,
-                                  connectivity=connectivity, pool=pool)
-
-
-def polygonize_raster(raster: ClassRaster, *, keep=None, block_size: int = 1024,
-                      connectivity: int = 4, prob_path=None, prob_bands=(),
-                      workers: int = 1) -> Pieces:
-    """Every region of the kept classes as one polygon, in global pixel coordinates.
-
-    ``workers`` > 1 polygonizes blocks in that many processes; the result is the same.
-    """
-    return Pieces.concat(list(iter_regions(
-        raster, keep=keep, block_size=block_size, connectivity=connectivity,
-        prob_path=prob_path, prob_bands=prob_bands, workers=workers)))
-
-
-def to_map(geoms: np.ndarray, grid: PixelGrid) -> np.ndarray:
-    """Pixel-coordinate geometries in the grid's map coordinates (rasterio's arithmetic)."""
-    t = grid.transform
-
-    def apply(xy):
-        x, y = xy[:, 0], xy[:, 1]
-        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
-
-    return shapely.transform(geoms, apply)
-
-
-def _apply_min_area(pieces: Pieces, grid: PixelGrid, *, min_area: float) -> Pieces:
-    """Merge regions under ``min_area`` m^2 into neighbours (see :mod:`geoseg.coverage`).
-
-    A merged region keeps the survivor's class and pixel statistics: its ``mean_prob`` is
-    over the pixels the raster gave that class, not over the absorbed ones.
-    """
-    areas, _ = measure(to_map(pieces.geoms, grid), grid.crs)
-    groups = merge_small(pieces.geoms, areas, min_area=min_area)
-    out = pieces.take(np.array([g[0] for g in groups], int))
-    multi = [k for k, g in enumerate(groups) if len(g) > 1]
-    if multi:
-        out.geoms[multi] = union_pieces([pieces.geoms[groups[k]] for k in multi], step=1,
-                                        height=grid.height, width=grid.width)
-    return out.take(canonical_order(out.geoms, grid.width))
+    blocks = BlockGrid.regular(height=grid.height, width=grid.width, block_size=block_size)
+    return [b.window for b in blocks.blocks()]
 
 
 @dataclass(frozen=True)
 class VectorizePlan:
-    """A checked vectorize run: the class raster, its block jobs and the output settings.
+    """A checked vectorize run: the raster's classes and blocks and the output settings.
 
-    Small and picklable: a scheduler sends it to the tasks of :func:`polygonize_block`
-    (one per ``jobs`` item) and :func:`write_vectorized`.
+    Small and picklable: a scheduler sends it to the tasks that polygonize blocks and to
+    the one that merges and writes.
     """
 
     raster: ClassRaster
     out_path: Path
-    jobs: tuple[BlockJob, ...]
+    blocks: BlockGrid
     keep: tuple[int, ...] | None
-    block_size: int
     connectivity: int
     min_area: float | None
     simplify: float | None
     probabilities_path: str | None
+    prob_bands: tuple[tuple[int, int], ...]
     layer: str
     metadata: dict = field(default_factory=dict)
 
@@ -312,45 +90,93 @@ class VectorizePlan:
         """True when regions go to the file as they become final (no min-area/simplify)."""
         return not self.min_area and not self.simplify
 
+    @property
+    def rules(self) -> PieceRules:
+        """How a block's class ids become pieces."""
+        return PieceRules(self.raster.grid.width, self.raster.nodata, self.keep,
+                          self.connectivity, self.prob_bands)
 
-def plan_vectorize(classes_path, out_path, *, block_size: int = 1024,
-                   min_area: float | None = None, simplify: float | None = None,
-                   connectivity: int = 4, keep_classes=None, probabilities_path=None,
-                   overwrite: bool = False, allow_no_crs: bool = False,
-                   metadata: dict | None = None, layer: str = "polygons") -> VectorizePlan:
-    """Check the options and the rasters and plan the blocks (see :func:`vectorize_raster`).
+    @property
+    def jobs(self) -> tuple[BlockJob, ...]:
+        """One job per block that reads it from the class raster on disk."""
+        r = self.raster
+        return tuple(BlockJob(r.path, b.window, r.grid.width, r.nodata, self.keep,
+                              self.connectivity, self.probabilities_path, self.prob_bands)
+                     for b in self.blocks.blocks())
 
-    Reads metadata only; the output's folder is made ready (an existing file is refused
-    unless ``overwrite``).
-    """
+
+def check_vector_options(*, connectivity: int, min_area: float | None,
+                         simplify: float | None) -> None:
+    """Refuse connectivity, min-area and simplify values that make no polygons."""
     if connectivity not in (4, 8):
         raise ConfigError(f"--connectivity {connectivity}: expected 4 or 8")
-    if int(block_size) < 1:
-        raise ConfigError(f"--block-size {block_size}: expected a positive pixel count")
     for name, value in (("--min-area", min_area), ("--simplify", simplify)):
         if value is not None and not value >= 0:
             raise ConfigError(f"{name} {value}: expected a number >= 0")
+
+
+def make_vector_plan(raster: ClassRaster, out_path: str | os.PathLike, blocks: BlockGrid, *,
+                     keep: tuple[int, ...] | None, connectivity: int = 4,
+                     min_area: float | None = None, simplify: float | None = None,
+                     probabilities_path: str | os.PathLike | None = None,
+                     prob_bands: tuple[tuple[int, int], ...] = (),
+                     metadata: dict | None = None, layer: str = "polygons") -> VectorizePlan:
+    """A plan over checked inputs (no I/O): the layer metadata names the source raster,
+    the model that wrote it and the options that change the polygons."""
+    check_vector_options(connectivity=connectivity, min_area=min_area, simplify=simplify)
+    prob = str(probabilities_path) if probabilities_path else None
+    plan = VectorizePlan(raster, Path(out_path), blocks, keep, connectivity, min_area,
+                         simplify, prob, tuple(prob_bands), layer)
+    plan.metadata.update({
+        "GEOSEG_SOURCE": Path(raster.path).name,
+        "GEOSEG_MODEL_NAME": raster.tags.get("GEOSEG_MODEL_NAME", ""),
+        "GEOSEG_MODEL_SHA256": raster.tags.get("GEOSEG_MODEL_SHA256", ""),
+        "GEOSEG_VERSION": __version__, "GEOSEG_OPTIONS": json.dumps(plan.options),
+        CLASSES_TAG: raster.tags.get(CLASSES_TAG, "")})
+    plan.metadata.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    return plan
+
+
+def plan_vectorize(classes_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                   block_size: int = 1024, min_area: float | None = None,
+                   simplify: float | None = None, connectivity: int = 4,
+                   keep_classes: Any = None,
+                   probabilities_path: str | os.PathLike | None = None,
+                   overwrite: bool = False, allow_no_crs: bool = False,
+                   metadata: dict | None = None, layer: str = "polygons") -> VectorizePlan:
+    """Check the options and the rasters and plan square blocks of ``block_size`` pixels
+    (see :func:`vectorize_raster`). Reads metadata only; the output's folder is made ready
+    (an existing file is refused unless ``overwrite``)."""
+    check_vector_options(connectivity=connectivity, min_area=min_area, simplify=simplify)
     raster = open_class_raster(classes_path, allow_no_crs=allow_no_crs)
+    blocks = BlockGrid.regular(height=raster.grid.height, width=raster.grid.width,
+                               block_size=block_size)
     keep = resolve_classes(raster, keep_classes)
     prob_bands = (probability_bands(raster, probabilities_path, keep)
                   if probabilities_path else ())
-    out_path = prepare_output(out_path, overwrite=overwrite)
-    if out_path.is_dir():  # writers.prepare_output accepts folders (--overwrite): not here
-        raise OutputNotWritableError(f"{out_path}: is a folder; give a .gpkg file name")
-    prob = str(probabilities_path) if probabilities_path else None
-    jobs = _block_jobs(raster, keep=keep, block_size=int(block_size),
-                       connectivity=connectivity, prob_path=prob, prob_bands=prob_bands)
-    layer_meta = {"GEOSEG_SOURCE": Path(classes_path).name,
-                  "GEOSEG_MODEL_NAME": raster.tags.get("GEOSEG_MODEL_NAME", ""),
-                  "GEOSEG_MODEL_SHA256": raster.tags.get("GEOSEG_MODEL_SHA256", ""),
-                  "GEOSEG_VERSION": __version__, "GEOSEG_OPTIONS": "",
-                  CLASSES_TAG: raster.tags.get(CLASSES_TAG, "")}
-    plan = VectorizePlan(raster, Path(out_path), tuple(jobs), keep, int(block_size),
-                         connectivity, min_area, simplify, prob, layer)
-    layer_meta["GEOSEG_OPTIONS"] = json.dumps(plan.options)
-    layer_meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    plan.metadata.update(layer_meta)
-    return plan
+    out = prepare_output(Path(out_path), overwrite=overwrite)
+    if out.is_dir():  # writers.prepare_output accepts folders (--overwrite): not here
+        raise OutputNotWritableError(f"{out}: is a folder; give a .gpkg file name")
+    return make_vector_plan(raster, out, blocks, keep=keep, connectivity=connectivity,
+                            min_area=min_area, simplify=simplify,
+                            probabilities_path=probabilities_path, prob_bands=prob_bands,
+                            metadata=metadata, layer=layer)
+
+
+def _apply_min_area(pieces: Pieces, grid: PixelGrid, *, min_area: float) -> Pieces:
+    """Merge regions under ``min_area`` m^2 into neighbours (see :mod:`geoseg.coverage`).
+
+    A merged region keeps the survivor's class and pixel statistics: its ``mean_prob`` is
+    over the pixels the raster gave that class, not over the absorbed ones.
+    """
+    areas, _ = measure(to_map(pieces.geoms, grid), grid.crs)
+    groups = merge_small(pieces.geoms, areas, min_area=min_area)
+    out = pieces.take(np.array([g[0] for g in groups], int))
+    multi = [k for k, g in enumerate(groups) if len(g) > 1]
+    if multi:
+        out.geoms[multi] = union_pieces([pieces.geoms[groups[k]] for k in multi], step=1,
+                                        height=grid.height, width=grid.width)
+    return out.take(canonical_order(out.geoms, grid.width))
 
 
 def _columns(plan: VectorizePlan, pieces: Pieces, geoms: np.ndarray) -> dict:
@@ -365,54 +191,143 @@ def _columns(plan: VectorizePlan, pieces: Pieces, geoms: np.ndarray) -> dict:
     return columns
 
 
-def write_vectorized(plan: VectorizePlan, results, *, pool=None) -> dict:
-    """Merge the blocks' results (any order) and write the GeoPackage; a summary dict.
+class VectorSink:
+    """Polygonized blocks in (any order), the vector file out: the merge and write step.
 
-    Without min-area and simplify, regions are appended to the staging file block row by
-    block row as they become final; with either, the whole coverage is merged first.
-    ``pool`` (a ``concurrent.futures`` executor) runs large seam unions in parallel.
+    Use as a context manager; :meth:`add` takes each block's :class:`BlockResult`. Without
+    min-area and simplify, regions are appended to the staging file block row by block row
+    as they become final; with either, the whole coverage is merged at the end. Leaving the
+    block normally publishes the file (an error leaves the old file or none); the summary
+    is then in :attr:`summary`. ``pool`` runs large seam unions in parallel.
     """
-    grid = plan.raster.grid
-    chunks = stream_regions(results, height=grid.height, width=grid.width,
-                            block_size=plan.block_size, connectivity=plan.connectivity,
-                            pool=pool)
-    found, counts = 0, {}
-    if not plan.streams:
-        pieces = Pieces.concat(list(chunks))
-        found = len(pieces.geoms)
-        if plan.min_area:
-            pieces = _apply_min_area(pieces, grid, min_area=float(plan.min_area))
-        chunks = iter([pieces])
-    writer = LayerWriter(plan.out_path, crs=grid.crs, layer=plan.layer,
-                         metadata=plan.metadata,
-                         multi=plan.connectivity == 8 or not plan.streams and bool(
-                             np.any(shapely.get_type_id(pieces.geoms) == 6)))
-    features = 0
-    with writer:
-        for pieces in chunks:
-            if plan.streams:
-                found += len(pieces.geoms)
-            geoms = to_map(pieces.geoms, grid)
-            pieces.geoms = np.zeros(0, object)  # pixel-coordinate copies go at once
-            if plan.simplify:
-                geoms = simplify_coverage(geoms, tolerance=float(plan.simplify))
-            columns = _columns(plan, pieces, geoms)
-            writer.write(columns, geoms)
-            features += len(geoms)
-            for name in columns["class_name"]:
-                counts[name] = counts.get(name, 0) + 1
-            del pieces, geoms, columns
-        if features == 0:
-            writer.write(_columns(plan, Pieces.empty(), np.zeros(0, object)),
-                         np.zeros(0, object))
-    return {"path": str(plan.out_path), "layer": plan.layer, "features": features,
-            "regions_found": found, "per_class": counts, "blocks": len(plan.jobs),
-            "crs": grid.crs.to_string() if grid.crs else None, "options": plan.options}
+
+    def __init__(self, plan: VectorizePlan, *, pool: Executor | None = None) -> None:
+        self.plan = plan
+        self.stream = SeamStream(blocks=plan.blocks, connectivity=plan.connectivity, pool=pool)
+        self.collected: list[Pieces] = []
+        self.found = 0
+        self.features = 0
+        self.per_class: dict[str, int] = {}
+        self.summary: dict = {}
+        self.writer = LayerWriter(plan.out_path, crs=plan.raster.grid.crs, layer=plan.layer,
+                                  metadata=plan.metadata,
+                                  multi=plan.connectivity == 8 or not plan.streams)
+
+    def __enter__(self) -> "VectorSink":
+        self.writer.__enter__()
+        return self
+
+    def add(self, result: BlockResult) -> None:
+        chunk = self.stream.add(result)
+        if not len(chunk.geoms):
+            return
+        self.found += len(chunk.geoms)
+        if self.plan.streams:
+            self._write(chunk)
+        else:
+            self.collected.append(chunk)
+
+    def _write(self, pieces: Pieces) -> None:
+        plan = self.plan
+        geoms = to_map(pieces.geoms, plan.raster.grid)
+        pieces.geoms = np.zeros(0, object)  # pixel-coordinate copies go at once
+        if plan.simplify:
+            geoms = simplify_coverage(geoms, tolerance=float(plan.simplify))
+        columns = _columns(plan, pieces, geoms)
+        self.writer.write(columns, geoms)
+        self.features += len(geoms)
+        for name in columns["class_name"]:
+            self.per_class[name] = self.per_class.get(name, 0) + 1
+
+    def _finish(self) -> None:
+        plan, grid = self.plan, self.plan.raster.grid
+        if not self.stream.done:
+            raise IncompleteRunError(f"blocks missing: merged {self.stream.row} of "
+                                     f"{self.stream.nrows} block rows; rerun the scene")
+        if not plan.streams:
+            pieces = Pieces.concat(self.collected)
+            self.collected = []
+            if plan.min_area:
+                pieces = _apply_min_area(pieces, grid, min_area=float(plan.min_area))
+            # a whole coverage is written at once: MultiPolygon only when one is there
+            self.writer.multi = plan.connectivity == 8 or bool(
+                np.any(shapely.get_type_id(pieces.geoms) == 6))
+            self._write(pieces)
+        if self.features == 0:
+            self.writer.write(_columns(plan, Pieces.empty(), np.zeros(0, object)),
+                              np.zeros(0, object))
+        self.summary = {"path": str(plan.out_path), "layer": plan.layer,
+                        "features": self.features, "regions_found": self.found,
+                        "per_class": self.per_class, "blocks": len(plan.blocks),
+                        "crs": grid.crs.to_string() if grid.crs else None,
+                        "options": plan.options}
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if kind is None:
+            try:
+                self._finish()
+            except BaseException as error:
+                self.writer.__exit__(type(error), error, error.__traceback__)
+                raise
+        self.writer.__exit__(kind, exc, tb)
 
 
-def vectorize_raster(classes_path, out_path, *, block_size: int = 1024,
-                     min_area: float | None = None, simplify: float | None = None,
-                     connectivity: int = 4, keep_classes=None, probabilities_path=None,
+def write_vectorized(plan: VectorizePlan, results: Iterable[BlockResult], *,
+                     pool: Executor | None = None) -> dict:
+    """Merge the blocks' results (any order) and write the vector file; a summary dict."""
+    with VectorSink(plan, pool=pool) as sink:
+        for result in results:
+            sink.add(result)
+    return sink.summary
+
+
+def _results(jobs: Iterable[BlockJob], pool: Executor | None,
+             ahead: int) -> Iterator[BlockResult]:
+    """``polygonize_block`` of each job, in job order, at most ``ahead`` in flight."""
+    if pool is None:
+        for job in jobs:
+            yield polygonize_block(job)
+        return
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.submit(polygonize_block, job))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _pool(workers: int, jobs: int) -> Any:
+    if workers > 1 and jobs > 1:
+        return ProcessPoolExecutor(max_workers=min(workers, jobs))
+    return nullcontext()
+
+
+def polygonize_raster(raster: ClassRaster, *, keep: tuple[int, ...] | None = None,
+                      block_size: int = 1024, connectivity: int = 4,
+                      prob_path: str | None = None,
+                      prob_bands: tuple[tuple[int, int], ...] = (),
+                      workers: int = 1) -> Pieces:
+    """Every region of the kept classes as one polygon, in global pixel coordinates.
+
+    ``workers`` > 1 polygonizes blocks in that many processes; the result is the same.
+    """
+    blocks = BlockGrid.regular(height=raster.grid.height, width=raster.grid.width,
+                               block_size=block_size)
+    jobs = [BlockJob(raster.path, b.window, raster.grid.width, raster.nodata, keep,
+                     connectivity, prob_path, tuple(prob_bands)) for b in blocks.blocks()]
+    stream = SeamStream(blocks=blocks, connectivity=connectivity)
+    with _pool(int(workers), len(jobs)) as pool:
+        stream.pool = pool
+        chunks = [stream.add(r) for r in _results(jobs, pool, 2 * int(workers))]
+    return Pieces.concat(chunks)
+
+
+def vectorize_raster(classes_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                     block_size: int = 1024, min_area: float | None = None,
+                     simplify: float | None = None, connectivity: int = 4,
+                     keep_classes: Any = None,
+                     probabilities_path: str | os.PathLike | None = None,
                      overwrite: bool = False, allow_no_crs: bool = False,
                      metadata: dict | None = None, workers: int = 1,
                      layer: str = "polygons") -> dict:
@@ -434,5 +349,6 @@ def vectorize_raster(classes_path, out_path, *, block_size: int = 1024,
                           overwrite=overwrite, allow_no_crs=allow_no_crs,
                           metadata=metadata, layer=layer)
     workers = int(workers)
-    with _pool(workers, len(plan.jobs)) as pool:
-        return write_vectorized(plan, _results(plan.jobs, pool, 2 * workers), pool=pool)
+    jobs = plan.jobs
+    with _pool(workers, len(jobs)) as pool:
+        return write_vectorized(plan, _results(jobs, pool, 2 * workers), pool=pool)

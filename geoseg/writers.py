@@ -9,7 +9,6 @@ timestamps or block sizes, so the bytes depend only on the pixels and the model.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,10 @@ import rasterio.shutil
 
 from . import __version__
 from .atomic import replacing
-from .classes import CLASSES_TAG, NODATA_CLASS, classes_to_json
+from .classes import CLASSES_TAG, NODATA_CLASS, ClassInfo, classes_to_json
 from .errors import OutputExistsError, OutputNotWritableError
 from .grid import PixelGrid, Window
+from .names import probe_path, staging_path
 
 _STAGING = dict(driver="GTiff", tiled=True, blockxsize=512, blockysize=512,
                 compress="deflate", BIGTIFF="IF_SAFER")
@@ -33,17 +33,13 @@ def prepare_output(path: Path, *, overwrite: bool) -> Path:
         raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / f".{path.name}.probe-{os.getpid()}"
+        probe = probe_path(path.parent, path.name)
         probe.touch()
         probe.unlink()
     except OSError as exc:
         raise OutputNotWritableError(f"{path.parent}: cannot write outputs there "
                                      f"({exc.strerror or exc}); choose another --out") from exc
     return path
-
-
-def staging_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}.tif")
 
 
 class RasterOutput:
@@ -55,7 +51,7 @@ class RasterOutput:
     def __init__(self, path, grid: PixelGrid, *, count: int, nodata, tags: dict,
                  colormap: dict | None = None, band_names=(), resampling: str = "NEAREST"):
         self.path = Path(path)
-        self.staging = staging_path(self.path)
+        self.staging = staging_path(self.path, suffix=".tif")
         self.resampling = resampling
         self._ds = rasterio.open(self.staging, "w", height=grid.height, width=grid.width,
                                  count=count, dtype="uint8", crs=grid.crs,
@@ -104,18 +100,20 @@ def output_tags(meta, model_sha256: str, **extra) -> dict:
     return tags
 
 
-def class_output(path, grid: PixelGrid, meta, tags: dict) -> RasterOutput:
+def class_output(path: Path, grid: PixelGrid, classes: tuple[ClassInfo, ...],
+                 tags: dict) -> RasterOutput:
     """The class raster: uint8, nodata 255, colour table, class names in tags."""
-    colormap = {c.id: c.rgba for c in meta.classes}
+    colormap = {c.id: c.rgba for c in classes}
     colormap[NODATA_CLASS] = (0, 0, 0, 0)
-    names = {f"CLASS_{c.id}": c.name for c in meta.classes}
+    names = {f"CLASS_{c.id}": c.name for c in classes}
     return RasterOutput(path, grid, count=1, nodata=NODATA_CLASS, tags={**tags, **names},
                         colormap=colormap, band_names=("class",), resampling="MODE")
 
 
-def probability_output(path, grid: PixelGrid, meta, tags: dict) -> RasterOutput:
+def probability_output(path: Path, grid: PixelGrid, classes: tuple[ClassInfo, ...],
+                       tags: dict) -> RasterOutput:
     """One uint8 band per class, probability x 255; 0 on nodata pixels."""
-    return RasterOutput(path, grid, count=len(meta.classes), nodata=None,
+    return RasterOutput(path, grid, count=len(classes), nodata=None,
                         tags={**tags, "GEOSEG_SCALE": "1/255"},
-                        band_names=tuple(f"p({c.name})" for c in meta.classes),
+                        band_names=tuple(f"p({c.name})" for c in classes),
                         resampling="AVERAGE")

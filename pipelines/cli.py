@@ -13,7 +13,9 @@ from pathlib import Path
 import click
 
 from geoseg import __version__
-from geoseg.config import TTA_MODES
+from geoseg.model.devices import DEVICES, check_device
+from geoseg.model.tta import TTA_MODES
+from geoseg.stitch import WEIGHT_WINDOWS
 
 from .errors import one_line_errors
 
@@ -35,6 +37,16 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--device checked against the one list of device names (a usage error, exit 2)."""
+    from geoseg.errors import ConfigError
+
+    try:
+        return None if value is None else check_device(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 def predict_options(function):
     """Options shared by every command that predicts (``predict`` and ``batch``)."""
     options = [
@@ -47,7 +59,7 @@ def predict_options(function):
                      help="YAML of predict options (see configs/predict.yaml)."),
         click.option("--tile-size", type=int, help="Tile size in pixels (model's default)."),
         click.option("--overlap", type=int, help="Tile overlap in pixels (model's default)."),
-        click.option("--stitch", type=click.Choice(["blend", "center"]),
+        click.option("--stitch", type=click.Choice(list(WEIGHT_WINDOWS)),
                      help="blend: weighted average; center: each tile keeps its core."),
         click.option("--tta", type=click.Choice(TTA_MODES),
                      help="Test-time augmentation: average 4 flips or all 8 rotations/"
@@ -55,8 +67,9 @@ def predict_options(function):
         click.option("--block-size", type=int,
                      help="Block side in pixels, rounded to whole tiles (default 1024)."),
         click.option("--batch-size", type=int, help="Tiles per forward pass (default 8)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
-                     help="auto: CUDA when present, else CPU."),
+        click.option("--device", callback=_device,
+                     help=f"{', '.join(DEVICES)} or cuda:N; auto: CUDA when present, else "
+                          "CPU."),
         click.option("--threads", type=int, help="Torch CPU threads per process."),
         click.option("--bands", help="1-based scene bands to feed the model, e.g. 3,2,1."),
         click.option("--probabilities/--no-probabilities", default=None,
@@ -108,9 +121,10 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
     import time
 
-    from geoseg.model import file_sha256, read_meta
-    from pipelines.batch import (dry_run_table, expand_inputs, format_table, run_batch,
-                                 write_summary)
+    from geoseg.model.bundle import file_sha256, read_meta
+    from pipelines.inputs import expand_inputs
+    from pipelines.report import format_table, write_summary
+    from pipelines.run import dry_run_table, run_batch
     from pipelines.cluster import choose_cluster, connect, describe
 
     from .progress import TileProgress
@@ -155,7 +169,7 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
 @one_line_errors
 def info(model, as_json):
     """Print a model bundle's metadata."""
-    from geoseg.model import file_sha256, read_meta
+    from geoseg.model.bundle import file_sha256, read_meta
 
     meta = read_meta(model)
     if as_json:

@@ -16,9 +16,9 @@ from conftest import smooth_noise, write_raster
 from geoseg.classes import make_classes
 from geoseg.config import PredictOptions
 from geoseg.model import create_bundle, save_bundle
-from geoseg.predict import predict_scene
+from geoseg.flow import predict_scene
 from pipelines import tasks
-from pipelines.batch import run_batch
+from pipelines.run import run_batch
 from pipelines.manifest import read_manifest
 
 RASTERS = ("classes.tif", "probabilities.tif")
@@ -91,6 +91,7 @@ def test_model_is_loaded_once_per_worker(client, data, tmp_path):
     root, model, scenes, options = data
     run_batch(client, scenes, tmp_path, model=model, options=options)
     loads = client.run(tasks.model_loads)
+    assert all(loads.values()), loads
     assert all(len(set(shas)) == len(shas) for shas in loads.values()), loads
 
 
@@ -139,19 +140,21 @@ def test_a_worker_killed_mid_run_changes_nothing(client, data, tmp_path):
     assert_same_outputs(root / "reference", tmp_path, ["alpha", "beta"], polygons=False)
 
 
-def test_vectorize_is_one_task_per_block_then_one_merge_write(data, tmp_path):
-    """--vectorize submits a polygonize task per block of classes.tif, after assemble, and
-    one merge/write task per scene that depends on all of them."""
+def test_vectorize_polygonizes_in_finish_on_the_prediction_block_grid(data, tmp_path):
+    """--vectorize adds no task per block and never reads classes.tif back: each finish
+    task takes exactly its BlockGrid.sources' spills and saves its own pieces; one
+    polygons task merges them, beside (not after) the rasters task; one outputs task
+    joins both."""
     from dataclasses import replace
 
     from geoseg.model import file_sha256, read_meta
-    from geoseg.vectorize import block_windows
-    from pipelines.batch import plan_scenes, submit_scene
+    from pipelines.graph import submit_scene
+    from pipelines.resume import plan_scenes
 
     root, model, scenes, options = data
     options = replace(options, block_size=64)
-    state = plan_scenes([scenes[0]], tmp_path, model_path=model, meta=read_meta(model),
-                        model_sha256=file_sha256(model), options=options)[0]
+    job = plan_scenes([scenes[0]], tmp_path, model_path=model, meta=read_meta(model),
+                      model_sha256=file_sha256(model), options=options)[0].job
 
     class Recorder:
         def __init__(self):
@@ -162,22 +165,30 @@ def test_vectorize_is_one_task_per_block_then_one_merge_write(data, tmp_path):
             return key
 
     rec = Recorder()
-    submit_scene(rec, state, meta=None, tags={}, resources=None, token="t", priority=0)
+    graph, _ = submit_scene(rec, job, resources=None, token="t", priority=0)
     names = [name for name, _, _ in rec.calls]
-    blocks = len(block_windows(state.job.plan.scene.grid, block_size=64))
-    assert blocks > 1 and names.count("polygonize_task") == blocks
-    assert names.index("assemble_task") < names.index("vectorize_plan_task") \
-        < names.index("polygonize_task")
+    blocks = job.flow.plan.blocks
+    assert len(blocks) > 1 and job.flow.vector.blocks == blocks
+    assert names.count("finish_task") == names.count("predict_task") == len(blocks)
+    assert names.count("polygons_task") == names.count("rasters_task") == 1
+    assert not {"vectorize_plan_task", "polygonize_task"} & set(names)
+    finishes = [k for n, k, _ in rec.calls if n == "finish_task"]
+    for name, key, args in rec.calls:
+        if name in ("rasters_task", "polygons_task"):
+            assert list(args[1:]) == finishes
+        if name == "finish_task":
+            block = blocks.block(*map(int, key.rsplit("-", 2)[1:]))
+            assert list(args[2:]) == [f"spills-alpha-t-{r}-{c}"
+                                      for r, c in blocks.sources(block)]
     name, key, args = rec.calls[-1]
-    assert name == "vectorize_write_task" and key == state.final
-    polys = [k for n, k, _ in rec.calls if n == "polygonize_task"]
-    assert list(args[2:]) == polys
+    assert name == "outputs_task" and key == graph.final
+    assert list(args) == ["rasters-alpha-t", "polygons-alpha-t"]
 
 
 def test_auto_device_is_resolved_once_for_the_whole_cluster(client):
     import torch
 
-    from pipelines.batch import resolve_cluster_device
+    from pipelines.run import resolve_cluster_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_cluster_device(client, "auto") == expected
@@ -185,7 +196,8 @@ def test_auto_device_is_resolved_once_for_the_whole_cluster(client):
 
 
 def test_manifests_from_before_a_new_option_still_count_as_complete(tmp_path):
-    from pipelines.manifest import manifest_path, scene_state, write_json
+    from pipelines.manifest import manifest_path, write_json
+    from pipelines.resume import scene_state
 
     identity = PredictOptions().identity()
     older = {k: v for k, v in identity.items() if k != "tta"}

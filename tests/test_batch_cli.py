@@ -17,8 +17,8 @@ from conftest import REPO, smooth_noise, write_raster
 from geoseg.classes import make_classes
 from geoseg.config import PredictOptions
 from geoseg.model import create_bundle, save_bundle
-from geoseg.predict import predict_scene
-from pipelines.batch import expand_inputs
+from geoseg.flow import predict_scene
+from pipelines.inputs import expand_inputs
 from pipelines.cli import cli
 
 

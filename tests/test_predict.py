@@ -11,7 +11,7 @@ from affine import Affine
 from conftest import smooth_noise, write_raster
 from geoseg.config import PredictOptions
 from geoseg.model import forward_probabilities, load_bundle, normalize
-from geoseg.predict import predict_scene
+from geoseg.flow import predict_scene
 from geoseg.tiling import TileGrid
 
 

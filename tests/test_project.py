@@ -66,7 +66,7 @@ def test_only_model_and_train_import_torch_at_module_level():
 
 def test_vector_only_use_stays_light():
     code = ("import sys, geoseg.grid, geoseg.tiling, geoseg.stitch, geoseg.scene, "
-            "geoseg.writers, geoseg.config, geoseg.predict;"
+            "geoseg.writers, geoseg.config, geoseg.predict, geoseg.flow, geoseg.vectorize;"
             "print(sorted(m for m in ('torch', 'dask') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout.strip()

@@ -89,7 +89,7 @@ def test_training_lowers_loss_and_writes_a_bundle_that_predicts(tmp_path):
 
     from geoseg.config import PredictOptions
     from geoseg.evaluate import evaluate_prediction
-    from geoseg.predict import predict_scene
+    from geoseg.flow import predict_scene
 
     summary = predict_scene(scene, tmp_path / "out", model=bundle, options=PredictOptions())
     report = evaluate_prediction(summary["outputs"]["classes"], make_labels(tmp_path),
@@ -254,7 +254,7 @@ def shipped_report(tmp_path_factory):
     geoseg evaluate (once)."""
     from geoseg.config import PredictOptions
     from geoseg.evaluate import evaluate_prediction
-    from geoseg.predict import predict_scene
+    from geoseg.flow import predict_scene
 
     scene = MASSACHUSETTS / "23429155_15_uint8_clipped.tif"
     summary = predict_scene(scene, tmp_path_factory.mktemp("shipped"), model=SHIPPED,

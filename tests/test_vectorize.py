@@ -16,8 +16,12 @@ from hypothesis import strategies as st
 from rasterio.features import rasterize, shapes
 
 from geoseg.classes import CLASSES_TAG, make_classes, classes_to_json
-from geoseg.vectorize import (BlockJob, block_windows, merge_blocks, open_class_raster,
-                              polygonize_block, polygonize_raster, to_map, vectorize_raster)
+from geoseg.grid import to_map
+from geoseg.polygonize import BlockJob, polygonize_block
+from geoseg.tiling import BlockGrid
+from geoseg.seams import merge_blocks
+from geoseg.vectorize import (block_windows, open_class_raster, polygonize_raster,
+                              vectorize_raster)
 
 UTM = Affine(0.5, 0, 500000.0, 0, -0.5, 4100000.0)
 NODATA = 255
@@ -194,8 +198,8 @@ def test_block_api_any_order_equals_polygonize_raster(tmp_path):
         jobs = [BlockJob(raster.path, w, g.width, raster.nodata, None, connectivity)
                 for w in block_windows(g, block_size=20)]
         results = [polygonize_block(j) for j in reversed(jobs)]
-        merged = merge_blocks(results, height=g.height, width=g.width, block_size=20,
-                              connectivity=connectivity)
+        merged = merge_blocks(results, connectivity=connectivity, blocks=BlockGrid.regular(
+            height=g.height, width=g.width, block_size=20))
         direct = polygonize_raster(raster, block_size=20, connectivity=connectivity)
         assert list(shapely.to_wkb(merged.geoms)) == list(shapely.to_wkb(direct.geoms))
         assert (merged.pixels == direct.pixels).all()
@@ -355,8 +359,9 @@ def test_streamed_gpkg_same_across_block_sizes_and_workers_in_canonical_order(tm
     g = raster.grid
     jobs = [BlockJob(raster.path, w, g.width, raster.nodata, None, 4)
             for w in block_windows(g, block_size=16)]
-    chunks = list(stream_regions(map(polygonize_block, jobs), height=g.height,
-                                 width=g.width, block_size=16, connectivity=4))
+    chunks = list(stream_regions(map(polygonize_block, jobs), connectivity=4,
+                                 blocks=BlockGrid.regular(height=g.height, width=g.width,
+                                                          block_size=16)))
     assert len(chunks) > 2  # regions leave the merge before the last block row
     pixels = np.concatenate([shapely.to_wkb(c.geoms) for c in chunks])
     geoms = shapely.from_wkb(pixels)
@@ -387,7 +392,7 @@ def test_plan_blocks_write_in_any_order_equals_vectorize_raster(tmp_path, min_ar
 
 @pytest.mark.parametrize("connectivity", [4, 8])
 def test_saved_block_loads_back_exactly(tmp_path, connectivity):
-    from geoseg.vectorize import load_block, save_block
+    from geoseg.polygonize import load_block, save_block
 
     data = diagonals()
     data[rings() == 0] = 0

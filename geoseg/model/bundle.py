@@ -1,10 +1,6 @@
-"""ModelBundle: one safetensors file with an smp network's weights and all it needs to predict.
-
-The metadata (architecture, bands, normalization, classes, tiling, receptive field,
-provenance) travels as JSON in the safetensors header, so loading a bundle executes no
-code (DESIGN.md promise 8). This module owns building networks by name, saving, loading,
-normalization and the batched forward pass; it is one of the two modules that import torch.
-"""
+"""The bundle file: one safetensors file with an smp network's weights and, as JSON in its
+header, all prediction needs (architecture, bands, normalization, classes, tiling, receptive
+field, provenance). Loading one executes no code (DESIGN.md promise 8)."""
 
 from __future__ import annotations
 
@@ -15,74 +11,18 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .atomic import replacing
-from .classes import ClassInfo, NODATA_CLASS
-from .config import check_tta
-from .errors import BundleError, ConfigError, InputNotFoundError
+from .. import __version__
+from ..atomic import replacing
+from ..classes import ClassInfo, NODATA_CLASS
+from ..errors import BundleError, ConfigError, InputNotFoundError
+from .networks import build_network, receptive_field
+from .tta import check_tta
 
 FORMAT = "geoseg-bundle/1"
 META_KEY = "geoseg"
-
-
-class Pixelwise(nn.Module):
-    """A 1x1 convolution: the trivial network, for pipeline-ceiling benchmarks and tests."""
-
-    def __init__(self, in_channels: int, classes: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, classes, 1)
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-class TinyCNN(nn.Module):
-    """``depth`` 3x3 convolutions: a small network with receptive field ``2 * depth + 1``."""
-
-    def __init__(self, in_channels: int, classes: int, depth: int = 3, width: int = 8):
-        super().__init__()
-        layers, c = [], in_channels
-        for _ in range(depth - 1):
-            layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU()]
-            c = width
-        layers.append(nn.Conv2d(c, classes, 3, padding=1))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.body(x)
-
-
-EXTRA_ARCHITECTURES = {"pixelwise": Pixelwise, "tinycnn": TinyCNN}
-"""Networks geoseg adds to smp's, by lower-case name; their ``encoder`` is ignored."""
-
-
-def build_network(arch: str, *, encoder: str, in_channels: int, classes: int,
-                  arch_kwargs: dict | None = None) -> nn.Module:
-    """An untrained network: any smp architecture/encoder by name, or a geoseg extra.
-
-    Never downloads weights (``encoder_weights=None``): geoseg trains what it ships.
-    """
-    kwargs = dict(arch_kwargs or {})
-    extra = EXTRA_ARCHITECTURES.get(arch.lower())
-    if extra is not None:
-        return extra(in_channels, classes, **kwargs)
-    import segmentation_models_pytorch as smp
-
-    smp_arch = smp.MODEL_ARCHITECTURES_MAPPING.get(arch.lower())
-    if smp_arch is None:
-        valid = sorted([m.__name__ for m in smp.MODEL_ARCHITECTURES_MAPPING.values()]
-                       + [e.__name__ for e in EXTRA_ARCHITECTURES.values()])
-        raise ConfigError(f"unknown architecture {arch!r}; valid: {', '.join(valid)}")
-    try:
-        return smp_arch(encoder_name=encoder, encoder_weights=None, in_channels=in_channels,
-                        classes=classes, **kwargs)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot build {arch} with encoder {encoder!r}: "
-                          f"{str(exc).splitlines()[0]}") from exc
 
 
 @dataclass(frozen=True)
@@ -137,34 +77,6 @@ class ModelBundle:
     device: str = "cpu"
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; refuse unknown names clearly."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was given but no CUDA device is available: use "
-                          "--device cpu or auto")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"unknown device {device!r}; valid: auto, cpu, cuda")
-    return device
-
-
-def receptive_field(network: nn.Module, *, in_channels: int, probe: int = 256) -> int:
-    """Measured receptive field in pixels: the extent of input pixels whose gradient reaches
-    the centre output pixel, on a ``probe`` x ``probe`` input (capped at ``probe``)."""
-    net = network.eval()
-    x = torch.randn(1, in_channels, probe, probe, generator=torch.Generator().manual_seed(0))
-    x.requires_grad_(True)
-    with torch.enable_grad():
-        out = net(x)
-        out[0, :, probe // 2, probe // 2].sum().backward()
-    touched = (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero()
-    if len(touched) == 0:
-        return 1
-    span = touched.max(dim=0).values - touched.min(dim=0).values + 1
-    return int(span.max())
-
-
 def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
                   bands: tuple[str, ...], scale=None, mean=None, std=None,
                   tile_size: int = 256, overlap: int = 64, tta: str = "none",
@@ -172,7 +84,7 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
                   state_dict: dict | None = None, name: str = "model",
                   provenance: dict | None = None, seed: int = 0) -> ModelBundle:
     """A bundle around a new network (seeded random weights) or a given smp state_dict."""
-    from .tiling import check_tiling
+    from ..tiling import check_tiling
 
     n = len(bands)
     per_band = lambda v, default: tuple(float(x) for x in (v if v is not None else [default] * n))  # noqa: E731
@@ -304,75 +216,6 @@ def load_state_dict(path) -> dict:
     if not isinstance(state, dict):
         raise BundleError(f"{path}: holds a {type(state).__name__}, not a state_dict")
     return state
-
-
-def normalize(pixels: np.ndarray, valid: np.ndarray, meta: BundleMeta,
-              out: np.ndarray | None = None) -> np.ndarray:
-    """Raw band values (C, H, W) -> float32 model input; invalid pixels become 0.
-
-    ``(value * scale - mean) / std`` per band; 0 after normalization is the band mean, so
-    masked pixels carry no signal (the same as the network's own zero padding).
-    """
-    c = pixels.shape[0]
-    scale = np.asarray(meta.scale, np.float32).reshape(c, 1, 1)
-    mean = np.asarray(meta.mean, np.float32).reshape(c, 1, 1)
-    std = np.asarray(meta.std, np.float32).reshape(c, 1, 1)
-    if out is None:
-        out = np.empty(pixels.shape, np.float32)
-    np.multiply(pixels, scale / std, out=out, casting="unsafe")
-    out -= mean / std
-    # assignment, not multiplication: NaN * 0 is NaN, and nodata must carry no signal
-    np.copyto(out, 0, where=~valid)
-    return out
-
-
-TTA = {
-    "none": ((0, False),),
-    "flips": ((0, False), (0, True), (2, True), (2, False)),
-    "d4": tuple((k, flip) for k in range(4) for flip in (False, True)),
-}
-"""Test-time augmentation: (quarter turns, horizontal flip) views of each tile; their class
-probabilities are averaged. ``flips``: identity, horizontal, vertical, both (4 passes);
-``d4``: every rotation and reflection of the square (8 passes)."""
-
-
-def _view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    x = torch.rot90(x, k, dims=(2, 3)) if k else x
-    return x.flip(3) if flip else x
-
-
-def _unview(p: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    p = p.flip(3) if flip else p
-    return torch.rot90(p, -k, dims=(2, 3)) if k else p
-
-
-def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *,
-                          tta: str = "none") -> torch.Tensor:
-    """Class probabilities (N, K, H, W) float32 on the CPU for a normalized batch.
-
-    inference_mode, channels_last; on CUDA non-blocking copies and autocast (bf16 where
-    supported, else fp16). The network sees whole tiles; softmax runs in float32. With
-    ``tta`` (see :data:`TTA`) the mean of the views' probabilities, summed in a fixed order.
-    """
-    device = bundle.device
-    views = TTA[check_tta(tta)]
-    with torch.inference_mode():
-        x = batch.to(device, non_blocking=True)
-        total = None
-        for k, flip in views:
-            xv = _view(x, k, flip).contiguous(memory_format=torch.channels_last)
-            if device.startswith("cuda"):
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-                with torch.autocast("cuda", dtype=dtype):
-                    logits = bundle.network(xv)
-            else:
-                logits = bundle.network(xv)
-            # softmax over classes is twice as fast on a contiguous (NCHW) tensor on the CPU
-            p = _unview(torch.softmax(logits.float().contiguous(), dim=1), k, flip)
-            total = p if total is None else total.add_(p)
-        if len(views) > 1:
-            total = total.div_(len(views)).contiguous()
-        return total.to("cpu")
 
 
 def with_provenance(meta: BundleMeta, **extra) -> BundleMeta:

@@ -1,0 +1,258 @@
+"""A scene's work as data, its steps as free functions, and the local runner.
+
+:func:`plan_flow` turns a scene and a model's metadata into a :class:`SceneFlow`: the plan
+(tile and block grids), the output names, the tags and, with ``vectorize``, the polygon
+plan on the *same* block grid. The steps of every block, in dependency order::
+
+    predict(block)                       read block + halo, run its tiles (geoseg.predict)
+    spill_strips(predicted)              the strips it owes later blocks (BlockGrid.spills)
+    finish_block(predicted, incoming)    add the strips from BlockGrid.sources(block):
+                                         classes (+ probabilities), counts, polygon pieces
+    SceneWriter.write(finished)          rasters at the block's window; pieces into the
+                                         streaming seam merge (VectorSink)
+    SceneWriter.publish()                COGs and the vector file under their final names
+
+Two runners execute these same steps: :func:`run_local` in row-major block order in one
+process (``predict_scene``), and the Dask runner in ``pipelines/`` (each step a task, the
+finished blocks passed through part files). Their outputs are byte-identical by
+construction: the same functions make every byte. No dask here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import rasterio
+
+from .class_raster import ClassRaster, resolve_classes
+from .classes import NODATA_CLASS, ClassInfo
+from .config import PredictOptions
+from .names import SceneOutputs, scene_dir
+from .polygonize import polygonize_classes
+from .predict import Plan, PredictedBlock, make_plan, predict_block, read_block
+from .report import BlockDone, Tally, scene_report
+from .scene import Scene, gdal_env, open_scene
+from .seams import BlockResult
+from .stitch import finish, spills
+from .tiling import Block
+from .vectorize import VectorizePlan, VectorSink, make_vector_plan
+from .writers import RasterOutput, class_output, prepare_output, probability_output
+
+if TYPE_CHECKING:
+    from .model.bundle import BundleMeta, ModelBundle
+
+
+@dataclass(frozen=True)
+class SceneFlow:
+    """One scene's work, decided before any pixel is read; small and picklable (the Dask
+    runner sends it with every task). Holds no model: tasks load it by reference."""
+
+    scene: str
+    plan: Plan
+    outputs: SceneOutputs
+    classes: tuple[ClassInfo, ...]
+    tags: dict
+    model_sha256: str
+    probabilities: bool
+    vector: VectorizePlan | None
+
+    @property
+    def output_paths(self) -> dict[str, str]:
+        """The final outputs this flow writes, by kind."""
+        out = {"classes": str(self.outputs.classes)}
+        if self.probabilities:
+            out["probabilities"] = str(self.outputs.probabilities)
+        if self.vector is not None:
+            out["polygons"] = str(self.outputs.polygons)
+        return out
+
+
+def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
+              model_sha256: str, options: PredictOptions) -> SceneFlow:
+    """The flow of ``scene`` into ``OUT/<stem>/`` (metadata only; checks bands and tiling)."""
+    plan = make_plan(scene, meta, options)
+    outputs = SceneOutputs(scene_dir(out_dir, scene.path))
+    tags = plan.tags(meta, model_sha256)
+    vector = None
+    if options.vectorize:
+        # the class raster this flow writes, described without reading it back
+        raster = ClassRaster(str(outputs.classes), scene.grid, NODATA_CLASS, meta.classes,
+                             tags)
+        prob_bands = tuple((c.id, i + 1) for i, c in enumerate(meta.classes))
+        vector = make_vector_plan(
+            raster, outputs.polygons, plan.blocks, keep=resolve_classes(raster),
+            probabilities_path=outputs.probabilities if options.probabilities else None,
+            prob_bands=prob_bands if options.probabilities else ())
+    return SceneFlow(scene.path, plan, outputs, tuple(meta.classes), tags, model_sha256,
+                     options.probabilities, vector)
+
+
+def prepare_outputs(flow: SceneFlow, *, overwrite: bool) -> None:
+    """Make the scene's folder; refuse existing outputs unless ``overwrite``."""
+    for path in flow.output_paths.values():
+        prepare_output(Path(path), overwrite=overwrite)
+
+
+def spill_strips(flow: SceneFlow, predicted: PredictedBlock) -> dict:
+    """The strips of a computed block that belong to later blocks, keyed by block
+    (row, col) (:meth:`~geoseg.tiling.BlockGrid.spills`)."""
+    return spills(predicted.acc, flow.plan.blocks, predicted.block)
+
+
+@dataclass
+class FinishedBlock:
+    """A block's final pixels: classes (H, W), probabilities (K, H, W) or None, its polygon
+    pieces (with ``vectorize``) and what it reports."""
+
+    block: Block
+    classes: np.ndarray
+    probs: np.ndarray | None
+    pieces: BlockResult | None
+    done: BlockDone
+
+
+def finish_block(flow: SceneFlow, predicted: PredictedBlock, incoming: list) -> FinishedBlock:
+    """Add the strips that the blocks of ``BlockGrid.sources`` sent (any order: integer
+    sums), take the argmax, count the classes and polygonize the block in memory."""
+    block = predicted.block
+    classes, probs = finish(predicted.acc, block, incoming, predicted.valid,
+                            nodata=NODATA_CLASS, probabilities=flow.probabilities)
+    pieces = None
+    if flow.vector is not None:
+        pieces = polygonize_classes(classes, block.window, flow.vector.rules,
+                                    probs=probs if flow.vector.probabilities_path else None)
+    counts = np.bincount(classes.ravel(), minlength=256).astype(np.int64)
+    done = BlockDone(block.row, block.col, block.n_tiles, predicted.tiles_run, counts)
+    return FinishedBlock(block, classes, probs, pieces, done)
+
+
+class SceneWriter:
+    """A scene's outputs while its blocks finish; :meth:`publish` makes them final.
+
+    Rasters are written at each block's window into staging files; polygon pieces go into
+    the streaming seam merge. ``rasters``/``polygons`` choose which outputs this writer
+    owns (the Dask runner assembles them in separate tasks). Leaving without publishing
+    removes every staging file.
+    """
+
+    def __init__(self, flow: SceneFlow, *, rasters: bool = True, polygons: bool = True):
+        self.flow = flow
+        self.want_rasters, self.want_polygons = rasters, polygons and flow.vector is not None
+        self.classes: RasterOutput | None = None
+        self.probs: RasterOutput | None = None
+        self.vector: VectorSink | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> "SceneWriter":
+        flow, grid = self.flow, self.flow.plan.scene.grid
+        stack = self._stack.__enter__()
+        if self.want_rasters:
+            self.classes = stack.enter_context(
+                class_output(flow.outputs.classes, grid, flow.classes, flow.tags))
+            if flow.probabilities:
+                self.probs = stack.enter_context(
+                    probability_output(flow.outputs.probabilities, grid, flow.classes,
+                                       flow.tags))
+        if self.want_polygons and flow.vector is not None:
+            self.vector = stack.enter_context(VectorSink(flow.vector))
+        return self
+
+    def write_rasters(self, block: Block, classes: np.ndarray,
+                      probs: np.ndarray | None) -> None:
+        if self.classes is not None:
+            self.classes.write(classes, block.window)
+        if self.probs is not None and probs is not None:
+            self.probs.write(probs, block.window)
+
+    def add_pieces(self, pieces: BlockResult) -> None:
+        if self.vector is not None:
+            self.vector.add(pieces)
+
+    def write(self, finished: FinishedBlock) -> None:
+        self.write_rasters(finished.block, finished.classes, finished.probs)
+        if finished.pieces is not None:
+            self.add_pieces(finished.pieces)
+
+    def publish(self) -> dict[str, str]:
+        """Publish what this writer owns; returns those outputs by kind."""
+        out = {}
+        if self.classes is not None:
+            out["classes"] = str(self.classes.publish())
+        if self.probs is not None:
+            out["probabilities"] = str(self.probs.publish())
+        self._stack.close()  # the vector sink merges its last rows and publishes
+        if self.vector is not None:
+            out["polygons"] = self.vector.summary["path"]
+        return out
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
+
+
+def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
+              progress: Callable[[int], None] | None = None) -> tuple[Tally, dict[str, str]]:
+    """Run every step of ``flow`` in one process, blocks in row-major order.
+
+    A block is finished as soon as it has run (only the blocks above and to its left spill
+    into it), so the spill strips it sends on are the only state kept between blocks; the
+    next block is read on a thread while the current one runs.
+    """
+    plan, tally, incoming = flow.plan, Tally(), {}
+    blocks = list(plan.blocks.blocks())
+    with SceneWriter(flow) as writer, rasterio.open(plan.scene.path) as ds, \
+            ThreadPoolExecutor(max_workers=1) as reader:
+        next_read = reader.submit(read_block, ds, plan, blocks[0])
+        for i, block in enumerate(blocks):
+            pixels, valid = next_read.result()
+            if i + 1 < len(blocks):
+                next_read = reader.submit(read_block, ds, plan, blocks[i + 1])
+            predicted = predict_block(bundle, plan, block, pixels, valid,
+                                      batch_size=batch_size, progress=progress)
+            del pixels, valid
+            for key, strip in spill_strips(flow, predicted).items():
+                incoming.setdefault(key, []).append(strip)
+            finished = finish_block(flow, predicted, incoming.pop((block.row, block.col), []))
+            del predicted
+            writer.write(finished)
+            tally.add(finished.done)
+        outputs = writer.publish()
+    return tally, outputs
+
+
+def predict_scene(scene_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+                  model: Any, options: PredictOptions = PredictOptions(),
+                  progress: Callable[[int], None] | None = None) -> dict:
+    """Predict one scene into ``OUT/<stem>/classes.tif`` (+ ``probabilities.tif``,
+    ``polygons.gpkg``) with the local runner.
+
+    ``model`` is a bundle path or a loaded ``ModelBundle``. Returns the scene's summary
+    (:meth:`geoseg.report.SceneReport.summary`). Raises ``GeosegError`` subclasses for bad
+    input, before anything is written under a final name.
+    """
+    from .model.bundle import ModelBundle, load_bundle
+    from .model.devices import resolve_device
+
+    start = time.perf_counter()
+    with gdal_env():
+        scene = open_scene(scene_path, allow_no_crs=options.allow_no_crs)
+        bundle = model if isinstance(model, ModelBundle) else load_bundle(
+            model, device=resolve_device(options.device))
+        if options.threads:
+            import torch
+
+            torch.set_num_threads(options.threads)
+        flow = plan_flow(scene, out_dir, meta=bundle.meta, model_sha256=bundle.sha256,
+                         options=options)
+        prepare_outputs(flow, overwrite=options.overwrite)
+        tally, outputs = run_local(flow, bundle, batch_size=options.batch_size,
+                                   progress=progress)
+    return scene_report(flow, tally, outputs,
+                        seconds=time.perf_counter() - start).summary()

@@ -1,0 +1,50 @@
+"""The model package: the bundle file, the network registry, inference with test-time
+augmentation, and devices.
+
+Names are imported from their modules on first use (PEP 562), so ``geoseg.model.tta`` and
+``geoseg.model.devices`` (name lists that configs are checked against) stay free of torch;
+``from geoseg.model import load_bundle`` imports torch, as loading a network must.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_HOMES = {
+    "bundle": ("BundleMeta", "ModelBundle", "create_bundle", "save_bundle", "read_meta",
+               "load_bundle", "load_state_dict", "file_sha256", "with_provenance",
+               "FORMAT", "META_KEY"),
+    "networks": ("Pixelwise", "TinyCNN", "EXTRA_ARCHITECTURES", "build_network",
+                 "receptive_field"),
+    "inference": ("normalize", "forward_probabilities"),
+    "tta": ("TTA", "TTA_MODES", "check_tta"),
+    "devices": ("DEVICES", "check_device", "device_kind", "resolve_device"),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = ["BundleMeta", "DEVICES", "EXTRA_ARCHITECTURES", "FORMAT", "META_KEY",
+           "ModelBundle", "Pixelwise", "TTA", "TTA_MODES", "TinyCNN", "build_network",
+           "check_device", "check_tta", "create_bundle", "device_kind", "file_sha256",
+           "forward_probabilities", "load_bundle", "load_state_dict", "normalize",
+           "read_meta", "receptive_field", "resolve_device", "save_bundle",
+           "with_provenance"]
+
+if TYPE_CHECKING:
+    from .bundle import (FORMAT, META_KEY, BundleMeta, ModelBundle, create_bundle,
+                         file_sha256, load_bundle, load_state_dict, read_meta, save_bundle,
+                         with_provenance)
+    from .devices import DEVICES, check_device, device_kind, resolve_device
+    from .inference import forward_probabilities, normalize
+    from .networks import (EXTRA_ARCHITECTURES, Pixelwise, TinyCNN, build_network,
+                           receptive_field)
+    from .tta import TTA, TTA_MODES, check_tta
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,86 @@
+"""Every file name a run writes: final outputs, staging and temporary names, part files.
+
+One place, so the writers, the resume rule, the clean-up of interrupted runs and the tests
+agree on what a name means. Final outputs sit in ``OUT/<scene stem>/``; everything written
+on the way there is hidden (a leading dot) and carries the process id, so two processes
+never share a temporary file and a clean-up can tell leftovers from outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+CLASSES = "classes.tif"
+PROBABILITIES = "probabilities.tif"
+POLYGONS = "polygons.gpkg"
+MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
+PARTS_FOLDER = ".parts"
+"""Hidden folder in ``OUT/<scene stem>/`` holding a scene's part files while it runs."""
+
+OUTPUT_NAMES = (CLASSES, PROBABILITIES, POLYGONS)
+PART_KINDS = ("classes", "probabilities")
+"""Raster part files: one ``.npy`` per finished block and kind."""
+
+
+def scene_dir(out_dir: str | os.PathLike, scene_path: str | os.PathLike) -> Path:
+    """``OUT/<scene stem>/``."""
+    return Path(out_dir) / Path(scene_path).stem
+
+
+@dataclass(frozen=True, slots=True)
+class SceneOutputs:
+    """The files of one scene's run, all under ``folder``."""
+
+    folder: Path
+
+    @property
+    def classes(self) -> Path:
+        return self.folder / CLASSES
+
+    @property
+    def probabilities(self) -> Path:
+        return self.folder / PROBABILITIES
+
+    @property
+    def polygons(self) -> Path:
+        return self.folder / POLYGONS
+
+    @property
+    def manifest(self) -> Path:
+        return self.folder / MANIFEST
+
+    @property
+    def parts(self) -> Path:
+        return self.folder / PARTS_FOLDER
+
+    def part(self, kind: str, row: int, col: int) -> Path:
+        """Part file of block ``(row, col)``: ``kind`` is one of :data:`PART_KINDS`
+        (``.npy``) or ``vector`` (the block's polygon pieces, ``.npz``)."""
+        suffix = ".npz" if kind == "vector" else ".npy"
+        return self.parts / f"{kind}-r{row}-c{col}{suffix}"
+
+
+def staging_path(path: Path, *, suffix: str) -> Path:
+    """Where a writer builds ``path`` before publishing it: ``.<name>.partial-<pid><suffix>``
+    (GDAL and pyogrio choose drivers by the extension)."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}{suffix}")
+
+
+def temporary_path(path: Path, *, suffix: str = "") -> Path:
+    """A single-shot write's temporary name, unique per process and thread."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}{suffix}")
+
+
+def probe_path(folder: Path, name: str) -> Path:
+    """An empty file touched to check that ``folder`` is writable."""
+    return folder / f".{name}.probe-{os.getpid()}"
+
+
+def is_leftover(name: str) -> bool:
+    """True for the hidden staging and temporary files of a scene's outputs (never a final
+    output): what an interrupted run may leave behind."""
+    return any(name.startswith(f".{final}.") for final in (*OUTPUT_NAMES, MANIFEST))

@@ -1,0 +1,66 @@
+"""One scene's flow as Dask tasks: keys, dependencies, priorities and resources.
+
+The graph of one scene (block ``(r, c)`` in row-major order)::
+
+    predict(r, c) --> spills(r, c) ---> finish(b) for b in the blocks it spills into
+          '-------------------------> finish(r, c) -> part files (classes, probabilities,
+                                                      polygon pieces)
+    finish(all) --> rasters (parts -> classes.tif [+ probabilities.tif], COG) --.
+    finish(all) --> polygons (pieces -> seam merge -> polygons.gpkg) ------------+--> outputs
+
+A finish task takes exactly the spills of ``BlockGrid.sources(block)``. ``predict`` holds
+the block's int32 accumulator on its worker; ``finish`` is scheduled there (its largest
+input) and pulls only the neighbours' spill strips. Earlier blocks and scenes get higher
+priority, so a block finishes right after it is computed and few accumulators wait in
+memory; every block of every scene is a task, so a batch keeps all workers busy and one
+large scene spreads over the cluster. Polygons come from the finished blocks themselves:
+classes.tif is never read back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import tasks
+
+
+@dataclass
+class SceneGraph:
+    """The futures of one submitted scene: its block finishes and its final outputs."""
+
+    finishes: list = field(default_factory=list)
+    final: Any = None
+
+    @property
+    def futures(self) -> list:
+        return [*self.finishes, self.final]
+
+
+def submit_scene(client: Any, job: tasks.SceneJob, *, resources: dict | None, token: str,
+                 priority: int) -> tuple[SceneGraph, int]:
+    """Submit one scene's graph (see the module docstring); returns it and the next
+    priority."""
+    blocks = job.flow.plan.blocks
+    name = f"{Path(job.flow.scene).stem}-{token}"
+    spills: dict = {}
+    graph = SceneGraph()
+    for block in blocks.blocks():
+        r, c = block.row, block.col
+        predicted = client.submit(tasks.predict_task, job, r, c, key=f"predict-{name}-{r}-{c}",
+                                  resources=resources, priority=priority)
+        spills[(r, c)] = client.submit(tasks.spills_task, job, predicted,
+                                       key=f"spills-{name}-{r}-{c}", priority=priority)
+        sources = [spills[key] for key in blocks.sources(block)]
+        graph.finishes.append(client.submit(tasks.finish_task, job, predicted, *sources,
+                                            key=f"finish-{name}-{r}-{c}", priority=priority))
+        priority -= 1
+    parts = [client.submit(tasks.rasters_task, job, *graph.finishes, key=f"rasters-{name}",
+                           priority=priority)]
+    if job.flow.vector is not None:
+        parts.append(client.submit(tasks.polygons_task, job, *graph.finishes,
+                                   key=f"polygons-{name}", priority=priority))
+    graph.final = client.submit(tasks.outputs_task, *parts, key=f"outputs-{name}",
+                                priority=priority)
+    return graph, priority - 1

@@ -1,0 +1,69 @@
+"""What a batch tells the user: one outcome per scene, the summary file and the table."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from geoseg.config import PredictOptions
+from geoseg.errors import GeosegError
+
+from .manifest import versions, write_json
+
+
+@dataclass
+class SceneOutcome:
+    """One row of the batch summary."""
+
+    scene: str
+    status: str = "pending"
+    """``done``, ``skipped`` or ``failed``."""
+    megapixels: float = 0.0
+    seconds: float = 0.0
+    error: str = ""
+    tiles: int = 0
+    outputs: dict = field(default_factory=dict)
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    """The error itself (for --debug); not written to the summary."""
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the summary: geoseg's own message, or the type and first line."""
+    if isinstance(exc, GeosegError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def mark_failed(outcome: SceneOutcome, exc: BaseException) -> None:
+    """Record a scene's failure as one line (the exception is kept for --debug)."""
+    outcome.status, outcome.error, outcome.exception = "failed", error_line(exc), exc
+
+
+def write_summary(path: str | os.PathLike, outcomes: list[SceneOutcome], *,
+                  model: str | os.PathLike, model_sha256: str, options: PredictOptions,
+                  seconds: float) -> Path:
+    """``OUT/summary.json``: the batch's scenes, statuses and errors."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    return write_json(path, {
+        "model": str(model), "model_sha256": model_sha256,
+        "options": options.identity(), "software": versions(),
+        "seconds": round(seconds, 3), "counts": counts,
+        "scenes": [{f.name: getattr(o, f.name) for f in fields(o) if f.name != "exception"}
+                   for o in outcomes]})
+
+
+def format_table(outcomes: list[SceneOutcome]) -> str:
+    """The end-of-run table: scene, status, megapixels, seconds, error."""
+    rows = [("scene", "status", "MPix", "seconds", "error")]
+    rows += [(Path(o.scene).name, o.status, f"{o.megapixels:.2f}", f"{o.seconds:.1f}",
+              o.error) for o in outcomes]
+    return align(rows)
+
+
+def align(rows: list[tuple[str, ...]]) -> str:
+    """Rows of strings as left-aligned columns; the last column (errors) is not padded."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(("  ".join(f"{v:<{w}}" for v, w in zip(r, widths)) + "  "
+                      + r[-1]).rstrip() for r in rows)

@@ -1,0 +1,125 @@
+"""Resume state: which scenes of a batch to run, skip or refuse, and a folder made ready for
+a (re)run.
+
+A scene is complete when ``OUT/<stem>/manifest.json`` exists, says so, names the same model
+sha256 and the same output-changing options (``PredictOptions.identity()``) as this run, and
+every output it lists exists. Scenes are checked and planned on the client from metadata
+only (no pixels), into the :class:`~geoseg.flow.SceneFlow` their tasks run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from geoseg.config import PredictOptions
+from geoseg.errors import GeosegError
+from geoseg.names import SceneOutputs, scene_dir
+
+from .manifest import read_manifest
+from .report import SceneOutcome, mark_failed
+from .tasks import ModelRef, SceneJob
+
+if TYPE_CHECKING:
+    from geoseg.model.bundle import BundleMeta
+
+
+@dataclass
+class PlannedScene:
+    """A scene after planning: ``job`` is set when it is to run; otherwise its outcome says
+    ``skipped`` or ``failed`` (one error line)."""
+
+    outcome: SceneOutcome
+    job: SceneJob | None = None
+    plan_seconds: float = 0.0
+
+
+def plan_scenes(scene_paths: list[Path], out_dir: str | os.PathLike, *,
+                model_path: str | os.PathLike, meta: BundleMeta, model_sha256: str,
+                options: PredictOptions) -> list[PlannedScene]:
+    """Check and plan every scene on the client (metadata only, no pixels)."""
+    from geoseg.flow import plan_flow
+    from geoseg.scene import open_scene
+
+    identity, stems, scenes = options.identity(), {}, []
+    for path in scene_paths:
+        planned = PlannedScene(SceneOutcome(str(path)))
+        outcome = planned.outcome
+        scenes.append(planned)
+        start = time.perf_counter()
+        folder = scene_dir(out_dir, path)
+        try:
+            if folder.name in stems:
+                raise GeosegError(f"{path}: has the same stem as {stems[folder.name]}, so both "
+                                  f"would write {folder}; rename one")
+            stems[folder.name] = path
+            scene = open_scene(path, allow_no_crs=options.allow_no_crs)
+            flow = plan_flow(scene, out_dir, meta=meta, model_sha256=model_sha256,
+                             options=options)
+            outcome.megapixels = round(scene.grid.height * scene.grid.width / 1e6, 3)
+            outcome.tiles = len(flow.plan.tiles)
+            status = scene_state(folder, model_sha256=model_sha256, identity=identity)
+            if status == "complete" and not options.overwrite:
+                outcome.status = "skipped"
+                continue
+            if status == "different" and not options.overwrite:
+                raise GeosegError(f"{folder}: holds outputs of another model or other "
+                                  "options (see its manifest.json); pass --overwrite to "
+                                  "replace them, or choose another --out")
+            if status == "foreign" and not options.overwrite:
+                raise GeosegError(f"{SceneOutputs(folder).classes}: already exists and was "
+                                  "not written by geoseg; pass --overwrite to replace it, or "
+                                  "choose another --out")
+        except (GeosegError, OSError) as exc:
+            mark_failed(outcome, exc)
+            continue
+        planned.job = SceneJob(flow, ModelRef(str(model_path), model_sha256), options)
+        planned.plan_seconds = time.perf_counter() - start
+    return scenes
+
+
+def prepare_folder(job: SceneJob) -> None:
+    """Make the scene folder ready for a (re)run: manifest first out, leftovers removed,
+    an empty parts folder (tasks of a cancelled scene cannot recreate it)."""
+    from geoseg.parts import clean_scene_folder
+    from geoseg.writers import prepare_output
+
+    outputs = job.flow.outputs
+    prepare_output(outputs.classes, overwrite=True)
+    outputs.manifest.unlink(missing_ok=True)
+    clean_scene_folder(outputs.folder)
+    outputs.parts.mkdir()
+
+
+def scene_state(folder: str | os.PathLike, *, model_sha256: str, identity: dict) -> str:
+    """``complete`` (skip), ``absent`` (no manifest: run; leftovers are partial),
+    ``different`` (complete for another model or options) or ``foreign`` (a classes.tif
+    geoseg did not write); the last two are replaced only with --overwrite."""
+    manifest = read_manifest(folder)
+    if manifest is None or manifest.get("status") != "complete":
+        return "foreign" if _foreign_classes(SceneOutputs(Path(folder)).classes) else "absent"
+    # options a manifest predates were at their defaults (None: the model's) when it was written
+    options = {**dict.fromkeys(identity), **(manifest.get("options") or {})}
+    if manifest.get("model_sha256") != model_sha256 or options != identity:
+        return "different"
+    outputs = manifest.get("outputs") or {}
+    if not outputs or not all(Path(folder, Path(p).name).is_file() for p in outputs.values()):
+        return "absent"
+    return "complete"
+
+
+def _foreign_classes(path: Path) -> bool:
+    """True when ``path`` exists and is not a class raster written by geoseg (a run killed
+    between publishing classes.tif and its manifest leaves one of ours: that is redone)."""
+    if not path.exists():
+        return False
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            return "GEOSEG_MODEL_SHA256" not in ds.tags()
+    except rasterio.errors.RasterioError:
+        return True

@@ -1,0 +1,195 @@
+"""The Dask runner's loop: many scenes -> their graphs on a cluster -> outputs, resumable.
+
+The client plans scenes (metadata only, :mod:`pipelines.resume`), submits each scene's
+graph (:mod:`pipelines.graph`), tallies finished blocks as they come in (the same
+:class:`~geoseg.report.Tally` the local runner keeps) and writes each scene's
+``manifest.json`` last, from the same :class:`~geoseg.report.SceneReport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geoseg.config import PredictOptions
+from geoseg.errors import GeosegError
+from geoseg.report import Tally, scene_report
+
+from .graph import SceneGraph, submit_scene
+from .manifest import manifest_path, scene_manifest, write_json
+from .report import SceneOutcome, align, mark_failed
+from .resume import PlannedScene, plan_scenes, prepare_folder
+from .worker import ModelCache
+
+
+@dataclass
+class _Running:
+    """Client-side state of a scene being run."""
+
+    planned: PlannedScene
+    graph: SceneGraph = field(default_factory=SceneGraph)
+    tally: Tally = field(default_factory=Tally)
+    started: float = 0.0
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_cluster_device(client: Any, device: str) -> str:
+    """``auto`` becomes one device for the whole batch: ``cuda`` when every worker has
+    CUDA, else ``cpu``, so no scene mixes GPU (autocast) and CPU blocks. Without a client
+    (a dry run) this machine answers, as for the default local cluster."""
+    if device != "auto":
+        return device
+    if client is None:
+        return "cuda" if _cuda_available() else "cpu"
+    found = list(client.run(_cuda_available).values())
+    return "cuda" if found and all(found) else "cpu"
+
+
+def model_resources(client: Any, device: str) -> dict | None:
+    """``{"GPU": 1}`` for model tasks when they run on CUDA and some worker offers a GPU
+    resource; None otherwise (a constraint no worker satisfies would hang the batch)."""
+    if device == "cpu":
+        return None
+    workers = client.scheduler_info().get("workers", {}).values()
+    if workers and not any("GPU" in (w.get("resources") or {}) for w in workers):
+        return None
+    return {"GPU": 1}
+
+
+def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, *,
+              model: str | os.PathLike, options: PredictOptions,
+              progress: Any = None, echo: Callable[[str], None] | None = None,
+              on_failure: Callable[[SceneOutcome], None] | None = None,
+              model_sha256: str | None = None) -> list[SceneOutcome]:
+    """Predict every scene of ``scene_paths`` into ``out_dir`` on ``client``'s cluster.
+
+    ``model`` is a bundle path on storage the workers share. Scenes whose outputs are
+    complete for this model and options are skipped (unless ``options.overwrite``); a scene
+    that fails is recorded with one error line and the others go on. ``progress`` is a
+    :class:`~pipelines.progress.TileProgress`; ``echo`` prints a line per finished scene,
+    ``on_failure(outcome)`` is called as each scene fails. ``model_sha256`` spares hashing
+    the model again when the caller has (the CLI, for its summary).
+    Returns one :class:`SceneOutcome` per scene, in input order.
+    """
+    from distributed import as_completed
+
+    from geoseg.model.bundle import file_sha256, read_meta
+
+    meta = read_meta(model)
+    sha = model_sha256 or file_sha256(model)
+    options = dataclasses.replace(options, device=resolve_cluster_device(client, options.device))
+    planned = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
+                          model_sha256=sha, options=options)
+    client.register_plugin(ModelCache())
+    resources = model_resources(client, options.device)
+    token, priority = uuid.uuid4().hex[:8], 0
+    owner: dict = {}
+    running = []
+    for scene in planned:
+        outcome = scene.outcome
+        if scene.job is None:
+            if echo and outcome.status == "skipped":
+                echo(f"{outcome.scene}: complete for this model and options, skipped")
+            if on_failure and outcome.status == "failed":
+                on_failure(outcome)
+            continue
+        try:
+            prepare_folder(scene.job)
+        except (GeosegError, OSError) as exc:
+            mark_failed(outcome, exc)
+            scene.job = None
+            if on_failure:
+                on_failure(outcome)
+            continue
+        state = _Running(scene, started=time.perf_counter())
+        state.graph, priority = submit_scene(client, scene.job, resources=resources,
+                                             token=token, priority=priority)
+        running.append(state)
+        if progress is not None:
+            progress.add_total(len(scene.job.flow.plan.tiles))
+        for future in state.graph.futures:
+            owner[future.key] = state
+    pending = [f for s in running for f in s.graph.futures]
+    for future in as_completed(pending):
+        state = owner.pop(future.key, None)
+        if state is None or state.planned.outcome.status == "failed":
+            continue
+        try:
+            # A result lost with a worker is recomputed by the scheduler; result() waits.
+            value = future.result()
+        except Exception as exc:  # noqa: BLE001 - any task error fails its scene alone
+            _fail(client, state, exc)
+            if on_failure:
+                on_failure(state.planned.outcome)
+            continue
+        if future is state.graph.final:
+            _complete(state, value)
+            if echo:
+                o = state.planned.outcome
+                echo(f"{o.scene}: {o.tiles} tiles in {o.seconds:.1f} s -> "
+                     f"{o.outputs.get('classes')}")
+        else:
+            state.tally.add(value)
+            if progress is not None:
+                progress.advance(value.n_tiles)
+    return [s.outcome for s in planned]
+
+
+def _fail(client: Any, state: _Running, exc: BaseException) -> None:
+    from geoseg.parts import clean_scene_folder
+
+    outcome = state.planned.outcome
+    mark_failed(outcome, exc)
+    outcome.seconds = round(time.perf_counter() - state.started, 3)
+    client.cancel(state.graph.futures)
+    state.graph = SceneGraph()
+    assert state.planned.job is not None
+    clean_scene_folder(state.planned.job.flow.outputs.folder)
+
+
+def _complete(state: _Running, outputs: dict) -> None:
+    from geoseg.parts import clean_scene_folder
+
+    job, outcome = state.planned.job, state.planned.outcome
+    assert job is not None
+    seconds = time.perf_counter() - state.started
+    report = scene_report(job.flow, state.tally, outputs, seconds=seconds)
+    manifest = scene_manifest(report, options=job.options, model_path=job.model.path,
+                              timings={"plan_seconds": state.planned.plan_seconds,
+                                       "wall_seconds": seconds})
+    clean_scene_folder(job.flow.outputs.folder)
+    write_json(manifest_path(job.flow.outputs.folder), manifest)
+    state.graph = SceneGraph()
+    outcome.status, outcome.seconds, outcome.outputs = "done", round(seconds, 3), outputs
+
+
+def dry_run_table(scene_paths: list[Path], out_dir: str | os.PathLike, *,
+                  model: str | os.PathLike, options: PredictOptions,
+                  model_sha256: str | None = None) -> str:
+    """What a run would do, per scene (run, skip or fail, tiles, blocks); writes nothing.
+    ``auto`` is resolved on this machine, as a run on the default local cluster would."""
+    from geoseg.model.bundle import file_sha256, read_meta
+
+    options = dataclasses.replace(options, device=resolve_cluster_device(None, options.device))
+    scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(),
+                         meta=read_meta(model), model_sha256=model_sha256 or file_sha256(model),
+                         options=options)
+    rows = [("scene", "action", "MPix", "tiles", "blocks", "error")]
+    for s in scenes:
+        o = s.outcome
+        action = "run" if s.job else ("skip" if o.status == "skipped" else "fail")
+        blocks = str(len(s.job.flow.plan.blocks)) if s.job else ""
+        rows.append((Path(o.scene).name, action, f"{o.megapixels:.2f}", str(o.tiles), blocks,
+                     o.error))
+    return align(rows)

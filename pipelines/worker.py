@@ -1,0 +1,68 @@
+"""Per-worker state: the loaded model, once per worker process (a ``WorkerPlugin``).
+
+Tasks name their model by reference (:class:`~pipelines.tasks.ModelRef`: a path on shared
+storage and the sha256 it must have), never by value; the plugin loads it on first use and
+keeps it for every later task on that worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from distributed import WorkerPlugin, get_worker
+
+PLUGIN_NAME = "geoseg-models"
+
+
+class ModelCache(WorkerPlugin):
+    """Loaded bundles by (sha256, device); ``loads`` lists every load (for tests: a model
+    loaded once per process appears once)."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self) -> None:
+        self.bundles: dict = {}
+        self.loads: list[str] = []
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {}  # sent to workers empty: a lock and loaded networks do not travel
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def get(self, path: str, sha256: str, *, device: str, threads: int | None) -> Any:
+        """The bundle at ``path``, loaded on first use; a file whose hash changed since the
+        batch was planned is refused."""
+        with self.lock:
+            key = (sha256, device)
+            bundle = self.bundles.get(key)
+            if bundle is None:
+                import torch
+
+                from geoseg.errors import BundleError
+                from geoseg.model.bundle import load_bundle
+                from geoseg.model.devices import resolve_device
+
+                if threads:
+                    torch.set_num_threads(threads)
+                bundle = load_bundle(path, device=resolve_device(device))
+                if bundle.sha256 != sha256:
+                    raise BundleError(f"{path}: changed while the batch was running "
+                                      f"(sha256 {bundle.sha256[:12]}, expected "
+                                      f"{sha256[:12]}); rerun with a fixed model file")
+                self.bundles[key] = bundle
+                self.loads.append(sha256)
+            return bundle
+
+
+def model_cache(worker: Any = None) -> ModelCache:
+    """This worker's cache (registered by the client with ``register_plugin``; added here
+    on a worker that joined without it)."""
+    worker = worker or get_worker()
+    plugin = worker.plugins.get(PLUGIN_NAME)
+    if plugin is None:
+        plugin = ModelCache()
+        worker.plugins[PLUGIN_NAME] = plugin
+    return plugin
