@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,159 +27,13 @@ from .chips import (LabelledScene, augment, band_statistics, cut, default_scale,
                     load_labelled_scene, make_sampler, sample_chip, split_blocks,
                     validation_windows)
 from .classes import NODATA_CLASS, make_classes
-from .errors import ConfigError, InputNotFoundError, InvalidInputError
+from .errors import ConfigError, InvalidInputError
 from .grid import Window
-from .labels import LabelSpec, background_id
-from .config import check_tta, load_yaml
-from .model import BundleMeta, create_bundle, file_sha256, normalize, save_bundle
+from .labels import background_id
+from .model.bundle import BundleMeta, create_bundle, file_sha256, save_bundle
+from .model.inference import normalize
+from .recipe import Recipe
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou
-
-SCHEDULES = ("onecycle", "cosine", "constant")
-
-
-@dataclass(frozen=True)
-class SceneEntry:
-    """One labelled scene: image path, label path (vector or raster)."""
-
-    image: str
-    labels: str
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A training recipe; sizes in pixels, ``max_minutes`` in wall-clock minutes."""
-
-    name: str
-    classes: tuple[str, ...]
-    train: tuple[SceneEntry, ...]
-    output: str
-    validation: tuple[SceneEntry, ...] = ()
-    colors: tuple[str, ...] = ()
-    bands: tuple[str, ...] = ("red", "green", "blue")
-    band_indexes: tuple[int, ...] = ()
-    labels: LabelSpec = field(default_factory=LabelSpec)
-    split: str = "scene"             # scene | blocks
-    block_size: int = 256
-    val_fraction: float = 0.25
-    arch: str = "unet"
-    encoder: str = "mobilenet_v2"
-    arch_kwargs: dict = field(default_factory=dict)
-    tile_size: int = 256
-    overlap: int = 64
-    tta: str = "none"                # the shipped model's default test-time augmentation
-    chip_size: int = 256
-    batch_size: int = 8
-    steps: int = 400
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "onecycle"
-    dice_weight: float = 1.0
-    class_weights: tuple[float, ...] = ()
-    balance: float = 0.5
-    jitter: float = 0.1
-    ema: float = 0.0                 # decay of an exponential moving average of the weights
-    val_every: int = 50
-    patience: int = 4
-    seed: int = 0
-    threads: int = 2
-    max_minutes: float = 0.0
-    checkpoint_dir: str = ""
-    float16: bool = False
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def load_recipe(path, *, overrides: dict | None = None) -> Recipe:
-    """A :class:`Recipe` from YAML, with ``overrides`` (field -> value) applied on top.
-
-    Relative paths in the recipe are relative to the current directory (the repo root).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: recipe not found; see configs/train/ for examples")
-    data = load_yaml(path)
-    data.update(overrides or {})
-    return recipe_from_dict(data, source=path.name)
-
-
-def recipe_from_dict(data: dict, *, source: str = "recipe") -> Recipe:
-    """Validate a plain dict into a :class:`Recipe`; unknown fields are refused by name."""
-    data = dict(data)
-    names = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid: "
-                          f"{', '.join(sorted(names))}")
-    for key in ("name", "classes", "train", "output"):
-        if key not in data:
-            raise ConfigError(f"{source}: missing field {key!r}")
-    try:
-        data["train"] = _entries(data["train"], source)
-        data["validation"] = _entries(data.get("validation") or (), source)
-        labels = data.get("labels") or {}
-        if isinstance(labels, LabelSpec):
-            data["labels"] = labels
-        else:
-            data["labels"] = LabelSpec(**labels)
-        for key in ("classes", "colors", "bands", "band_indexes", "class_weights"):
-            if key in data:
-                data[key] = tuple(data[key] or ())
-        recipe = Recipe(**data)
-    except TypeError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    return check_recipe(recipe, source=source)
-
-
-def _entries(items, source) -> tuple[SceneEntry, ...]:
-    out = []
-    for item in items:
-        if isinstance(item, SceneEntry):
-            out.append(item)
-        elif isinstance(item, dict) and set(item) == {"image", "labels"}:
-            out.append(SceneEntry(str(item["image"]), str(item["labels"])))
-        else:
-            raise ConfigError(f"{source}: each scene is {{image: PATH, labels: PATH}}, got "
-                              f"{item!r}")
-    return tuple(out)
-
-
-def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
-    from .tiling import check_tiling
-
-    if not r.train:
-        raise ConfigError(f"{source}: no training scenes")
-    if r.split not in ("scene", "blocks"):
-        raise ConfigError(f"{source}: split {r.split!r} is not one of scene, blocks")
-    if r.split == "scene" and not r.validation:
-        raise ConfigError(f"{source}: split: scene needs validation scenes; list some or "
-                          "use split: blocks")
-    if r.schedule not in SCHEDULES:
-        raise ConfigError(f"{source}: schedule {r.schedule!r} is not one of "
-                          f"{', '.join(SCHEDULES)}")
-    if r.chip_size % 32 or r.chip_size <= 0:
-        raise ConfigError(f"{source}: chip_size {r.chip_size} must be a positive multiple "
-                          "of 32")
-    if r.band_indexes and len(r.band_indexes) != len(r.bands):
-        raise ConfigError(f"{source}: {len(r.band_indexes)} band_indexes for "
-                          f"{len(r.bands)} bands ({', '.join(r.bands)})")
-    if r.class_weights and len(r.class_weights) != len(r.classes):
-        raise ConfigError(f"{source}: class_weights needs one value per class")
-    if not 0 <= r.ema < 1:
-        raise ConfigError(f"{source}: ema {r.ema} must be in [0, 1) (0: off; e.g. 0.995)")
-    if r.ema and r.ema ** r.steps > 0.01:
-        # the average starts from the random initial weights; after n steps they keep
-        # ema^n of it: refuse recipes that would ship (or validate) mostly noise
-        raise ConfigError(f"{source}: with ema {r.ema} the initial random weights keep "
-                          f"{r.ema ** r.steps:.0%} of the average after {r.steps} steps; "
-                          f"use ema <= {0.01 ** (1 / r.steps):.4f} or more steps")
-    if min(r.steps, r.batch_size, r.val_every) <= 0:
-        raise ConfigError(f"{source}: steps, batch_size and val_every must be positive")
-    check_tiling(size=r.tile_size, overlap=r.overlap)
-    check_tta(r.tta)
-    make_classes(r.classes, r.colors)
-    return r
-
 
 @dataclass
 class TrainResult:
@@ -232,13 +87,21 @@ def _loss_fn(recipe: Recipe, num_classes: int):
     return loss
 
 
-def _scheduler(recipe: Recipe, optimizer):
-    if recipe.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
-                                                   total_steps=recipe.steps, pct_start=0.15)
-    if recipe.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.steps)
+def _onecycle(recipe: Recipe, optimizer: torch.optim.Optimizer) -> Any:
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
+                                               total_steps=recipe.steps, pct_start=0.15)
+
+
+def _cosine(recipe: Recipe, optimizer: torch.optim.Optimizer) -> Any:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.steps)
+
+
+def _constant(recipe: Recipe, optimizer: torch.optim.Optimizer) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+SCHEDULES = {"onecycle": _onecycle, "cosine": _cosine, "constant": _constant}
+"""Learning-rate schedules by name: the one list recipes are checked against."""
 
 
 def make_batch(scenes, sampler, rng, meta: BundleMeta, recipe: Recipe):
@@ -311,7 +174,7 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     meta, network = bundle.meta, bundle.network.train()
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr,
                                   weight_decay=recipe.weight_decay)
-    scheduler = _scheduler(recipe, optimizer)
+    scheduler = SCHEDULES[recipe.schedule](recipe, optimizer)
     # validated and shipped: the moving average of the weights (and BatchNorm statistics)
     # when ema > 0, which generalizes better than any one step's weights on small data
     averaged = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema),

@@ -37,7 +37,8 @@ def _parse_overrides(items) -> dict:
 @one_line_errors
 def train_command(recipe, overrides, out, resume, progress):
     """Train a model from the scenes and labels of RECIPE (YAML, see configs/train/)."""
-    from geoseg.train import load_recipe, train
+    from geoseg.recipe import load_recipe
+    from geoseg.train import train
 
     result = train(load_recipe(recipe, overrides=_parse_overrides(overrides)), resume=resume,
                    progress=progress, output=out)

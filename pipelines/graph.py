@@ -28,14 +28,24 @@ from . import tasks
 
 @dataclass
 class SceneGraph:
-    """The futures of one submitted scene: its block finishes and its final outputs."""
+    """The futures of one submitted scene: its block finishes, the steps that publish its
+    outputs (``parts``) and the final outputs."""
 
     finishes: list = field(default_factory=list)
+    parts: list = field(default_factory=list)
     final: Any = None
 
     @property
-    def futures(self) -> list:
+    def watched(self) -> list:
+        """What the run loop waits on: each finish (progress, tallies) and the final."""
         return [*self.finishes, self.final]
+
+    @property
+    def held(self) -> list:
+        """Every future the client holds. Cancelling a task cancels its dependents, and
+        the scheduler requires each of them to be held by a client: the publishing steps
+        are held for that."""
+        return [*self.finishes, *self.parts, self.final]
 
 
 def submit_scene(client: Any, job: tasks.SceneJob, *, resources: dict | None, token: str,
@@ -56,11 +66,11 @@ def submit_scene(client: Any, job: tasks.SceneJob, *, resources: dict | None, to
         graph.finishes.append(client.submit(tasks.finish_task, job, predicted, *sources,
                                             key=f"finish-{name}-{r}-{c}", priority=priority))
         priority -= 1
-    parts = [client.submit(tasks.rasters_task, job, *graph.finishes, key=f"rasters-{name}",
-                           priority=priority)]
+    graph.parts = [client.submit(tasks.rasters_task, job, *graph.finishes,
+                                 key=f"rasters-{name}", priority=priority)]
     if job.flow.vector is not None:
-        parts.append(client.submit(tasks.polygons_task, job, *graph.finishes,
-                                   key=f"polygons-{name}", priority=priority))
-    graph.final = client.submit(tasks.outputs_task, *parts, key=f"outputs-{name}",
+        graph.parts.append(client.submit(tasks.polygons_task, job, *graph.finishes,
+                                         key=f"polygons-{name}", priority=priority))
+    graph.final = client.submit(tasks.outputs_task, *graph.parts, key=f"outputs-{name}",
                                 priority=priority)
     return graph, priority - 1

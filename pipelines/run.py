@@ -118,9 +118,9 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
         running.append(state)
         if progress is not None:
             progress.add_total(len(scene.job.flow.plan.tiles))
-        for future in state.graph.futures:
+        for future in state.graph.watched:
             owner[future.key] = state
-    pending = [f for s in running for f in s.graph.futures]
+    pending = [f for s in running for f in s.graph.watched]
     for future in as_completed(pending):
         state = owner.pop(future.key, None)
         if state is None or state.planned.outcome.status == "failed":
@@ -152,7 +152,7 @@ def _fail(client: Any, state: _Running, exc: BaseException) -> None:
     outcome = state.planned.outcome
     mark_failed(outcome, exc)
     outcome.seconds = round(time.perf_counter() - state.started, 3)
-    client.cancel(state.graph.futures)
+    client.cancel(state.graph.held)
     state.graph = SceneGraph()
     assert state.planned.job is not None
     clean_scene_folder(state.planned.job.flow.outputs.folder)

@@ -72,7 +72,8 @@ def make_recipe(tmp_path, scene, labels_path, **overrides) -> Path:
 
 
 def test_training_lowers_loss_and_writes_a_bundle_that_predicts(tmp_path):
-    from geoseg.train import load_recipe, train
+    from geoseg.recipe import load_recipe
+    from geoseg.train import train
 
     scene = make_scene(tmp_path)
     result = train(load_recipe(make_recipe(tmp_path, scene, make_labels(tmp_path))),
@@ -109,14 +110,14 @@ def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypat
     import geoseg.train as gtrain
 
     scene, labels = make_scene(tmp_path), make_labels(tmp_path)
-    recipe_a = gtrain.load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
+    recipe_a = load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
                                               ema=ema,
                                               checkpoint_dir=str(tmp_path / "a"),
                                               output=str(tmp_path / "a.safetensors")))
     gtrain.train(recipe_a, progress=False)
 
     # the same recipe, interrupted after the first checkpoint, then resumed
-    recipe_b = gtrain.load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
+    recipe_b = load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
                                               ema=ema,
                                               checkpoint_dir=str(tmp_path / "b"),
                                               output=str(tmp_path / "b.safetensors")))
@@ -152,7 +153,7 @@ def test_the_moving_average_is_what_is_validated_and_shipped(tmp_path):
     import geoseg.train as gtrain
 
     scene, labels = make_scene(tmp_path), make_labels(tmp_path)
-    recipe = gtrain.load_recipe(make_recipe(tmp_path, scene, labels, steps=8, val_every=8,
+    recipe = load_recipe(make_recipe(tmp_path, scene, labels, steps=8, val_every=8,
                                             ema=0.5))
     gtrain.train(recipe, progress=False)
     shipped = load_bundle(recipe.output).network.state_dict()
@@ -166,7 +167,8 @@ def test_the_moving_average_is_what_is_validated_and_shipped(tmp_path):
 
 
 def test_checkpoints_from_before_a_new_recipe_field_still_resume():
-    from geoseg.train import Recipe, SceneEntry, _fingerprint
+    from geoseg.recipe import Recipe, SceneEntry
+    from geoseg.train import _fingerprint
 
     recipe = Recipe(name="m", classes=("a", "b"), train=(SceneEntry("s.tif", "l.gpkg"),),
                     output="m.safetensors", validation=(SceneEntry("v.tif", "l.gpkg"),))
