@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from geoseg.model import load_bundle
+from geoseg.recipe import load_recipe
 from pipelines.cli_train import train_command
 
 REPO = Path(__file__).resolve().parent.parent
