@@ -8,7 +8,7 @@ MODEL ?= models/buildings-massachusetts.safetensors
 DEMO_SCENE := data/demo/23429155_15_uint8_clipped.tif
 DEMO_LABELS := data/demo/23429155_15.gpkg
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# static checks CI runs before the tests: ruff (style, bugs, type hints on every function)
+# and mypy over the library and the pipelines
+lint: $(STAMP)
+	$(BIN)/ruff check geoseg pipelines tests benchmarks
+	$(BIN)/mypy
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_predict
 	$(BIN)/python -m benchmarks.bench_batch
 	$(BIN)/python -m benchmarks.bench_vectorize --size 16384
+	$(BIN)/python -m benchmarks.bench_vectorized_predict
 
 clean:
 	rm -rf out .pytest_cache

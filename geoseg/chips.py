@@ -14,13 +14,15 @@ and offset applied to the normalized values of valid pixels.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 
 from . import tiling
-from .classes import NODATA_CLASS
+from .classes import NODATA_CLASS, ClassInfo
 from .errors import InvalidInputError
 from .grid import Window, intersect
 from .labels import LabelSpec, labels_on_grid
@@ -49,8 +51,10 @@ class LabelledScene:
         return self.labels.shape[1]
 
 
-def load_labelled_scene(image, labels, *, spec: LabelSpec, classes, bands=(),
-                        band_names=()) -> LabelledScene:
+def load_labelled_scene(image: str | os.PathLike, labels: str | os.PathLike, *,
+                        spec: LabelSpec, classes: tuple[ClassInfo, ...],
+                        bands: Sequence[int] = (),
+                        band_names: Sequence[str] = ()) -> LabelledScene:
     """Read a whole scene and burn its labels on its grid; nodata pixels get no label."""
     scene = open_scene(image)
     band_idx = select_bands(scene, bands, expected=len(band_names), names=band_names)
@@ -75,7 +79,8 @@ def split_blocks(scene: LabelledScene, *, block_size: int, fraction: float,
     return train, valid
 
 
-def band_statistics(scenes, *, scale: tuple[float, ...]) -> tuple[tuple, tuple]:
+def band_statistics(scenes: Sequence[LabelledScene], *,
+                    scale: tuple[float, ...]) -> tuple[tuple, tuple]:
     """Per-band mean and std of ``value * scale`` over valid pixels of the scenes' regions."""
     n_bands = scenes[0].pixels.shape[0]
     total = np.zeros(n_bands)
@@ -113,13 +118,14 @@ class ChipSampler:
     rare_classes: tuple
 
 
-def make_sampler(scenes, *, size: int, num_classes: int, background: int | None) -> ChipSampler:
+def make_sampler(scenes: Sequence[LabelledScene], *, size: int, num_classes: int,
+                 background: int | None) -> ChipSampler:
     """Precompute chip origins (chips inside the region, at least one labelled pixel)."""
     origins, rare = [], []
     for s in scenes:
         inside = _windows_inside(s.region, size)
         origins.append(np.flatnonzero(inside))
-        per_class = {}
+        per_class: dict[int, np.ndarray] = {}
         for k in range(num_classes):
             if k == background:
                 continue
@@ -153,7 +159,7 @@ def _windows_inside(region: np.ndarray, size: int) -> np.ndarray:
     return inside
 
 
-def sample_chip(scenes, sampler: ChipSampler, rng: np.random.Generator, *,
+def sample_chip(scenes: Sequence[LabelledScene], sampler: ChipSampler, rng: np.random.Generator, *,
                 balance: float) -> tuple[int, int, int]:
     """(scene index, row, col) of a chip origin; with probability ``balance`` the chip
     contains a pixel of a rare class chosen uniformly among the classes present."""
@@ -183,10 +189,11 @@ def sample_chip(scenes, sampler: ChipSampler, rng: np.random.Generator, *,
 
 def _is_origin(sorted_origins: np.ndarray, origin: int) -> bool:
     j = np.searchsorted(sorted_origins, origin)
-    return j < len(sorted_origins) and sorted_origins[j] == origin
+    return bool(j < len(sorted_origins) and sorted_origins[j] == origin)
 
 
-def cut(scene: LabelledScene, window: Window, *, use_region: bool = True):
+def cut(scene: LabelledScene, window: Window, *,
+        use_region: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixels (C, h, w), valid (h, w), labels (h, w) for ``window``, padded past the scene
     (padding invalid, label 255). With ``use_region``, pixels outside the scene's region
     (the other split) are invalid and unlabelled too, so a split never sees the other."""

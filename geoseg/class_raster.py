@@ -8,6 +8,8 @@ the file and the fix.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .classes import NODATA_CLASS, ClassInfo, classes_from_tags
@@ -31,7 +33,7 @@ class ClassRaster:
     tags: dict
 
 
-def open_class_raster(path, *, allow_no_crs: bool = False) -> ClassRaster:
+def open_class_raster(path: str | os.PathLike, *, allow_no_crs: bool = False) -> ClassRaster:
     """Inspect a class raster and refuse what cannot be vectorized, with a one-line reason."""
     header = read_header(path, hint="give the classes.tif written by geoseg predict")
     path, grid, count, dtype = header.path, header.grid, header.count, header.dtype
@@ -60,7 +62,9 @@ def class_name(raster: ClassRaster, class_id: int) -> str:
     return f"class_{class_id}"
 
 
-def resolve_classes(raster: ClassRaster, keep_classes=None) -> tuple[int, ...] | None:
+def resolve_classes(raster: ClassRaster,
+                    keep_classes: str | int | Iterable[str | int] | None = None
+                    ) -> tuple[int, ...] | None:
     """Class ids to polygonize; None means every value except nodata.
 
     By default a geoseg raster's background-like classes are left out; a raster geoseg did
@@ -91,7 +95,8 @@ def resolve_classes(raster: ClassRaster, keep_classes=None) -> tuple[int, ...] |
     return tuple(sorted(set(ids) - {raster.nodata}))
 
 
-def probability_bands(raster: ClassRaster, prob_path, keep) -> tuple[tuple[int, int], ...]:
+def probability_bands(raster: ClassRaster, prob_path: str | os.PathLike,
+                      keep: tuple[int, ...] | None) -> tuple[tuple[int, int], ...]:
     """Check a probability raster against the class raster; map class id -> band."""
     header = read_header(prob_path, hint="give the probabilities.tif written by geoseg "
                                          "predict")

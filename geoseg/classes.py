@@ -8,6 +8,7 @@ and other tools recover names without the model. Class ids are 0..254; 255 is no
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -40,7 +41,8 @@ class ClassInfo:
         return self.name.strip().lower() in BACKGROUND_NAMES
 
 
-def make_classes(names, colors=None) -> tuple[ClassInfo, ...]:
+def make_classes(names: Iterable[str],
+                 colors: Iterable[str] | None = None) -> tuple[ClassInfo, ...]:
     """Classes numbered 0.. in the given order, with default colours where none given."""
     names = [n.strip() for n in names]
     if not names or any(not n for n in names):
@@ -57,7 +59,7 @@ def make_classes(names, colors=None) -> tuple[ClassInfo, ...]:
     return tuple(out)
 
 
-def classes_to_json(classes) -> str:
+def classes_to_json(classes: Iterable[ClassInfo]) -> str:
     """The tag value for a class list."""
     return json.dumps([{"id": c.id, "name": c.name, "color": c.color} for c in classes])
 

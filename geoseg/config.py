@@ -6,6 +6,8 @@ them and command-line options replace those. Unknown keys are refused with the v
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -36,7 +38,7 @@ class PredictOptions:
     overwrite: bool = False
     allow_no_crs: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         from .stitch import check_stitch
 
         check_stitch(self.stitch)
@@ -63,7 +65,7 @@ class PredictOptions:
                 "probabilities": self.probabilities, "vectorize": self.vectorize}
 
 
-def parse_bands(value) -> tuple[int, ...] | None:
+def parse_bands(value: str | Iterable[int | str] | None) -> tuple[int, ...] | None:
     """``"3,2,1"`` or ``[3, 2, 1]`` -> ``(3, 2, 1)``; empty -> None."""
     if value in (None, "", ()):
         return None
@@ -87,7 +89,7 @@ def options_from(mapping: dict, base: PredictOptions | None = None) -> PredictOp
     return replace(base or PredictOptions(), **changes)
 
 
-def load_yaml(path) -> dict:
+def load_yaml(path: str | os.PathLike) -> dict:
     """A YAML mapping from ``path``, with clear errors for missing or malformed files."""
     path = Path(path)
     if not path.is_file():
@@ -101,7 +103,7 @@ def load_yaml(path) -> dict:
     return data
 
 
-def load_predict_options(path) -> PredictOptions:
+def load_predict_options(path: str | os.PathLike) -> PredictOptions:
     """Options from a YAML file; a ``predict:`` section is used when present."""
     data = load_yaml(path)
     data = data.get("predict", data)

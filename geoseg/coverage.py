@@ -21,6 +21,8 @@ overlay) is exact. :func:`remove_collinear` then drops the vertices that became 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import shapely
@@ -39,7 +41,7 @@ def merge_small(geoms: np.ndarray, areas: np.ndarray, *, min_area: float) -> lis
     members = {i: [i] for i in range(n)}
     tree = shapely.STRtree(geoms)
 
-    def root(i):
+    def root(i: int) -> int:
         while owner[i] != i:
             owner[i] = owner[owner[i]]
             i = owner[i]
@@ -57,7 +59,7 @@ def merge_small(geoms: np.ndarray, areas: np.ndarray, *, min_area: float) -> lis
             if len(hits) == 0:
                 continue
             lengths = shapely.length(shapely.intersection(geoms[m], geoms[hits]))
-            for k, length in zip(hits.tolist(), lengths.tolist()):
+            for k, length in zip(hits.tolist(), lengths.tolist(), strict=True):
                 r = root(k)
                 if r != i and alive[r] and length > 0:
                     shared[r] = shared.get(r, 0.0) + length
@@ -84,7 +86,8 @@ def simplify_coverage(geoms: np.ndarray, *, tolerance: float) -> np.ndarray:
     return simplified
 
 
-def ragged_rings(geoms):
+def ragged_rings(geoms: np.ndarray) -> tuple[shapely.GeometryType, np.ndarray,
+                                            tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Ragged MultiPolygon arrays of Polygon/MultiPolygon ``geoms``."""
     kind, coords, offsets = shapely.to_ragged_array(np.asarray(geoms, object))
     if kind == shapely.GeometryType.POLYGON:
@@ -92,7 +95,8 @@ def ragged_rings(geoms):
     return kind, coords, offsets
 
 
-def from_rings(coords, ring_offsets, part_offsets, geom_offsets) -> np.ndarray:
+def from_rings(coords: np.ndarray, ring_offsets: np.ndarray, part_offsets: np.ndarray,
+               geom_offsets: np.ndarray) -> np.ndarray:
     out = shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, coords,
                                     (ring_offsets, part_offsets, geom_offsets))
     single = shapely.get_num_geometries(out) == 1
@@ -106,7 +110,7 @@ numpy temporaries are ~20 arrays of one value per vertex, so a scene-spanning re
 (millions of vertices) is done a batch of pieces (or of rings) at a time."""
 
 
-def _batches(geoms, limit: int = BATCH_VERTICES):
+def _batches(geoms: np.ndarray, limit: int = BATCH_VERTICES) -> list[np.ndarray]:
     """Index arrays over ``geoms``, consecutive, about ``limit`` vertices each."""
     sizes = shapely.get_num_coordinates(np.asarray(geoms, object)).tolist()
     out, start, total = [], 0, 0
@@ -120,7 +124,7 @@ def _batches(geoms, limit: int = BATCH_VERTICES):
     return out
 
 
-def node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
+def node_seams(geoms: np.ndarray, *, step: int, height: int, width: int) -> np.ndarray:
     """``geoms`` with a vertex at every integer point of edges on an internal seam.
 
     Seams are the lines x = k * step (0 < x < width) and y = k * step (0 < y < height).
@@ -136,7 +140,7 @@ def node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
     return out
 
 
-def _node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
+def _node_seams(geoms: np.ndarray, *, step: int, height: int, width: int) -> np.ndarray:
     if len(geoms) == 0:
         return np.asarray(geoms, object)
     _, coords, (ring_off, part_off, geom_off) = ragged_rings(geoms)
@@ -161,7 +165,7 @@ def _node_seams(geoms, *, step: int, height: int, width: int) -> np.ndarray:
     return from_rings(out, np.r_[0, np.cumsum(ring_len)], part_off, geom_off)
 
 
-def remove_collinear(geoms) -> np.ndarray:
+def remove_collinear(geoms: np.ndarray) -> np.ndarray:
     """Drop vertices whose neighbours are on the same axis-parallel line (ring start too).
 
     Done a batch of geometries at a time; a geometry larger than a batch is done ring by
@@ -179,7 +183,7 @@ def remove_collinear(geoms) -> np.ndarray:
     return out
 
 
-def _remove_collinear_rings(geom) -> shapely.Geometry:
+def _remove_collinear_rings(geom: shapely.Geometry) -> shapely.Geometry:
     parts = shapely.get_parts(geom)
     rings, part = shapely.get_rings(parts, return_index=True)
     cleaned = np.empty(len(rings), object)
@@ -193,7 +197,7 @@ def _remove_collinear_rings(geom) -> shapely.Geometry:
     return polys[0] if shapely.get_type_id(geom) == 3 else shapely.multipolygons(polys)
 
 
-def _remove_collinear(geoms) -> np.ndarray:
+def _remove_collinear(geoms: np.ndarray) -> np.ndarray:
     if len(geoms) == 0:
         return np.asarray(geoms, object)
     _, coords, (ring_off, part_off, geom_off) = ragged_rings(geoms)
@@ -217,7 +221,7 @@ def _remove_collinear(geoms) -> np.ndarray:
     return from_rings(out, np.r_[0, np.cumsum(kept + 1)], part_off, geom_off)
 
 
-def _union_shells(pieces) -> shapely.Geometry:
+def _union_shells(pieces: np.ndarray) -> shapely.Geometry:
     """Coverage union of the pieces' shells, then the pieces' own holes put back.
 
     A piece's hole lies inside its block and holds no pixel of another piece of the
@@ -255,12 +259,13 @@ def _union_shells(pieces) -> shapely.Geometry:
                                   for k, p in enumerate(outer)])
 
 
-def _with_holes(polygon, holes) -> shapely.Polygon:
+def _with_holes(polygon: shapely.Polygon, holes: np.ndarray) -> shapely.Polygon:
     rings = np.array([*polygon.interiors, *holes] + [None], object)[:-1]
     return shapely.polygons(polygon.exterior, holes=rings)
 
 
-def union_pieces(groups, *, step: int, height: int, width: int) -> np.ndarray:
+def union_pieces(groups: Sequence[np.ndarray], *, step: int, height: int,
+                 width: int) -> np.ndarray:
     """One canonical geometry per group of non-overlapping integer-vertex pieces.
 
     A ``groups`` list is emptied once its pieces are noded (so that, unless the caller
@@ -280,7 +285,7 @@ def union_pieces(groups, *, step: int, height: int, width: int) -> np.ndarray:
         groups.clear()  # the caller's list: the original pieces go once noded
     noded = node_seams(cat, step=step, height=height, width=width)
     del cat
-    parts = np.split(noded, np.cumsum(sizes)[:-1])
+    parts: list[Any] = np.split(noded, np.cumsum(sizes)[:-1])  # arrays, None once unioned
     del noded
     merged = np.empty(len(parts), object)
     for k in range(len(parts)):

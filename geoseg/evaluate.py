@@ -15,8 +15,11 @@ are left out of both sides, as SpaceNet does.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -26,6 +29,9 @@ from .classes import NODATA_CLASS, ClassInfo, make_classes
 from .errors import InvalidInputError
 from .grid import PixelGrid
 from .labels import LabelSpec, is_vector, labels_on_grid, read_vector_labels, polygon_classes
+
+if TYPE_CHECKING:
+    import shapely
 
 OBJECT_CLASS_HINTS = ("building", "bâtiment", "batiment", "house", "roof")
 
@@ -43,7 +49,7 @@ def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, *, num_classes: 
                                                                          num_classes)
 
 
-def _ratio(num: float, den: float):
+def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den > 0 else None
 
 
@@ -78,7 +84,9 @@ def mean_iou(cm: np.ndarray) -> float:
     return float((tp[present] / union[present]).mean()) if present.any() else 0.0
 
 
-def match_objects(predicted, truth, *, iou_threshold: float = 0.5) -> dict:
+def match_objects(predicted: Iterable[shapely.Geometry | None],
+                  truth: Iterable[shapely.Geometry | None], *,
+                  iou_threshold: float = 0.5) -> dict:
     """One-to-one matching of two polygon lists at IoU >= threshold (greedy by IoU).
 
     Returns counts (tp, fp, fn) and precision, recall, f1 (None when undefined).
@@ -88,7 +96,7 @@ def match_objects(predicted, truth, *, iou_threshold: float = 0.5) -> dict:
 
     predicted = [g for g in predicted if g is not None and not g.is_empty]
     truth = [g for g in truth if g is not None and not g.is_empty]
-    pairs = []
+    pairs: list[tuple[Any, Any, Any]] = []
     if predicted and truth:
         tree = STRtree(truth)
         p_idx, t_idx = tree.query(predicted, predicate="intersects")
@@ -98,8 +106,9 @@ def match_objects(predicted, truth, *, iou_threshold: float = 0.5) -> dict:
             inter = shapely.area(shapely.intersection(p_geoms, t_geoms))
             union = shapely.area(p_geoms) + shapely.area(t_geoms) - inter
             iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
-            pairs = sorted(zip(iou, p_idx, t_idx), key=lambda x: -x[0])
-    used_p, used_t = set(), set()
+            pairs = sorted(zip(iou, p_idx, t_idx, strict=True), key=lambda x: -x[0])
+    used_p: set[np.integer] = set()
+    used_t: set[np.integer] = set()
     for iou, p, t in pairs:
         if iou < iou_threshold:
             break
@@ -127,7 +136,8 @@ def raster_polygons(class_ids: np.ndarray, grid: PixelGrid, class_id: int) -> li
                                                 transform=grid.transform, connectivity=4)]
 
 
-def object_classes(classes, names=None) -> list[ClassInfo]:
+def object_classes(classes: Sequence[ClassInfo],
+                   names: Iterable[str] | None = None) -> list[ClassInfo]:
     """Classes scored at object level: ``names`` if given, else building-like names."""
     if names:
         wanted = {n.lower() for n in names}
@@ -152,7 +162,7 @@ class EvaluateOptions:
     min_area: float = 20.0
 
 
-def read_prediction(path) -> tuple[np.ndarray, PixelGrid, tuple[ClassInfo, ...]]:
+def read_prediction(path: str | os.PathLike) -> tuple[np.ndarray, PixelGrid, tuple[ClassInfo, ...]]:
     """A class raster written by geoseg: ids (H, W), grid, classes (from its tag, else
     numbered class_0.. from the largest value). Checked like vectorize's input (one integer
     band; see ``class_raster.open_class_raster``)."""
@@ -171,7 +181,8 @@ def read_prediction(path) -> tuple[np.ndarray, PixelGrid, tuple[ClassInfo, ...]]
     return ids, raster.grid, classes
 
 
-def evaluate_prediction(prediction, truth, *, options: EvaluateOptions = EvaluateOptions()
+def evaluate_prediction(prediction: str | os.PathLike, truth: str | os.PathLike, *,
+                        options: EvaluateOptions = EvaluateOptions()
                         ) -> dict:
     """Pixel metrics and, for object classes, object-level F1 of a class raster against
     vector or raster truth (reprojected / resampled onto the prediction's grid)."""
@@ -198,7 +209,7 @@ def evaluate_prediction(prediction, truth, *, options: EvaluateOptions = Evaluat
     return report
 
 
-def _labelled_area(truth_ids, grid: PixelGrid):
+def _labelled_area(truth_ids: np.ndarray, grid: PixelGrid) -> shapely.Geometry | None:
     """The part of the grid that holds truth labels, as one geometry (None when empty)."""
     from shapely.ops import unary_union
 
@@ -206,8 +217,9 @@ def _labelled_area(truth_ids, grid: PixelGrid):
     return unary_union(parts) if parts else None
 
 
-def _true_polygons(truth, truth_ids, grid: PixelGrid, spec, classes, class_id,
-                   labelled) -> list:
+def _true_polygons(truth: str | os.PathLike, truth_ids: np.ndarray, grid: PixelGrid,
+                   spec: LabelSpec, classes: tuple[ClassInfo, ...], class_id: int,
+                   labelled: shapely.Geometry | None) -> list:
     """True objects: the label polygons themselves (clipped to ``labelled``, the labelled
     part of the grid) for vector truth, connected regions for raster truth."""
     if not is_vector(truth):
@@ -225,7 +237,7 @@ def _true_polygons(truth, truth_ids, grid: PixelGrid, spec, classes, class_id,
 
 def format_table(report: dict) -> str:
     """The report as a plain-text table (per class, then overall and object scores)."""
-    def f(v):
+    def f(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.4f}"
 
     lines = [f"{'class':<16}{'IoU':>8}{'prec':>8}{'recall':>8}{'F1':>8}{'true px':>10}"
@@ -242,7 +254,7 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict, path) -> None:
+def write_report(report: dict, path: str | os.PathLike) -> None:
     """The report as JSON (written via a temporary name)."""
     with replacing(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2))

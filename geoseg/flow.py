@@ -47,6 +47,7 @@ from .vectorize import VectorizePlan, VectorSink, make_vector_plan
 from .writers import RasterOutput, class_output, prepare_output, probability_output
 
 if TYPE_CHECKING:
+    from .grid import Window
     from .model.bundle import BundleMeta, ModelBundle
 
 
@@ -143,7 +144,8 @@ class SceneWriter:
     removes every staging file.
     """
 
-    def __init__(self, flow: SceneFlow, *, rasters: bool = True, polygons: bool = True):
+    def __init__(self, flow: SceneFlow, *, rasters: bool = True,
+                 polygons: bool = True) -> None:
         self.flow = flow
         self.want_rasters, self.want_polygons = rasters, polygons and flow.vector is not None
         self.classes: RasterOutput | None = None
@@ -205,6 +207,7 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
     into it), so the spill strips it sends on are the only state kept between blocks; the
     next block is read on a thread while the current one runs.
     """
+    incoming: dict[tuple[int, int], list[tuple[Window, np.ndarray]]]
     plan, tally, incoming = flow.plan, Tally(), {}
     blocks = list(plan.blocks.blocks())
     with SceneWriter(flow) as writer, rasterio.open(plan.scene.path) as ds, \

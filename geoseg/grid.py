@@ -8,6 +8,7 @@ transform is derived from the grid's transform and the window's offsets, never s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -71,7 +72,7 @@ class PixelGrid:
     crs: CRS | None
 
     @classmethod
-    def of(cls, dataset) -> "PixelGrid":
+    def of(cls, dataset: Any) -> "PixelGrid":
         """The grid of an open rasterio dataset."""
         return cls(dataset.height, dataset.width, dataset.transform, dataset.crs)
 

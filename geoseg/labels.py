@@ -11,8 +11,10 @@ there is no label to learn from.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -21,6 +23,9 @@ from rasterio.errors import RasterioIOError
 from .classes import NODATA_CLASS, ClassInfo
 from .errors import ConfigError, InputNotFoundError, InvalidInputError
 from .grid import PixelGrid
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 UNLABELLED_POLICIES = ("background", "ignore")
@@ -45,15 +50,15 @@ class LabelSpec:
     layer: str | None = None
 
 
-def is_vector(path) -> bool:
+def is_vector(path: str | os.PathLike) -> bool:
     """True for files read as vectors (by suffix); everything else is read as a raster."""
     return Path(path).suffix.lower() in VECTOR_SUFFIXES
 
 
-def class_lookup(spec: LabelSpec, classes: tuple[ClassInfo, ...], *, source) -> dict:
+def class_lookup(spec: LabelSpec, classes: tuple[ClassInfo, ...], *, source: str) -> dict:
     """The spec's mapping as ``{str(value): class id or NODATA_CLASS}``; names checked."""
     by_name = {c.name.lower(): c.id for c in classes}
-    out = {}
+    out: dict[str, int] = {}
     for value, name in (spec.mapping or {}).items():
         if name is None or str(name).lower() in ("ignore", "nodata"):
             out[_key(value)] = NODATA_CLASS
@@ -74,7 +79,7 @@ def implicit_lookup(classes: tuple[ClassInfo, ...]) -> dict:
     return out
 
 
-def _key(value) -> str:
+def _key(value: object) -> str:
     """Mapping keys compare as text, so YAML ``1`` matches a field holding 1 or 1.0 or '1'."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -86,7 +91,7 @@ def background_id(classes: tuple[ClassInfo, ...]) -> int | None:
     return next((c.id for c in classes if c.is_background), None)
 
 
-def unlabelled_value(spec: LabelSpec, classes, *, source) -> int:
+def unlabelled_value(spec: LabelSpec, classes: tuple[ClassInfo, ...], *, source: str) -> int:
     if spec.unlabelled not in UNLABELLED_POLICIES:
         raise ConfigError(f"{source}: unlabelled {spec.unlabelled!r} is not one of "
                           f"{', '.join(UNLABELLED_POLICIES)}")
@@ -99,7 +104,8 @@ def unlabelled_value(spec: LabelSpec, classes, *, source) -> int:
     return bg
 
 
-def read_vector_labels(path, *, layer=None):
+def read_vector_labels(path: str | os.PathLike, *,
+                       layer: str | None = None) -> gpd.GeoDataFrame:
     """A GeoDataFrame of label polygons; refuses missing files and layers without a CRS."""
     import pyogrio
 
@@ -117,7 +123,8 @@ def read_vector_labels(path, *, layer=None):
     return frame
 
 
-def polygon_classes(frame, spec: LabelSpec, classes, *, source) -> np.ndarray:
+def polygon_classes(frame: gpd.GeoDataFrame, spec: LabelSpec, classes: tuple[ClassInfo, ...],
+                    *, source: str) -> np.ndarray:
     """Class id per feature (NODATA_CLASS for ignored ones), from ``spec``."""
     lookup = class_lookup(spec, classes, source=source)
     if spec.attribute is None:
@@ -142,11 +149,11 @@ def polygon_classes(frame, spec: LabelSpec, classes, *, source) -> np.ndarray:
     return np.array([lookup[v] for v in values], np.uint8)
 
 
-def _fields(frame) -> list[str]:
+def _fields(frame: gpd.GeoDataFrame) -> list[str]:
     return [c for c in frame.columns if c != frame.geometry.name]
 
 
-def rasterize_vector_labels(path, grid: PixelGrid, spec: LabelSpec,
+def rasterize_vector_labels(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec,
                             classes: tuple[ClassInfo, ...]) -> np.ndarray:
     """Class ids (H, W) uint8 on ``grid`` from vector labels in any CRS.
 
@@ -188,7 +195,7 @@ def _fmt_bounds(grid: PixelGrid) -> str:
     return f"x {left:.1f}..{right:.1f}, y {bottom:.1f}..{top:.1f}"
 
 
-def read_raster_labels(path, grid: PixelGrid, spec: LabelSpec,
+def read_raster_labels(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec,
                        classes: tuple[ClassInfo, ...]) -> np.ndarray:
     """Class ids (H, W) uint8 on ``grid`` from a label raster (band 1).
 
@@ -245,7 +252,7 @@ def read_raster_labels(path, grid: PixelGrid, spec: LabelSpec,
     return out
 
 
-def labels_on_grid(path, grid: PixelGrid, spec: LabelSpec,
+def labels_on_grid(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec,
                    classes: tuple[ClassInfo, ...]) -> np.ndarray:
     """Class ids (H, W) uint8 on ``grid`` from a vector or raster label file."""
     if is_vector(path):

@@ -12,6 +12,7 @@ are read off the polygons' boundary segments (:func:`~geoseg.seams.block_edges`)
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ class BlockJob:
                           self.prob_bands)
 
 
-def _polygons(features) -> tuple[np.ndarray, np.ndarray]:
+def _polygons(features: Iterable[tuple[dict[str, Any], Any]]) -> tuple[np.ndarray, np.ndarray]:
     """``shapes`` features as (class ids, polygons)."""
     values, ring_sizes, ring_counts, points = [], [], [], []
     for geom, value in features:

@@ -77,8 +77,8 @@ class PredictedBlock:
     tiles_run: int
 
 
-def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndarray, valid: np.ndarray,
-                  *, batch_size: int,
+def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndarray,
+                  valid: np.ndarray, *, batch_size: int,
                   progress: Callable[[int], None] | None = None) -> PredictedBlock:
     """Run every tile of ``block`` that holds valid pixels through the model once.
 
@@ -101,7 +101,7 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
     def prepare(batch: list) -> Any:
         # channels-last buffer: the layout the network runs in, so no copy before forward
         x = np.empty((len(batch), g.size, g.size, len(plan.bands)), np.float32)
-        for i, (tile, rows, cols) in enumerate(batch):
+        for i, (_tile, rows, cols) in enumerate(batch):
             normalize(pixels[:, rows, cols], valid[rows, cols], bundle.meta,
                       out=x[i].transpose(2, 0, 1))
         batch_tensor = torch.from_numpy(x).permute(0, 3, 1, 2)
@@ -111,11 +111,12 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(prepare, batches[0]) if batches else None
         for i, batch in enumerate(batches):
+            assert pending is not None  # set whenever there is a batch
             x = pending.result()
             if i + 1 < len(batches):
                 pending = pool.submit(prepare, batches[i + 1])
             probs = forward_probabilities(bundle, x, tta=plan.tta).numpy()
-            for (tile, rows, cols), p in zip(batch, probs):
+            for (tile, rows, cols), p in zip(batch, probs, strict=True):
                 weights = tile_weights(plan.stitch, g, tile) * valid[rows, cols]
                 accumulate(acc, block.extent, tile, p, weights)
             if progress is not None:

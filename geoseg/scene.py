@@ -8,8 +8,10 @@ mask (GDAL's mask flags), and NaNs in float data.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -48,7 +50,8 @@ class RasterHeader:
     alpha_bands: frozenset
 
 
-def read_header(path, *, hint: str = "give a GeoTIFF or another GDAL raster") -> RasterHeader:
+def read_header(path: str | os.PathLike, *,
+                hint: str = "give a GeoTIFF or another GDAL raster") -> RasterHeader:
     """Open ``path`` with GDAL and read its header; one-line errors for a missing file, a
     folder, or a file GDAL cannot read (``hint`` says what to give instead)."""
     path = Path(path)
@@ -75,7 +78,7 @@ def require_crs(header: RasterHeader, *, allow_no_crs: bool, outputs: str = "out
                                 "pass --allow-no-crs")
 
 
-def open_scene(path, *, allow_no_crs: bool = False) -> Scene:
+def open_scene(path: str | os.PathLike, *, allow_no_crs: bool = False) -> Scene:
     """Inspect a scene and refuse what geoseg cannot use, with a one-line reason."""
     header = read_header(path)
     path, grid, count, dtype = header.path, header.grid, header.count, header.dtype
@@ -90,7 +93,8 @@ def open_scene(path, *, allow_no_crs: bool = False) -> Scene:
     return Scene(str(path), grid, count, dtype, header.nodata, data_bands)
 
 
-def select_bands(scene: Scene, bands, *, expected: int, names=()) -> tuple[int, ...]:
+def select_bands(scene: Scene, bands: Iterable[int] | None, *, expected: int,
+                 names: Sequence[str] = ()) -> tuple[int, ...]:
     """1-based band indexes to feed a model that expects ``expected`` bands.
 
     ``bands`` (e.g. ``(3, 2, 1)``) is used as given after checks; by default the scene's
@@ -115,10 +119,10 @@ def select_bands(scene: Scene, bands, *, expected: int, names=()) -> tuple[int, 
     return scene.data_bands
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | None) -> str:
     """The most specific message in an exception chain: GDAL's own error sits at its end
     ("TIFFFillTile: Read error at row 384 ...") behind rasterio's "Read failed"."""
-    messages = []
+    messages: list[str] = []
     while exc is not None and len(messages) < 10:
         messages.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         exc = exc.__cause__ or exc.__context__
@@ -126,7 +130,8 @@ def _first_line(exc: BaseException) -> str:
     return (useful or messages)[-1]
 
 
-def read_window(ds, window: Window, *, bands: tuple[int, ...]):
+def read_window(ds: Any, window: Window, *,
+                bands: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Pixels (C, H, W) in the scene's dtype and a validity mask (H, W) for ``window``.
 
     Boundless: the window may reach past the scene; that part is 0 and invalid. A pixel is
@@ -150,7 +155,8 @@ def read_window(ds, window: Window, *, bands: tuple[int, ...]):
     return pixels, valid
 
 
-def _valid_mask(ds, data: np.ndarray, window: Window, bands) -> np.ndarray:
+def _valid_mask(ds: Any, data: np.ndarray, window: Window,
+                bands: tuple[int, ...]) -> np.ndarray:
     flags = ds.mask_flag_enums[bands[0] - 1]
     if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
         valid = ds.read_masks(bands[0], window=window.to_rasterio()) > 0

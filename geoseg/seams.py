@@ -56,12 +56,12 @@ class Pieces:
         return cls(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64),
                    np.zeros(0))
 
-    def take(self, index) -> "Pieces":
+    def take(self, index: np.ndarray) -> "Pieces":
         return Pieces(self.class_ids[index], self.geoms[index], self.pixels[index],
                       self.prob_sums[index])
 
     @classmethod
-    def concat(cls, parts) -> "Pieces":
+    def concat(cls, parts: Iterable["Pieces"]) -> "Pieces":
         parts = [p for p in parts if len(p.geoms)] or [cls.empty()]
         return cls(*(np.concatenate([getattr(p, f) for p in parts])
                      for f in ("class_ids", "geoms", "pixels", "prob_sums")))
@@ -92,7 +92,7 @@ class BlockResult:
                    zeros[0], zeros[0].copy(), zeros[1], zeros[1].copy())
 
 
-def block_edges(geoms, window: Window, width: int):
+def block_edges(geoms: np.ndarray, window: Window, width: int) -> tuple[np.ndarray, ...]:
     """First pixels of ``geoms`` and the block's edge strips.
 
     A geometry's first pixel in raster order, as ``row * (width + 1) + col``, is its
@@ -134,7 +134,7 @@ def block_edges(geoms, window: Window, width: int):
     return (first, *strips)
 
 
-def canonical_order(geoms, width: int) -> np.ndarray:
+def canonical_order(geoms: np.ndarray, width: int) -> np.ndarray:
     """Indexes sorting ``geoms`` by (bottom line, first pixel in raster order)."""
     if len(geoms) == 0:
         return np.zeros(0, np.int64)
@@ -247,7 +247,8 @@ class SeamStream:
         out = Pieces.concat(final)
         return out.take(canonical_order(out.geoms, self.width))
 
-    def _groups(self, keep: list, node_ids, label, pairs, last_row):
+    def _groups(self, keep: list[Pieces], node_ids: np.ndarray, label: np.ndarray,
+                pairs: list[np.ndarray], last_row: bool) -> Pieces:
         """Join the open pieces and this row's seam pieces ``keep`` (the list is emptied:
         pieces are dropped as soon as they are unioned) by ``pairs``; return the groups
         that are now final."""
@@ -297,7 +298,7 @@ class SeamStream:
             out.geoms[multi] = self._union_groups(groups)
         return out
 
-    def _union_groups(self, groups) -> np.ndarray:
+    def _union_groups(self, groups: list[Any]) -> np.ndarray:  # arrays, None once handed on
         seam_rows, seam_cols = self.blocks.seam_extent
         kwargs = dict(step=self.step, height=seam_rows, width=seam_cols)
         nverts = np.array([shapely.get_num_coordinates(g).sum() for g in groups])

@@ -22,6 +22,7 @@ Nodata pixels get weight 0 and the output nodata value.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 
 import numpy as np
@@ -121,8 +122,9 @@ def spills(acc: np.ndarray, blocks: BlockGrid, block: Block) -> dict:
     return out
 
 
-def finish(acc: np.ndarray, block: Block, incoming, valid: np.ndarray, *,
-           nodata: int, probabilities: bool):
+def finish(acc: np.ndarray, block: Block, incoming: Iterable[tuple[Window, np.ndarray]],
+           valid: np.ndarray, *, nodata: int,
+           probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """A block's final classes (uint8, H, W) and optionally probabilities (uint8, K, H, W).
 
     ``incoming`` are the spill strips other blocks sent into this block's window, ``valid``

@@ -12,8 +12,8 @@ tile belongs to exactly one block whatever the block size.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,16 +24,16 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .atomic import replacing
-from .chips import (LabelledScene, augment, band_statistics, cut, default_scale,
+from .chips import (ChipSampler, LabelledScene, augment, band_statistics, cut, default_scale,
                     load_labelled_scene, make_sampler, sample_chip, split_blocks,
                     validation_windows)
-from .classes import NODATA_CLASS, make_classes
+from .classes import NODATA_CLASS, ClassInfo, make_classes
 from .errors import ConfigError, InvalidInputError
 from .grid import Window
 from .labels import background_id
 from .model.bundle import BundleMeta, create_bundle, file_sha256, save_bundle
 from .model.inference import normalize
-from .recipe import Recipe
+from .recipe import Recipe, SceneEntry
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou
 
 @dataclass
@@ -47,9 +48,10 @@ class TrainResult:
     history: list
 
 
-def prepare_data(recipe: Recipe, classes):
+def prepare_data(recipe: Recipe, classes: tuple[ClassInfo, ...]
+                 ) -> tuple[list[LabelledScene], list[LabelledScene]]:
     """(train scenes, validation scenes) in memory; regions split by scene or by blocks."""
-    def load(entries):
+    def load(entries: Iterable[SceneEntry]) -> list[LabelledScene]:
         return [load_labelled_scene(e.image, e.labels, spec=recipe.labels, classes=classes,
                                     bands=recipe.band_indexes, band_names=recipe.bands)
                 for e in entries]
@@ -68,7 +70,8 @@ def prepare_data(recipe: Recipe, classes):
     return train_scenes, val_scenes
 
 
-def _loss_fn(recipe: Recipe, num_classes: int):
+def _loss_fn(recipe: Recipe,
+             num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     weight = torch.tensor(recipe.class_weights, dtype=torch.float32) if recipe.class_weights \
         else None
     ce = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=NODATA_CLASS)
@@ -78,7 +81,7 @@ def _loss_fn(recipe: Recipe, num_classes: int):
 
         dice = DiceLoss("multiclass", ignore_index=NODATA_CLASS)
 
-    def loss(logits, target):
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         value = ce(logits, target)
         if dice is not None:
             value = value + recipe.dice_weight * dice(logits, target)
@@ -104,7 +107,8 @@ SCHEDULES = {"onecycle": _onecycle, "cosine": _cosine, "constant": _constant}
 """Learning-rate schedules by name: the one list recipes are checked against."""
 
 
-def make_batch(scenes, sampler, rng, meta: BundleMeta, recipe: Recipe):
+def make_batch(scenes: Sequence[LabelledScene], sampler: ChipSampler, rng: np.random.Generator,
+               meta: BundleMeta, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
     """One augmented batch: x (N, C, S, S) float32 normalized, y (N, S, S) int64."""
     size = recipe.chip_size
     xs, ys = [], []
@@ -118,7 +122,7 @@ def make_batch(scenes, sampler, rng, meta: BundleMeta, recipe: Recipe):
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
 
 
-def validate(network, scenes: list[LabelledScene], meta: BundleMeta, *, size: int,
+def validate(network: torch.nn.Module, scenes: list[LabelledScene], meta: BundleMeta, *, size: int,
              num_classes: int, batch_size: int = 4) -> np.ndarray:
     """Confusion matrix of ``network`` on the validation regions (non-overlapping chips)."""
     cm = np.zeros((num_classes, num_classes), np.int64)
@@ -130,7 +134,7 @@ def validate(network, scenes: list[LabelledScene], meta: BundleMeta, *, size: in
                 parts = [cut(s, w) for w in windows[start:start + batch_size]]
                 x = np.stack([normalize(p, v, meta) for p, v, _ in parts])
                 pred = network(torch.from_numpy(x)).argmax(1).numpy()
-                for (_, valid, labels), p in zip(parts, pred):
+                for (_, valid, labels), p in zip(parts, pred, strict=True):
                     truth = np.where(valid, labels, NODATA_CLASS)
                     cm += confusion_matrix(truth, p, num_classes=num_classes)
     network.train()
@@ -166,10 +170,10 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     sampler = make_sampler(train_scenes, size=recipe.chip_size, num_classes=num_classes,
                            background=background_id(classes))
     # what the bundle is, besides its weights and provenance: the same at start and end
-    bundle_args = dict(arch=recipe.arch, encoder=recipe.encoder, classes=classes,
-                       bands=recipe.bands, scale=scale, mean=mean, std=std,
-                       tile_size=recipe.tile_size, overlap=recipe.overlap, tta=recipe.tta,
-                       arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed)
+    bundle_args: dict[str, Any] = dict(
+        arch=recipe.arch, encoder=recipe.encoder, classes=classes, bands=recipe.bands,
+        scale=scale, mean=mean, std=std, tile_size=recipe.tile_size, overlap=recipe.overlap,
+        tta=recipe.tta, arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed)
     bundle = create_bundle(**bundle_args)
     meta, network = bundle.meta, bundle.network.train()
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr,
@@ -184,7 +188,7 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     rng = np.random.default_rng(recipe.seed)
     ckpt_dir = Path(recipe.checkpoint_dir or f"runs/{recipe.name}")
     ckpt_path = ckpt_dir / "last.pt"
-    state = {"step": 0, "best_miou": -1.0, "best_step": 0, "bad": 0, "history": [],
+    state: dict[str, Any] = {"step": 0, "best_miou": -1.0, "best_step": 0, "bad": 0, "history": [],
              "best_state": None, "elapsed": 0.0}
     fingerprint = _fingerprint(recipe.to_dict())
     if resume and ckpt_path.is_file():
@@ -264,8 +268,10 @@ def _fingerprint(recipe: dict) -> str:
                        if k not in BUDGET_FIELDS}, sort_keys=True, default=str)
 
 
-def _save_checkpoint(path: Path, fingerprint, state, network, optimizer, scheduler, rng,
-                     averaged=None):
+def _save_checkpoint(path: Path, fingerprint: str, state: dict, network: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator,
+                     averaged: AveragedModel | None = None) -> None:
     """Everything to continue exactly where training stopped (torch.save, tensors and
     plain types only so that torch.load(weights_only=True) reads it back)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,8 +284,10 @@ def _save_checkpoint(path: Path, fingerprint, state, network, optimizer, schedul
         torch.save(payload, tmp)
 
 
-def _load_checkpoint(path: Path, fingerprint, network, optimizer, scheduler, rng,
-                     averaged=None) -> dict:
+def _load_checkpoint(path: Path, fingerprint: str, network: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator,
+                     averaged: AveragedModel | None = None) -> dict:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if _fingerprint(json.loads(payload.get("fingerprint", "{}"))) != fingerprint:
         raise ConfigError(f"{path}: a checkpoint of a different recipe; delete it, set "

@@ -9,7 +9,10 @@ timestamps or block sizes, so the bytes depend only on the pixels and the model.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -21,6 +24,9 @@ from .classes import CLASSES_TAG, NODATA_CLASS, ClassInfo, classes_to_json
 from .errors import OutputExistsError, OutputNotWritableError
 from .grid import PixelGrid, Window
 from .names import probe_path, staging_path
+
+if TYPE_CHECKING:
+    from .model.bundle import BundleMeta
 
 _STAGING = dict(driver="GTiff", tiled=True, blockxsize=512, blockysize=512,
                 compress="deflate", BIGTIFF="IF_SAFER")
@@ -48,8 +54,9 @@ class RasterOutput:
     Use as a context manager: leaving without publish removes the staging file.
     """
 
-    def __init__(self, path, grid: PixelGrid, *, count: int, nodata, tags: dict,
-                 colormap: dict | None = None, band_names=(), resampling: str = "NEAREST"):
+    def __init__(self, path: str | os.PathLike, grid: PixelGrid, *, count: int,
+                 nodata: float | None, tags: dict, colormap: dict | None = None,
+                 band_names: Iterable[str] = (), resampling: str = "NEAREST") -> None:
         self.path = Path(path)
         self.staging = staging_path(self.path, suffix=".tif")
         self.resampling = resampling
@@ -85,14 +92,14 @@ class RasterOutput:
             self._ds.close()
         self.staging.unlink(missing_ok=True)
 
-    def __enter__(self):
+    def __enter__(self) -> "RasterOutput":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def output_tags(meta, model_sha256: str, **extra) -> dict:
+def output_tags(meta: BundleMeta, model_sha256: str, **extra: object) -> dict:
     """Tags every geoseg raster carries: classes, model identity, geoseg version."""
     tags = {CLASSES_TAG: classes_to_json(meta.classes), "GEOSEG_MODEL_NAME": meta.name,
             "GEOSEG_MODEL_SHA256": model_sha256, "GEOSEG_VERSION": __version__}

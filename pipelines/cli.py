@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from geoseg import __version__
 from geoseg.model.devices import DEVICES, check_device
 from geoseg.model.tta import TTA_MODES
+from geoseg.names import SUMMARY
 from geoseg.stitch import WEIGHT_WINDOWS
 
 from .errors import one_line_errors
+
+if TYPE_CHECKING:
+    from geoseg.config import PredictOptions
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "predict.yaml"
 
@@ -26,12 +34,12 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "predict.y
 @click.version_option(__version__, prog_name="geoseg")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
-def cli(ctx, debug):
+def cli(ctx: click.Context, debug: bool) -> None:
     """Segment satellite and aerial scenes of any size with smp models."""
     ctx.ensure_object(dict)["debug"] = debug
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one error line and exit 1 (for errors found by the CLI itself)."""
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
@@ -47,7 +55,7 @@ def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> st
         raise click.BadParameter(str(exc)) from exc
 
 
-def predict_options(function):
+def predict_options(function: _F) -> _F:
     """Options shared by every command that predicts (``predict`` and ``batch``)."""
     options = [
         click.option("--model", "-m", required=True, type=click.Path(dir_okay=False),
@@ -86,7 +94,7 @@ def predict_options(function):
     return function
 
 
-def resolve_options(config, **overrides):
+def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
     """configs/predict.yaml, then ``--config``, then command-line options."""
     from geoseg.config import PredictOptions, load_predict_options, options_from
 
@@ -115,8 +123,9 @@ def resolve_options(config, **overrides):
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Where to write the batch summary (default OUT/summary.json).")
 @one_line_errors
-def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry_run,
-            summary_path, **overrides):
+def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
+            scheduler: str | None, cluster_profile: str | None, workers: int | None,
+            dry_run: bool, summary_path: str | Path | None, **overrides: Any) -> None:
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
     import time
@@ -141,7 +150,7 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
         click.echo(describe(choice))
         click.echo(dry_run_table(paths, out, model=model, options=options, model_sha256=sha))
         return
-    summary_path = Path(summary_path or Path(out) / "summary.json")
+    summary_path = Path(summary_path or Path(out) / SUMMARY)
     start = time.perf_counter()
     with connect(choice, echo=click.echo) as client, TileProgress() as progress:
         outcomes = run_batch(
@@ -167,7 +176,7 @@ def predict(scenes, model, out, config, scheduler, cluster_profile, workers, dry
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 @one_line_errors
-def info(model, as_json):
+def info(model: str, as_json: bool) -> None:
     """Print a model bundle's metadata."""
     from geoseg.model.bundle import file_sha256, read_meta
 
@@ -195,7 +204,7 @@ def info(model, as_json):
 
 
 @cli.group()
-def model():
+def model() -> None:
     """Create model bundles."""
 
 
@@ -219,8 +228,9 @@ def model():
 @click.option("--seed", default=0, show_default=True, help="Seed for untrained weights.")
 @click.option("--overwrite", is_flag=True)
 @one_line_errors
-def create(arch, encoder, classes, bands, out, weights, tile_size, overlap, tta, scale, mean,
-           std, name, seed, overwrite):
+def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights: str | None,
+           tile_size: int, overlap: int, tta: str, scale: str | None, mean: str | None,
+           std: str | None, name: str | None, seed: int, overwrite: bool) -> None:
     """Make a bundle: untrained, or around an existing smp state_dict."""
     from geoseg.classes import make_classes
     from geoseg.errors import ConfigError
@@ -230,7 +240,7 @@ def create(arch, encoder, classes, bands, out, weights, tile_size, overlap, tta,
     band_names = (tuple(f"band{i}" for i in range(1, int(bands) + 1)) if bands.isdigit()
                   else tuple(b.strip() for b in bands.split(",")))
 
-    def floats(text):
+    def floats(text: str | None) -> list[float] | None:
         if text is None:
             return None
         try:
@@ -262,7 +272,7 @@ def _register() -> None:
 _register()
 
 
-def main():
+def main() -> None:
     cli(obj={})
 
 

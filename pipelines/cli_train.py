@@ -7,6 +7,8 @@ becomes one ``error: ...`` line on stderr and exit code 1, the traceback only wi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import click
 import yaml
 
@@ -15,7 +17,7 @@ from geoseg.errors import ConfigError
 from .errors import one_line_errors
 
 
-def _parse_overrides(items) -> dict:
+def _parse_overrides(items: Iterable[str]) -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -35,7 +37,8 @@ def _parse_overrides(items) -> dict:
               help="Continue from the recipe's last checkpoint when there is one.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @one_line_errors
-def train_command(recipe, overrides, out, resume, progress):
+def train_command(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool,
+                  progress: bool) -> None:
     """Train a model from the scenes and labels of RECIPE (YAML, see configs/train/)."""
     from geoseg.recipe import load_recipe
     from geoseg.train import train
@@ -70,8 +73,10 @@ def train_command(recipe, overrides, out, resume, progress):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the metrics as JSON here.")
 @one_line_errors
-def evaluate_command(prediction, truth, attribute, mapping, unlabelled, layer,
-                     object_classes, min_area, json_path):
+def evaluate_command(prediction: str, truth: str, attribute: str | None,
+                     mapping: tuple[str, ...], unlabelled: str, layer: str | None,
+                     object_classes: tuple[str, ...], min_area: float,
+                     json_path: str | None) -> None:
     """Score a class raster PREDICTION (from geoseg predict) against --truth labels."""
     from geoseg.evaluate import EvaluateOptions, evaluate_prediction, format_table, \
         write_report

@@ -34,8 +34,9 @@ from .errors import one_line_errors
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--allow-no-crs", is_flag=True, help="Accept a raster without a CRS.")
 @one_line_errors
-def vectorize(classes_tif, out, min_area, simplify, connectivity, classes, probabilities,
-              block_size, workers, overwrite, allow_no_crs):
+def vectorize(classes_tif: Path, out: Path, min_area: float | None, simplify: float | None,
+              connectivity: str, classes: str | None, probabilities: Path | None,
+              block_size: int, workers: int, overwrite: bool, allow_no_crs: bool) -> None:
     """Vectorize a class raster CLASSES_TIF into GeoPackage polygons, block by block."""
     keep = [c for c in classes.split(",") if c.strip()] if classes else None
     summary = vectorize_raster(

@@ -10,8 +10,11 @@ script can be generated and shown without SLURM (``--dry-run``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
 
 from geoseg.config import load_yaml
 from geoseg.errors import ConfigError
@@ -87,7 +90,7 @@ def _local(data: dict, workers: int | None, source: str | None = None) -> Cluste
     return ClusterChoice("local", options=options, source=source)
 
 
-def _jobqueue():
+def _jobqueue() -> ModuleType:
     try:
         import dask_jobqueue
     except ImportError as exc:
@@ -126,7 +129,8 @@ def describe(choice: ClusterChoice) -> str:
 
 
 @contextmanager
-def connect(choice: ClusterChoice, *, echo=print):
+def connect(choice: ClusterChoice, *,
+            echo: Callable[[str], object] = print) -> Iterator[Any]:
     """A ``distributed.Client`` for ``choice``; clusters started here are closed on exit.
     The dashboard address is echoed at start."""
     from distributed import Client, LocalCluster

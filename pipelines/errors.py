@@ -7,23 +7,25 @@ traceback is shown only with ``--debug``, given to the command or to the ``geose
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from geoseg.errors import GeosegError
 
 
-def _debug_wanted(ctx, debug: bool) -> bool:
+def _debug_wanted(ctx: click.Context, debug: bool) -> bool:
     """--debug on this command, or on the `geoseg` group it is registered in."""
     root = ctx.find_root()
     group_debug = root is not ctx and isinstance(root.obj, dict) and root.obj.get("debug")
     return debug or bool(group_debug)
 
 
-def one_line_errors(function):
+def one_line_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     """Run the command; turn GeosegError into one line and exit 1 unless --debug."""
     @functools.wraps(function)
-    def wrapper(*args, debug=False, **kwargs):
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         try:
             return function(*args, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from tqdm import tqdm
 
@@ -10,7 +11,7 @@ from tqdm import tqdm
 class TileProgress:
     """Counts tiles as they finish; the total grows as scenes are planned."""
 
-    def __init__(self, total: int | None = None):
+    def __init__(self, total: int | None = None) -> None:
         self.bar = tqdm(total=total, unit="tile", dynamic_ncols=True, disable=None,
                         smoothing=0.1)
 
@@ -25,8 +26,8 @@ class TileProgress:
         """A line above the bar; ``err`` sends it to stderr."""
         tqdm.write(text, file=sys.stderr if err else sys.stdout)
 
-    def __enter__(self):
+    def __enter__(self) -> "TileProgress":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -62,8 +63,8 @@ def format_table(outcomes: list[SceneOutcome]) -> str:
     return align(rows)
 
 
-def align(rows: list[tuple[str, ...]]) -> str:
+def align(rows: Sequence[tuple[str, ...]]) -> str:
     """Rows of strings as left-aligned columns; the last column (errors) is not padded."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(("  ".join(f"{v:<{w}}" for v, w in zip(r, widths)) + "  "
+    return "\n".join(("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=False)) + "  "
                       + r[-1]).rstrip() for r in rows)

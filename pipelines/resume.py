@@ -44,6 +44,7 @@ def plan_scenes(scene_paths: list[Path], out_dir: str | os.PathLike, *,
     from geoseg.flow import plan_flow
     from geoseg.scene import open_scene
 
+    stems: dict[str, Path]
     identity, stems, scenes = options.identity(), {}, []
     for path in scene_paths:
         planned = PlannedScene(SceneOutcome(str(path)))

@@ -30,7 +30,7 @@ class ModelCache(WorkerPlugin):
         return {}  # sent to workers empty: a lock and loaded networks do not travel
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()  # type: ignore[misc]
+        type(self).__init__(self)
 
     def get(self, path: str, sha256: str, *, device: str, threads: int | None) -> Any:
         """The bundle at ``path``, loaded on first use; a file whose hash changed since the

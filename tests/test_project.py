@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import yaml
 from conftest import REPO
 
 CONDA_NAMES = {"pytorch": "torch"}
-TORCH_MODULES = {"model.py", "train.py"}
+TORCH_MODULES = {"bundle.py", "networks.py", "inference.py", "train.py"}
+"""The model package's modules that need torch to be imported at all, and train.py."""
 
 
 def _name(requirement: str) -> str:
@@ -54,12 +56,12 @@ def _all_imports(path) -> set[str]:
 
 
 def test_the_library_never_imports_dask_or_pipelines():
-    for path in sorted((REPO / "geoseg").glob("*.py")):
+    for path in sorted((REPO / "geoseg").rglob("*.py")):
         assert not _all_imports(path) & {"dask", "distributed", "dask_jobqueue", "pipelines"}, path
 
 
 def test_only_model_and_train_import_torch_at_module_level():
-    for path in sorted((REPO / "geoseg").glob("*.py")):
+    for path in sorted((REPO / "geoseg").rglob("*.py")):
         if path.name not in TORCH_MODULES:
             assert not _top_level_imports(path) & {"torch", "segmentation_models_pytorch"}, path
 
@@ -86,3 +88,70 @@ def test_configs_predict_yaml_holds_the_library_defaults():
 def test_readme_starts_with_the_two_commands():
     head = (REPO / "README.md").read_text()[:1500]
     assert "make demo" in head and "make test" in head
+
+
+BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
+                  if isinstance(value, type) and issubclass(value, BaseException)}
+PROTOCOL_RAISES = {("model/__init__.py", "AttributeError")}
+"""Builtin errors that a protocol demands (a module's __getattr__), not user input."""
+
+
+def test_the_library_raises_geoseg_errors_only():
+    """Every error geoseg raises on purpose is a GeosegError subclass (which also derives
+    from the fitting builtin), so the CLI turns it into one line; a bare ValueError or
+    FileNotFoundError would escape as a traceback."""
+    found = []
+    for path in sorted((REPO / "geoseg").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            name = exc.id if isinstance(exc, ast.Name) else getattr(exc, "attr", "")
+            where = str(path.relative_to(REPO / "geoseg"))
+            if name in BUILTIN_ERRORS and (where, name) not in PROTOCOL_RAISES:
+                found.append(f"{where}:{node.lineno}: raise {name}")
+    assert not found, found
+
+
+def test_every_geoseg_error_derives_from_a_builtin_too():
+    import geoseg.errors as errors
+
+    for value in vars(errors).values():
+        if isinstance(value, type) and issubclass(value, errors.GeosegError) \
+                and value is not errors.GeosegError:
+            assert any(base.__name__ in BUILTIN_ERRORS for base in value.__mro__[1:]
+                       if base is not BaseException and base is not Exception), value
+
+
+def test_option_names_come_from_the_registries():
+    """The CLI's choices and the YAML checks use the same lists of names."""
+    from click.testing import CliRunner
+
+    from geoseg.config import PredictOptions
+    from geoseg.model.devices import check_device
+    from geoseg.model.tta import TTA, TTA_MODES
+    from geoseg.stitch import WEIGHT_WINDOWS
+    from pipelines.cli import cli
+
+    params = {p.name: p for p in cli.commands["predict"].params}
+    assert list(params["stitch"].type.choices) == list(WEIGHT_WINDOWS)
+    assert list(params["tta"].type.choices) == list(TTA_MODES) == list(TTA)
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        assert check_device(device) == PredictOptions(device=device).device
+    result = CliRunner().invoke(cli, ["predict", "x.tif", "-m", "m", "-o", "o",
+                                      "--device", "tpu"])
+    assert result.exit_code == 2 and "unknown device 'tpu'" in result.output
+
+
+def test_every_output_and_part_name_comes_from_one_module():
+    """No module but geoseg/names.py spells an output, staging or part file name."""
+    spelled = re.compile(r"[\"'](\.parts|classes\.tif|probabilities\.tif|polygons\.gpkg|"
+                         r"manifest\.json|summary\.json)[\"']|\.partial-|\.tmp-")
+    offenders = []
+    for path in sorted([*(REPO / "geoseg").rglob("*.py"), *(REPO / "pipelines").rglob("*.py")]):
+        if path.name == "names.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if spelled.search(line) and "help=" not in line:
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, offenders

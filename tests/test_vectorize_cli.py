@@ -23,7 +23,7 @@ def run(*args):
 
 def assert_clean_error(result, out, *words):
     assert result.exit_code == 1, result.output
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for word in words:
         assert word in lines[0]

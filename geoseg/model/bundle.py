@@ -8,8 +8,10 @@ import datetime as _dt
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,7 +80,8 @@ class ModelBundle:
 
 
 def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
-                  bands: tuple[str, ...], scale=None, mean=None, std=None,
+                  bands: tuple[str, ...], scale: Sequence[float] | None = None,
+                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                   tile_size: int = 256, overlap: int = 64, tta: str = "none",
                   arch_kwargs: dict | None = None,
                   state_dict: dict | None = None, name: str = "model",
@@ -117,7 +120,7 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     return ModelBundle(meta, network)
 
 
-def save_bundle(bundle: ModelBundle, path, *, float16: bool = False) -> str:
+def save_bundle(bundle: ModelBundle, path: str | os.PathLike, *, float16: bool = False) -> str:
     """Write the bundle to ``path`` (via a temporary name); return the file's sha256.
 
     ``float16`` stores floating-point weights in half precision (half the file size);
@@ -149,7 +152,7 @@ def _umask() -> int:
     return mask
 
 
-def file_sha256(path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -157,7 +160,7 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def read_meta(path) -> BundleMeta:
+def read_meta(path: str | os.PathLike) -> BundleMeta:
     """The metadata of a bundle file without building its network."""
     from safetensors import safe_open
 
@@ -181,7 +184,7 @@ def read_meta(path) -> BundleMeta:
         raise BundleError(f"{path}: geoseg metadata is unreadable ({exc})") from exc
 
 
-def load_bundle(path, *, device: str = "cpu") -> ModelBundle:
+def load_bundle(path: str | os.PathLike, *, device: str = "cpu") -> ModelBundle:
     """Load a bundle's metadata and weights (safetensors: no code runs) onto ``device``."""
     from safetensors.torch import load_file
 
@@ -197,7 +200,7 @@ def load_bundle(path, *, device: str = "cpu") -> ModelBundle:
     return ModelBundle(meta, network, file_sha256(path), device)
 
 
-def load_state_dict(path) -> dict:
+def load_state_dict(path: str | os.PathLike) -> dict:
     """A plain torch state_dict from ``path`` (safetensors or torch.load weights_only)."""
     path = Path(path)
     if not path.is_file():
@@ -218,6 +221,6 @@ def load_state_dict(path) -> dict:
     return state
 
 
-def with_provenance(meta: BundleMeta, **extra) -> BundleMeta:
+def with_provenance(meta: BundleMeta, **extra: Any) -> BundleMeta:
     """A copy of ``meta`` with provenance entries added or replaced."""
     return replace(meta, provenance={**meta.provenance, **extra})

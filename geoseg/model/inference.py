@@ -52,7 +52,7 @@ def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *,
     views = TTA[check_tta(tta)]
     with torch.inference_mode():
         x = batch.to(device, non_blocking=True)
-        total = None
+        total: torch.Tensor | None = None
         for k, flip in views:
             xv = _view(x, k, flip).contiguous(memory_format=torch.channels_last)
             if device.startswith("cuda"):
@@ -64,6 +64,7 @@ def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *,
             # softmax over classes is twice as fast on a contiguous (NCHW) tensor on the CPU
             p = _unview(torch.softmax(logits.float().contiguous(), dim=1), k, flip)
             total = p if total is None else total.add_(p)
+        assert total is not None  # TTA modes have one view or more
         if len(views) > 1:
             total = total.div_(len(views)).contiguous()
         return total.to("cpu")

@@ -13,18 +13,19 @@ from ..errors import ConfigError
 class Pixelwise(nn.Module):
     """A 1x1 convolution: the trivial network, for pipeline-ceiling benchmarks and tests."""
 
-    def __init__(self, in_channels: int, classes: int):
+    def __init__(self, in_channels: int, classes: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, classes, 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
 
 class TinyCNN(nn.Module):
     """``depth`` 3x3 convolutions: a small network with receptive field ``2 * depth + 1``."""
 
-    def __init__(self, in_channels: int, classes: int, depth: int = 3, width: int = 8):
+    def __init__(self, in_channels: int, classes: int, depth: int = 3,
+                 width: int = 8) -> None:
         super().__init__()
         layers, c = [], in_channels
         for _ in range(depth - 1):
@@ -33,7 +34,7 @@ class TinyCNN(nn.Module):
         layers.append(nn.Conv2d(c, classes, 3, padding=1))
         self.body = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
 
@@ -75,6 +76,7 @@ def receptive_field(network: nn.Module, *, in_channels: int, probe: int = 256) -
     with torch.enable_grad():
         out = net(x)
         out[0, :, probe // 2, probe // 2].sum().backward()
+    assert x.grad is not None  # x is a leaf that requires grad: backward() sets it
     touched = (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero()
     if len(touched) == 0:
         return 1

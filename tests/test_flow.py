@@ -1,0 +1,140 @@
+"""The scene flow: block spills named by the block grid, polygons from finished blocks on the
+prediction's own block grid (never a re-read of classes.tif), one report for both runners."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import smooth_noise, write_raster
+from geoseg.config import PredictOptions
+from geoseg.flow import predict_scene
+from geoseg.grid import to_map
+from geoseg.polygonize import PieceRules, polygonize_classes
+from geoseg.seams import stream_regions
+from geoseg.tiling import BlockGrid, TileGrid
+from test_vectorize import UTM, assert_same_polygons, blobs, reference
+
+
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(1, 400), width=st.integers(1, 400),
+       size=st.sampled_from([32, 64, 96]), overlap_steps=st.integers(0, 1),
+       per_block=st.integers(1, 4))
+def test_sources_are_exactly_the_blocks_that_spill_into_a_block(height, width, size,
+                                                               overlap_steps, per_block):
+    overlap = min(overlap_steps * 32, size // 2 // 32 * 32)
+    tiles = TileGrid.build(height=height, width=width, size=size, overlap=overlap)
+    blocks = BlockGrid(tiles, per_block)
+    receives: dict = {}
+    for block in blocks.blocks():
+        for key, _ in blocks.spills(block):
+            receives.setdefault(key, []).append((block.row, block.col))
+    for block in blocks.blocks():
+        assert sorted(blocks.sources(block)) == sorted(receives.get((block.row, block.col), []))
+        assert blocks.index_of(block.window) == (block.row, block.col)
+        region = blocks.region(block)
+        tiles_in = list(blocks.block_tiles(block))
+        assert (region.row, region.col) == (tiles_in[0].read.row, tiles_in[0].read.col)
+        assert region.row_stop == tiles_in[-1].read.row_stop
+        assert region.col_stop == tiles_in[-1].read.col_stop
+
+
+def test_regular_blocks_are_squares_of_the_block_size():
+    blocks = BlockGrid.regular(height=70, width=45, block_size=20)
+    windows = [b.window for b in blocks.blocks()]
+    assert (blocks.n_rows, blocks.n_cols) == (4, 3)
+    assert [(w.row, w.height) for w in windows[::3]] == [(0, 20), (20, 20), (40, 20), (60, 10)]
+    assert sum(w.size for w in windows) == 70 * 45
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_polygons_on_a_prediction_block_grid_equal_one_whole_raster_call(connectivity):
+    """Prediction blocks are not squares of one size: the last block of a row or column is
+    up to an overlap wider than the others. Pieces merged across those seams still equal
+    one whole-raster shapes call."""
+    data = blobs(21, (203, 171))
+    tiles = TileGrid.build(height=203, width=171, size=64, overlap=32)
+    blocks = BlockGrid(tiles, 2)
+    windows = [b.window for b in blocks.blocks()]
+    assert max(w.height for w in windows) > blocks.step  # a wide last block is exercised
+    rules = PieceRules(171, 255, None, connectivity)
+    results = [polygonize_classes(data[b.window.slices()], b.window, rules)
+               for b in reversed(list(blocks.blocks()))]
+    from geoseg.grid import PixelGrid
+
+    grid = PixelGrid(203, 171, UTM, None)
+    pieces = [p for chunk in stream_regions(results, blocks=blocks, connectivity=connectivity)
+              for p in [chunk]]
+    ids = np.concatenate([p.class_ids for p in pieces])
+    geoms = to_map(np.concatenate([p.geoms for p in pieces]), grid)
+    assert shapely.is_valid(geoms).all()
+    ref_ids, ref_geoms = reference(data, transform=UTM, connectivity=connectivity)
+    assert_same_polygons(ref_ids, ref_geoms, ids, geoms)
+
+
+def test_vectorize_in_predict_never_reads_the_class_raster_back(tmp_path, make_bundle,
+                                                                monkeypatch):
+    """Polygons come from the blocks prediction finished: classes.tif and
+    probabilities.tif are written, never opened for reading; the polygons equal
+    `geoseg vectorize` of the published class raster."""
+    from geoseg.vectorize import vectorize_raster
+
+    scene = write_raster(tmp_path / "s.tif", smooth_noise((150, 130), seed=4))
+    opened = []
+    real_open = rasterio.open
+
+    def recording_open(path, mode="r", *args, **kwargs):
+        opened.append((str(path), mode))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio, "open", recording_open)
+    summary = predict_scene(scene, tmp_path / "out", model=make_bundle(),
+                            options=PredictOptions(vectorize=True, probabilities=True,
+                                                   block_size=64))
+    monkeypatch.undo()
+    reads = [p for p, mode in opened if mode == "r"]
+    assert reads and all(p == str(scene) for p in reads), reads
+    assert summary["outputs"]["polygons"].endswith("polygons.gpkg")
+    folder = tmp_path / "out" / "s"
+    vectorize_raster(folder / "classes.tif", tmp_path / "again.gpkg",
+                     probabilities_path=folder / "probabilities.tif", block_size=50)
+    got = gpd.read_file(folder / "polygons.gpkg", engine="pyogrio")
+    want = gpd.read_file(tmp_path / "again.gpkg", engine="pyogrio")
+    assert len(got) == len(want) > 0
+    assert got.drop(columns="geometry").equals(want.drop(columns="geometry"))
+    assert got.geometry.geom_equals_exact(want.geometry, tolerance=0).all()
+
+
+def test_the_summary_is_the_scene_report(tmp_path, make_bundle):
+    """predict_scene's summary and the manifest come from one SceneReport."""
+    from geoseg.report import SceneReport
+
+    scene = write_raster(tmp_path / "s.tif", smooth_noise((100, 90), seed=2))
+    summary = predict_scene(scene, tmp_path / "out", model=make_bundle())
+    fields = set(SceneReport.__dataclass_fields__)
+    assert set(summary) <= fields
+    assert sum(summary["class_pixels"].values()) + summary["nodata_pixels"] == 100 * 90
+
+
+@pytest.mark.parametrize("batch", [7, 20_000])
+def test_vector_file_bytes_do_not_depend_on_the_block_grid(tmp_path, monkeypatch, batch):
+    """Features reach the GeoPackage in batches of a fixed size, so the file's bytes, not
+    only its features, are the same for any block size (DESIGN.md promise 2)."""
+    import geoseg.gpkg
+    from geoseg.vectorize import vectorize_raster
+    from test_vectorize import write_classes
+
+    monkeypatch.setattr(geoseg.gpkg, "BATCH_FEATURES", batch)
+    path = write_classes(tmp_path / "c.tif", blobs(5, (90, 70)))
+    outputs = []
+    for block_size in (16, 33, 90):
+        out = tmp_path / f"p{block_size}.gpkg"
+        summary = vectorize_raster(path, out, block_size=block_size)
+        outputs.append(out.read_bytes())
+    assert summary["features"] > 2 * 7
+    assert outputs[0] == outputs[1] == outputs[2]
