@@ -2,7 +2,9 @@
 
 :func:`plan_flow` turns a scene and a model's metadata into a :class:`SceneFlow`: the plan
 (tile and block grids), the output names, the tags and, with ``vectorize``, the polygon
-plan on the *same* block grid. The steps of every block, in dependency order::
+plan on the *same* block grid. :func:`block_steps` lists its block work as data (each block
+with the blocks whose spills it takes, in row-major order); the steps of every block, in
+dependency order::
 
     predict(block)                       read block + halo, run its tiles (geoseg.predict)
     spill_strips(predicted)              the strips it owes later blocks (BlockGrid.spills)
@@ -94,6 +96,26 @@ def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
             prob_bands=prob_bands if options.probabilities else ())
     return SceneFlow(scene.path, plan, outputs, tuple(meta.classes), tags, model_sha256,
                      options.probabilities, vector)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockStep:
+    """One block's work: predict it, send its spills on, finish it with the spills of
+    ``sources`` (the blocks that spill into it, named by ``BlockGrid.sources``)."""
+
+    block: Block
+    sources: tuple[tuple[int, int], ...]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.block.row, self.block.col
+
+
+def block_steps(flow: SceneFlow) -> list[BlockStep]:
+    """The scene's block work in row-major order, the order both runners follow: every
+    block comes after all of its sources."""
+    blocks = flow.plan.blocks
+    return [BlockStep(block, tuple(blocks.sources(block))) for block in blocks.blocks()]
 
 
 def prepare_outputs(flow: SceneFlow, *, overwrite: bool) -> None:
@@ -209,20 +231,21 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
     """
     incoming: dict[tuple[int, int], list[tuple[Window, np.ndarray]]]
     plan, tally, incoming = flow.plan, Tally(), {}
-    blocks = list(plan.blocks.blocks())
+    steps = block_steps(flow)
     with SceneWriter(flow) as writer, rasterio.open(plan.scene.path) as ds, \
             ThreadPoolExecutor(max_workers=1) as reader:
-        next_read = reader.submit(read_block, ds, plan, blocks[0])
-        for i, block in enumerate(blocks):
+        next_read = reader.submit(read_block, ds, plan, steps[0].block)
+        for i, step in enumerate(steps):
             pixels, valid = next_read.result()
-            if i + 1 < len(blocks):
-                next_read = reader.submit(read_block, ds, plan, blocks[i + 1])
-            predicted = predict_block(bundle, plan, block, pixels, valid,
+            if i + 1 < len(steps):
+                next_read = reader.submit(read_block, ds, plan, steps[i + 1].block)
+            predicted = predict_block(bundle, plan, step.block, pixels, valid,
                                       batch_size=batch_size, progress=progress)
             del pixels, valid
             for key, strip in spill_strips(flow, predicted).items():
                 incoming.setdefault(key, []).append(strip)
-            finished = finish_block(flow, predicted, incoming.pop((block.row, block.col), []))
+            # every source came earlier in row-major order: its strips are all here
+            finished = finish_block(flow, predicted, incoming.pop(step.key, []))
             del predicted
             writer.write(finished)
             tally.add(finished.done)

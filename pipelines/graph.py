@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoseg.flow import block_steps
+
 from . import tasks
 
 
@@ -52,17 +54,16 @@ def submit_scene(client: Any, job: tasks.SceneJob, *, resources: dict | None, to
                  priority: int) -> tuple[SceneGraph, int]:
     """Submit one scene's graph (see the module docstring); returns it and the next
     priority."""
-    blocks = job.flow.plan.blocks
     name = f"{Path(job.flow.scene).stem}-{token}"
     spills: dict = {}
     graph = SceneGraph()
-    for block in blocks.blocks():
-        r, c = block.row, block.col
+    for step in block_steps(job.flow):
+        r, c = step.key
         predicted = client.submit(tasks.predict_task, job, r, c, key=f"predict-{name}-{r}-{c}",
                                   resources=resources, priority=priority)
         spills[(r, c)] = client.submit(tasks.spills_task, job, predicted,
                                        key=f"spills-{name}-{r}-{c}", priority=priority)
-        sources = [spills[key] for key in blocks.sources(block)]
+        sources = [spills[key] for key in step.sources]
         graph.finishes.append(client.submit(tasks.finish_task, job, predicted, *sources,
                                             key=f"finish-{name}-{r}-{c}", priority=priority))
         priority -= 1

@@ -138,3 +138,22 @@ def test_vector_file_bytes_do_not_depend_on_the_block_grid(tmp_path, monkeypatch
         outputs.append(out.read_bytes())
     assert summary["features"] > 2 * 7
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_block_steps_list_every_block_after_its_sources(tmp_path, make_bundle):
+    from geoseg.flow import block_steps, plan_flow
+    from geoseg.model import read_meta
+    from geoseg.scene import open_scene
+
+    scene = open_scene(write_raster(tmp_path / "s.tif", smooth_noise((300, 250))))
+    model = make_bundle()
+    flow = plan_flow(scene, tmp_path / "out", meta=read_meta(model), model_sha256="x",
+                     options=PredictOptions(block_size=64, vectorize=True))
+    steps = block_steps(flow)
+    assert [s.key for s in steps] == [(b.row, b.col) for b in flow.plan.blocks.blocks()]
+    seen = set()
+    for step in steps:
+        assert set(step.sources) <= seen
+        seen.add(step.key)
+    assert any(len(s.sources) == 3 for s in steps)
+    assert flow.vector is not None and flow.vector.blocks == flow.plan.blocks
