@@ -19,14 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 
 from . import tiling
 from .classes import NODATA_CLASS, ClassInfo
 from .errors import InvalidInputError
 from .grid import Window, intersect
 from .labels import LabelSpec, labels_on_grid
-from .scene import open_scene, read_window, select_bands
+from .scene import open_raster, open_scene, read_window, select_bands
 
 SCALE_BY_DTYPE = {"uint8": 1 / 255, "uint16": 1 / 65535}
 
@@ -58,7 +57,7 @@ def load_labelled_scene(image: str | os.PathLike, labels: str | os.PathLike, *,
     """Read a whole scene and burn its labels on its grid; nodata pixels get no label."""
     scene = open_scene(image)
     band_idx = select_bands(scene, bands, expected=len(band_names), names=band_names)
-    with rasterio.open(scene.path) as ds:
+    with open_raster(scene.path) as ds:
         pixels, valid = read_window(ds, scene.grid.window, bands=band_idx)
     ids = labels_on_grid(labels, scene.grid, spec, classes)
     ids = np.where(valid, ids, NODATA_CLASS).astype(np.uint8)

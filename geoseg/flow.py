@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import rasterio
 
 from .class_raster import ClassRaster, resolve_classes
 from .classes import NODATA_CLASS, ClassInfo
@@ -41,7 +40,7 @@ from .names import SceneOutputs, scene_dir
 from .polygonize import polygonize_classes
 from .predict import Plan, PredictedBlock, make_plan, predict_block, read_block
 from .report import BlockDone, Tally, scene_report
-from .scene import Scene, gdal_env, open_scene
+from .scene import Scene, gdal_env, open_raster, open_scene
 from .seams import BlockResult
 from .stitch import finish, spills
 from .tiling import Block
@@ -232,7 +231,7 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
     incoming: dict[tuple[int, int], list[tuple[Window, np.ndarray]]]
     plan, tally, incoming = flow.plan, Tally(), {}
     steps = block_steps(flow)
-    with SceneWriter(flow) as writer, rasterio.open(plan.scene.path) as ds, \
+    with SceneWriter(flow) as writer, open_raster(plan.scene.path) as ds, \
             ThreadPoolExecutor(max_workers=1) as reader:
         next_read = reader.submit(read_block, ds, plan, steps[0].block)
         for i, step in enumerate(steps):

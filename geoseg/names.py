@@ -18,6 +18,8 @@ PROBABILITIES = "probabilities.tif"
 POLYGONS = "polygons.gpkg"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
+LOG = "geoseg.log"
+"""Library logs and warnings of a run, in OUT (pipelines.logs)."""
 PARTS_FOLDER = ".parts"
 """Hidden folder in ``OUT/<scene stem>/`` holding a scene's part files while it runs."""
 

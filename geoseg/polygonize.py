@@ -26,6 +26,7 @@ from .atomic import replacing
 from .coverage import from_rings, ragged_rings, remove_collinear
 from .errors import InvalidInputError
 from .grid import Window
+from .scene import open_raster
 from .seams import BlockResult, Pieces, block_edges
 
 
@@ -86,11 +87,11 @@ def _polygons(features: Iterable[tuple[dict[str, Any], Any]]) -> tuple[np.ndarra
 def polygonize_block(job: BlockJob) -> BlockResult:
     """Read one block of a class raster (and its probabilities) and polygonize it."""
     win = job.window
-    with rasterio.open(job.path) as ds:
+    with open_raster(job.path) as ds:
         data = ds.read(1, window=win.to_rasterio())
     probs = None
     if job.prob_path:
-        with rasterio.open(job.prob_path) as ds:
+        with open_raster(job.prob_path) as ds:
             probs = _read_probability_bands(ds, win, data, job)
     return polygonize_classes(data, win, job.rules, probs=probs)
 

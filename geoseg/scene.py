@@ -8,7 +8,9 @@ mask (GDAL's mask flags), and NaNs in float data.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 
 from .errors import InputNotFoundError, InvalidInputError
 from .grid import PixelGrid, Window, intersect
@@ -50,6 +52,18 @@ class RasterHeader:
     alpha_bands: frozenset
 
 
+@contextmanager
+def open_raster(path: str | os.PathLike) -> Iterator[Any]:
+    """``rasterio.open`` for reading, without rasterio's NotGeoreferencedWarning: geoseg
+    checks georeferencing itself (:func:`require_crs`, ``--allow-no-crs``) and says so in
+    its own words, so the library's two-line warning never reaches the user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        ds = rasterio.open(path)
+    with ds:
+        yield ds
+
+
 def read_header(path: str | os.PathLike, *,
                 hint: str = "give a GeoTIFF or another GDAL raster") -> RasterHeader:
     """Open ``path`` with GDAL and read its header; one-line errors for a missing file, a
@@ -60,7 +74,7 @@ def read_header(path: str | os.PathLike, *,
     if path.is_dir():
         raise InvalidInputError(f"{path}: is a folder, not a raster file")
     try:
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             alpha = frozenset(i + 1 for i, ci in enumerate(ds.colorinterp)
                               if ci == ColorInterp.alpha)
             return RasterHeader(path, PixelGrid.of(ds), ds.count, ds.dtypes[0], ds.nodata,

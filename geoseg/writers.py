@@ -32,6 +32,21 @@ _STAGING = dict(driver="GTiff", tiled=True, blockxsize=512, blockysize=512,
                 compress="deflate", BIGTIFF="IF_SAFER")
 
 
+def prepare_folder(folder: Path) -> Path:
+    """Make an output folder (``--out``) and check that files can be written in it; one
+    line naming it when not, before anything is written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = probe_path(folder, "geoseg")
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OutputNotWritableError(f"{folder}: cannot write outputs there "
+                                     f"({exc.strerror or exc}); nothing was written; choose "
+                                     "another --out") from exc
+    return folder
+
+
 def prepare_output(path: Path, *, overwrite: bool) -> Path:
     """Make the output's folder; refuse an existing output without ``overwrite``."""
     path = Path(path)

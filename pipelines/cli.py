@@ -17,10 +17,10 @@ import click
 from geoseg import __version__
 from geoseg.model.devices import DEVICES, check_device
 from geoseg.model.tta import TTA_MODES
-from geoseg.names import SUMMARY
+from geoseg.names import LOG, SUMMARY
 from geoseg.stitch import WEIGHT_WINDOWS
 
-from .errors import one_line_errors
+from .errors import debug_wanted, one_line_errors
 
 if TYPE_CHECKING:
     from geoseg.config import PredictOptions
@@ -122,10 +122,16 @@ def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
               help="Plan the scenes and show the cluster (SLURM job script), run nothing.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Where to write the batch summary (default OUT/summary.json).")
+@click.option("--dashboard", metavar="ADDRESS",
+              help="Dashboard of the local cluster: HOST:PORT, :PORT for every interface, "
+                   "or none (default 127.0.0.1:8787, localhost only).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also show library logs and warnings on stderr (always in OUT/geoseg.log).")
 @one_line_errors
 def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
             scheduler: str | None, cluster_profile: str | None, workers: int | None,
-            dry_run: bool, summary_path: str | Path | None, **overrides: Any) -> None:
+            dry_run: bool, summary_path: str | Path | None, dashboard: str | None,
+            verbose: bool, **overrides: Any) -> None:
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
     import time
@@ -134,12 +140,15 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     from pipelines.inputs import expand_inputs
     from pipelines.report import format_table, write_summary
     from pipelines.run import dry_run_table, run_batch
+    from geoseg.writers import prepare_folder
     from pipelines.cluster import choose_cluster, connect, describe
+    from pipelines.logs import library_logs
 
     from .progress import TileProgress
 
     options = resolve_options(config, **overrides)
-    choice = choose_cluster(scheduler=scheduler, cluster=cluster_profile, workers=workers)
+    choice = choose_cluster(scheduler=scheduler, cluster=cluster_profile, workers=workers,
+                            dashboard=dashboard)
     paths = expand_inputs(scenes)
     if not paths:
         fail(f"no raster found in {', '.join(map(str, scenes))}; give scene files, folders "
@@ -150,26 +159,32 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
         click.echo(describe(choice))
         click.echo(dry_run_table(paths, out, model=model, options=options, model_sha256=sha))
         return
+    prepare_folder(Path(out))  # an unwritable OUT fails here: nothing was written
     summary_path = Path(summary_path or Path(out) / SUMMARY)
+    debug = debug_wanted(click.get_current_context())
     start = time.perf_counter()
-    with connect(choice, echo=click.echo) as client, TileProgress() as progress:
-        outcomes = run_batch(
-            client, paths, out, model=model, options=options, progress=progress,
-            echo=progress.write, model_sha256=sha,
-            on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
+    with library_logs(Path(out) / LOG, verbose=verbose or debug) as log:
+        with connect(choice, echo=click.echo) as client, TileProgress() as progress:
+            outcomes = run_batch(
+                client, paths, out, model=model, options=options, progress=progress,
+                echo=progress.write, model_sha256=sha,
+                on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
     click.echo(format_table(outcomes))
+    summary_written = True
     try:
         write_summary(summary_path, outcomes, model=model, model_sha256=sha, options=options,
                       seconds=time.perf_counter() - start)
         click.echo(f"summary: {summary_path}")
     except OSError as exc:
-        click.echo(f"error: {summary_path}: cannot write the summary ({exc.strerror or exc})",
-                   err=True)
+        summary_written = False
+        click.echo(f"error: {summary_path}: cannot write the summary ({exc.strerror or exc}); "
+                   "the table above is the only record", err=True)
     failed = [o for o in outcomes if o.status == "failed"]
-    if failed and click.get_current_context().obj.get("debug") and failed[0].exception:
+    if failed and debug and failed[0].exception:
         raise failed[0].exception
     if failed:
-        fail(f"{len(failed)} of {len(outcomes)} scene(s) failed (see {summary_path})")
+        where = f"see {summary_path}" if summary_written else f"library logs in {log}"
+        fail(f"{len(failed)} of {len(outcomes)} scene(s) failed ({where})")
 
 
 @cli.command()

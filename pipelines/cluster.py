@@ -20,7 +20,8 @@ from geoseg.config import load_yaml
 from geoseg.errors import ConfigError
 
 LOCAL_DEFAULTS = {"n_workers": None, "threads_per_worker": 1, "memory_limit": "auto",
-                  "dashboard_address": ":8787"}
+                  "dashboard_address": "127.0.0.1:8787"}
+"""The dashboard listens on localhost only unless ``--dashboard`` opens it wider."""
 SLURM_KEYS = {"cores", "processes", "memory", "walltime", "queue", "account", "job_name",
               "job_extra_directives", "worker_extra_args", "job_script_prologue",
               "local_directory", "log_directory", "interface", "python", "job_cpu", "job_mem",
@@ -47,13 +48,20 @@ def available_cores() -> int:
 
 
 def choose_cluster(*, scheduler: str | None = None, cluster: str | None = None,
-                   workers: int | None = None) -> ClusterChoice:
-    """Normalize the CLI's cluster options into one :class:`ClusterChoice`."""
+                   workers: int | None = None, dashboard: str | None = None) -> ClusterChoice:
+    """Normalize the CLI's cluster options into one :class:`ClusterChoice`.
+
+    ``dashboard`` is the local cluster's dashboard address (``HOST:PORT``, ``:PORT`` for
+    every interface, ``none`` for no dashboard); by default it listens on 127.0.0.1.
+    """
     if scheduler and cluster:
         raise ConfigError("--scheduler and --cluster both given; choose one: an existing "
                           "scheduler's address, or a cluster profile to start")
     if workers is not None and workers <= 0:
         raise ConfigError(f"--workers {workers} must be a positive integer")
+    if dashboard is not None and scheduler:
+        raise ConfigError("--dashboard sets the dashboard of a local cluster geoseg starts; "
+                          "a running scheduler has its own")
     if scheduler:
         if workers is not None:
             raise ConfigError("--workers sizes a cluster geoseg starts; with --scheduler the "
@@ -64,20 +72,24 @@ def choose_cluster(*, scheduler: str | None = None, cluster: str | None = None,
         data = data.get("cluster", data)
         kind = data.pop("kind", "local")
         if kind == "local":
-            return _local(data, workers, source=str(cluster))
+            return _local(data, workers, source=str(cluster), dashboard=dashboard)
         if kind == "slurm":
             unknown = sorted(set(data) - SLURM_KEYS - SLURM_SCALE_KEYS)
             if unknown:
                 raise ConfigError(f"{cluster}: unknown SLURM option(s) {', '.join(unknown)}; "
                                   f"valid: {', '.join(sorted(SLURM_KEYS | SLURM_SCALE_KEYS))}")
+            if dashboard is not None:
+                raise ConfigError("--dashboard sets the dashboard of a local cluster; a "
+                                  "SLURM cluster's is set by scheduler_options")
             if workers is not None:
                 data["jobs"] = workers
             return ClusterChoice("slurm", options=data, source=str(cluster))
         raise ConfigError(f"{cluster}: unknown cluster kind {kind!r}; valid: local, slurm")
-    return _local({}, workers)
+    return _local({}, workers, dashboard=dashboard)
 
 
-def _local(data: dict, workers: int | None, source: str | None = None) -> ClusterChoice:
+def _local(data: dict, workers: int | None, source: str | None = None,
+           dashboard: str | None = None) -> ClusterChoice:
     unknown = sorted(set(data) - set(LOCAL_DEFAULTS))
     if unknown:
         raise ConfigError(f"{source}: unknown local cluster option(s) {', '.join(unknown)}; "
@@ -85,6 +97,8 @@ def _local(data: dict, workers: int | None, source: str | None = None) -> Cluste
     options = {**LOCAL_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
     if workers is not None:
         options["n_workers"] = workers
+    if dashboard is not None:
+        options["dashboard_address"] = None if dashboard.lower() == "none" else dashboard
     if options["n_workers"] is None:
         options["n_workers"] = max(1, available_cores() // int(options["threads_per_worker"]))
     return ClusterChoice("local", options=options, source=source)

@@ -22,11 +22,20 @@ def _debug_wanted(ctx: click.Context, debug: bool) -> bool:
     return debug or bool(group_debug)
 
 
+def debug_wanted(ctx: click.Context) -> bool:
+    """True when ``--debug`` was given to the ``geoseg`` group or to the running command."""
+    obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+    root = ctx.find_root().obj if isinstance(ctx.find_root().obj, dict) else {}
+    return bool(obj.get("debug") or root.get("debug"))
+
+
 def one_line_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     """Run the command; turn GeosegError into one line and exit 1 unless --debug."""
     @functools.wraps(function)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
+        if debug:  # the command's --debug counts like the group's, for the command too
+            ctx.ensure_object(dict)["debug"] = True
         try:
             return function(*args, **kwargs)
         except GeosegError as exc:

@@ -119,8 +119,10 @@ def _foreign_classes(path: Path) -> bool:
         return False
     import rasterio
 
+    from geoseg.scene import open_raster
+
     try:
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             return "GEOSEG_MODEL_SHA256" not in ds.tags()
     except rasterio.errors.RasterioError:
         return True

@@ -25,7 +25,7 @@ from .graph import SceneGraph, submit_scene
 from .manifest import manifest_path, scene_manifest, write_json
 from .report import SceneOutcome, align, mark_failed
 from .resume import PlannedScene, plan_scenes, prepare_folder
-from .worker import ModelCache
+from .worker import ModelCache, QuietWarnings
 
 
 @dataclass
@@ -92,6 +92,7 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
     planned = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
                           model_sha256=sha, options=options)
     client.register_plugin(ModelCache())
+    client.register_plugin(QuietWarnings())
     resources = model_resources(client, options.device)
     token, priority = uuid.uuid4().hex[:8], 0
     owner: dict = {}
@@ -155,7 +156,10 @@ def _fail(client: Any, state: _Running, exc: BaseException) -> None:
     client.cancel(state.graph.held)
     state.graph = SceneGraph()
     assert state.planned.job is not None
-    clean_scene_folder(state.planned.job.flow.outputs.folder)
+    folder = state.planned.job.flow.outputs.folder
+    clean_scene_folder(folder)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()  # the run made it; a failed scene leaves nothing behind
 
 
 def _complete(state: _Running, outputs: dict) -> None:

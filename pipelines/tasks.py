@@ -11,16 +11,40 @@ loaded once per worker process by the :class:`~pipelines.worker.ModelCache` plug
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from geoseg.config import PredictOptions
+from geoseg.errors import GeosegError
 from geoseg.flow import SceneFlow, SceneWriter, finish_block, spill_strips
 from geoseg.report import BlockDone
-from geoseg.scene import gdal_env
+from geoseg.scene import gdal_env, open_raster
 
 if TYPE_CHECKING:
     from geoseg.predict import PredictedBlock
+
+
+_T = TypeVar("_T", bound=Callable[..., Any])
+
+
+def portable_errors(task: _T) -> _T:
+    """Raise a task's GeosegError to the client as a fresh copy without its cause chain.
+
+    Dask pickles a task's exception with its causes (tblib); GDAL's errors behind ours do
+    not survive that, and the client would get ``Exception("InvalidInputError(...)")``
+    instead of geoseg's one line. The worker's log keeps the full traceback.
+    """
+    @functools.wraps(task)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return task(*args, **kwargs)
+        except GeosegError as exc:
+            error = type(exc)(*exc.args)
+        raise error  # outside the except block: no __context__ either
+
+    return run  # type: ignore[return-value]  # same signature as task (functools.wraps)
 
 
 @dataclass(frozen=True)
@@ -40,10 +64,9 @@ class SceneJob:
     options: PredictOptions
 
 
+@portable_errors
 def predict_task(job: SceneJob, row: int, col: int) -> PredictedBlock:
     """Read block ``(row, col)`` with its halo and run its tiles (``geoseg.predict``)."""
-    import rasterio
-
     from geoseg.predict import predict_block, read_block
 
     from .worker import model_cache
@@ -52,16 +75,18 @@ def predict_task(job: SceneJob, row: int, col: int) -> PredictedBlock:
     bundle = model_cache().get(job.model.path, job.model.sha256, device=options.device,
                                threads=options.threads)
     block = plan.blocks.block(row, col)
-    with gdal_env(), rasterio.open(plan.scene.path) as ds:
+    with gdal_env(), open_raster(plan.scene.path) as ds:
         pixels, valid = read_block(ds, plan, block)
     return predict_block(bundle, plan, block, pixels, valid, batch_size=options.batch_size)
 
 
+@portable_errors
 def spills_task(job: SceneJob, predicted: PredictedBlock) -> dict:
     """The strips of a computed block that belong to later blocks."""
     return spill_strips(job.flow, predicted)
 
 
+@portable_errors
 def finish_task(job: SceneJob, predicted: PredictedBlock, *source_spills: dict) -> BlockDone:
     """Finish a block with the strips of its ``BlockGrid.sources``; save its parts."""
     from geoseg.parts import save_finished
@@ -73,6 +98,7 @@ def finish_task(job: SceneJob, predicted: PredictedBlock, *source_spills: dict) 
     return finished.done
 
 
+@portable_errors
 def rasters_task(job: SceneJob, *done: BlockDone) -> dict:
     """Stream the scene's raster parts into classes.tif (+ probabilities.tif) through the
     local runner's writer, one block at a time, and publish them. ``done`` are the finish
@@ -87,6 +113,7 @@ def rasters_task(job: SceneJob, *done: BlockDone) -> dict:
         return writer.publish()
 
 
+@portable_errors
 def polygons_task(job: SceneJob, *done: BlockDone) -> dict:
     """Merge every block's pieces across seams into the vector file, reading the part
     files in row-major block order (one block row in memory at a time)."""

@@ -7,6 +7,7 @@ keeps it for every later task on that worker.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -66,3 +67,13 @@ def model_cache(worker: Any = None) -> ModelCache:
         plugin = ModelCache()
         worker.plugins[PLUGIN_NAME] = plugin
     return plugin
+
+
+class QuietWarnings(WorkerPlugin):
+    """Python warnings raised in a worker's tasks go to logging (the run's log file), not
+    to the terminal the worker inherited."""
+
+    name = "geoseg-warnings"
+
+    def setup(self, worker: Any) -> None:
+        logging.captureWarnings(True)

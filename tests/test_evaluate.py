@@ -148,3 +148,114 @@ def test_a_scene_given_as_the_prediction_is_refused_in_one_line(tmp_path):
     missing = CliRunner().invoke(evaluate_command, [str(tmp_path / "nope.tif"), "--truth",
                                                     str(truth)])
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+# --- label rasters whose nodata tag is also a class value (NRCan tiled_label_*.tif) ---
+
+def write_label_raster(path, ids, *, nodata):
+    """A bare label raster (class ids, no classes tag), as NRCan ships them."""
+    with rasterio.open(path, "w", driver="GTiff", height=ids.shape[0], width=ids.shape[1],
+                       count=1, dtype="uint8", crs="EPSG:32633", transform=TRANSFORM,
+                       nodata=nodata) as ds:
+        ds.write(ids.astype(np.uint8), 1)
+    return path
+
+
+@pytest.fixture
+def nodata_zero_case(tmp_path):
+    """Prediction: rows 0..9 building. Truth: rows 0..3 building, the rest background (0),
+    tagged nodata=0. True building IoU 80 / 200 = 0.4; ignoring 0 would make it 1.0."""
+    pred = np.zeros((20, 20), np.uint8)
+    pred[:10] = 1
+    truth = np.zeros((20, 20), np.uint8)
+    truth[:4] = 1
+    return (write_prediction(tmp_path / "p.tif", pred),
+            write_label_raster(tmp_path / "tiled_label_7.tif", truth, nodata=0),
+            write_label_raster(tmp_path / "untagged.tif", truth, nodata=None))
+
+
+def test_label_raster_nodata_that_is_a_class_value_is_read_as_the_class(nodata_zero_case):
+    from geoseg.evaluate import EvaluateOptions
+    from geoseg.labels import LabelSpec
+
+    pred, tagged, untagged = nodata_zero_case
+    report = evaluate_prediction(pred, tagged)
+    honest = evaluate_prediction(pred, untagged)
+    assert report["classes"]["building"]["iou"] == pytest.approx(80 / 200)
+    assert report["classes"]["building"]["iou"] == honest["classes"]["building"]["iou"]
+    assert report["classes"]["background"]["iou"] == honest["classes"]["background"]["iou"]
+    assert report["objects"]["building"]["f1"] == honest["objects"]["building"]["f1"] == 0
+    assert report["pixels"] == 400 and report["scored_fraction"] == pytest.approx(1.0)
+    assert report["predicted_pixels"] == 400 and report["truth_nodata"] is None
+    assert len(report["warnings"]) == 1
+    warning = report["warnings"][0]
+    assert "tiled_label_7.tif" in warning and "nodata value 0" in warning
+    assert "background" in warning and "--truth-nodata 0" in warning
+    assert honest["warnings"] == []
+
+    # asking for nodata 0 explicitly restores ignoring it, and says how little is scored
+    ignoring = evaluate_prediction(pred, tagged,
+                                   options=EvaluateOptions(labels=LabelSpec(nodata=0)))
+    assert ignoring["classes"]["building"]["iou"] == pytest.approx(1.0)
+    assert ignoring["warnings"] == [] and ignoring["truth_nodata"] == 0
+    assert ignoring["pixels"] == 80 and ignoring["scored_fraction"] == pytest.approx(0.2)
+
+
+def _invoke(*args):
+    return CliRunner().invoke(evaluate_command, [str(a) for a in args])
+
+
+def test_evaluate_command_warns_once_and_prints_the_scored_fraction(nodata_zero_case,
+                                                                    tmp_path):
+    pred, tagged, _ = nodata_zero_case
+    out = tmp_path / "m.json"
+    result = _invoke(pred, "--truth", tagged, "--json", out)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: "), warnings
+    assert "tiled_label_7.tif" in warnings[0] and "--truth-nodata 0" in warnings[0]
+    assert "warning" not in result.stdout
+    assert "0.4000" in result.stdout
+    assert "scored 100.0% of the 400 predicted pixels" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["scored_fraction"] == pytest.approx(1.0)
+    assert data["classes"]["building"]["iou"] == pytest.approx(0.4)
+    assert data["warnings"] == [warnings[0].removeprefix("warning: ")]
+    assert "predicted pixels" in data["scored_fraction_definition"]
+
+
+def test_truth_nodata_option_overrides_the_tag(nodata_zero_case, tmp_path):
+    pred, tagged, _ = nodata_zero_case
+    out = tmp_path / "m.json"
+    ignoring = _invoke(pred, "--truth", tagged, "--truth-nodata", "0", "--json", out)
+    assert ignoring.exit_code == 0, ignoring.output
+    assert ignoring.stderr == ""
+    assert "1.0000" in ignoring.stdout
+    assert "scored 20.0% of the 400 predicted pixels" in ignoring.stdout
+    assert json.loads(out.read_text())["scored_fraction"] == pytest.approx(0.2)
+
+    none = _invoke(pred, "--truth", tagged, "--truth-nodata", "none")
+    assert none.exit_code == 0, none.output
+    assert none.stderr == "" and "0.4000" in none.stdout
+    assert "scored 100.0% of the 400 predicted pixels" in none.stdout
+
+    bad = _invoke(pred, "--truth", tagged, "--truth-nodata", "zero")
+    assert bad.exit_code == 1
+    lines = bad.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "'zero'" in lines[0]
+    assert "none" in lines[0] and "Traceback" not in bad.output
+
+
+def test_label_raster_nodata_that_is_no_class_keeps_ignoring_it(tmp_path):
+    pred = np.zeros((20, 20), np.uint8)
+    pred[:10] = 1
+    truth = np.full((20, 20), 9, np.uint8)   # 9: not a class id; a tenth of the raster
+    truth[2:] = 0
+    truth[2:6] = 1
+    write_prediction(tmp_path / "p.tif", pred)
+    write_label_raster(tmp_path / "t.tif", truth, nodata=9)
+    report = evaluate_prediction(tmp_path / "p.tif", tmp_path / "t.tif")
+    assert report["warnings"] == [] and report["truth_nodata"] == 9
+    assert report["pixels"] == 360 and report["scored_fraction"] == pytest.approx(0.9)
+    assert report["classes"]["building"]["iou"] == pytest.approx(80 / 160)

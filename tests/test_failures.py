@@ -1,0 +1,143 @@
+"""How `geoseg predict` fails, as a user runs it: a bad scene fails alone in every mode, stderr
+holds geoseg's own lines only (library logs and warnings go to OUT/geoseg.log), an
+unwritable OUT fails before anything starts, and the dashboard listens on localhost."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, smooth_noise, write_raster
+
+GEOSEG = [sys.executable, "-c", "from pipelines.cli import main; main()"]
+
+
+def geoseg(*args, timeout=240):
+    proc = subprocess.run([*GEOSEG, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("failures")
+    good = [write_raster(root / f"good{i}.tif", smooth_noise((96, 80), seed=i))
+            for i in range(2)]
+    nocrs = write_raster(root / "nocrs.tif", smooth_noise((64, 64)), crs=None,
+                         transform=None)
+    # no georeferencing at all: rasterio warns NotGeoreferencedWarning when opening it
+    import rasterio
+
+    with rasterio.open(nocrs, "r+") as ds:
+        ds.transform = rasterio.Affine.identity()
+    truncated = write_raster(root / "truncated.tif", smooth_noise((256, 256), seed=5),
+                             tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    with open(truncated, "r+b") as f:
+        f.truncate(truncated.stat().st_size // 2)
+    return root, good, nocrs, truncated
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from geoseg.classes import make_classes
+    from geoseg.model import create_bundle, save_bundle
+
+    path = tmp_path_factory.mktemp("failures-model") / "tiny.safetensors"
+    save_bundle(create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
+                              bands=("r", "g", "b"), tile_size=64, overlap=32), path)
+    return path
+
+
+def _busy_dashboard_port():
+    """Hold 127.0.0.1:8787 so the cluster must pick another port (and dask warns)."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 8787))
+        sock.listen()
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def test_a_bad_scene_fails_alone_with_vectorize_and_stderr_is_geoseg_only(tmp_path, scenes,
+                                                                         model):
+    root, good, nocrs, truncated = scenes
+    out = tmp_path / "out"
+    busy = _busy_dashboard_port()
+    try:
+        code, stdout, stderr = geoseg("predict", *good, nocrs, truncated, "-m", model, "-o",
+                                      out, "--vectorize", "--block-size", 64, "--workers", 2)
+    finally:
+        if busy is not None:
+            busy.close()
+    assert code == 1, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert all(line.startswith("error: ") for line in lines), stderr
+    assert len(lines) == 3, stderr  # one per failed scene and the summary line
+    assert "has no CRS" in lines[0] and "nocrs.tif" in lines[0]
+    assert "truncated.tif" in lines[1] and "may be corrupt" in lines[1]
+    assert not lines[1].startswith("error: Exception")
+    assert "2 of 4 scene(s) failed" in lines[2]
+    for stem in ("good0", "good1"):
+        assert sorted(p.name for p in (out / stem).iterdir()) == [
+            "classes.tif", "manifest.json", "polygons.gpkg"]
+    assert not (out / "truncated").exists() and not (out / "nocrs").exists()
+    log = (out / "geoseg.log").read_text()
+    assert "Compute Failed" in log
+    if busy is not None:
+        assert "8787" in log and "already in use" in log
+
+
+def test_unwritable_out_fails_before_the_cluster_starts(tmp_path, scenes, model):
+    root, good, _, _ = scenes
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, stdout, stderr = geoseg("predict", good[0], "-m", model, "-o", blocker / "out")
+    assert code == 1
+    assert stderr.strip().splitlines() == [stderr.strip()]
+    assert "nothing was written" in stderr and "summary" not in stderr
+    assert "local cluster" not in stdout
+
+
+def test_the_local_cluster_listens_on_localhost_only():
+    import psutil
+
+    from pipelines.cluster import choose_cluster, connect
+
+    choice = choose_cluster(workers=1)
+    assert choice.options["dashboard_address"].startswith("127.0.0.1:")
+    with connect(choice, echo=lambda _: None) as client:
+        assert "127.0.0.1" in client.dashboard_link
+        me = psutil.Process()
+        listening = [c.laddr for proc in (me, *me.children(recursive=True))
+                     for c in proc.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN]
+    assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
+
+
+def test_dashboard_option_reaches_the_local_cluster_only():
+    from geoseg.errors import ConfigError
+    from pipelines.cluster import choose_cluster
+
+    assert choose_cluster(dashboard=":9999").options["dashboard_address"] == ":9999"
+    assert choose_cluster(dashboard="none").options["dashboard_address"] is None
+    with pytest.raises(ConfigError, match="--dashboard"):
+        choose_cluster(scheduler="tcp://127.0.0.1:8786", dashboard=":9999")
+
+
+def test_library_logs_are_restored_after_a_run(tmp_path):
+    import logging
+
+    from pipelines.logs import library_logs
+
+    before = logging.getLogger("distributed").handlers[:]
+    with library_logs(tmp_path / "geoseg.log", verbose=False):
+        logging.getLogger("distributed.worker").error("Compute Failed")
+        assert "DASK_LOGGING" in os.environ
+    assert logging.getLogger("distributed").handlers == before
+    assert "Compute Failed" in (tmp_path / "geoseg.log").read_text()
