@@ -7,10 +7,17 @@ a mapping from attribute values to class names. Label rasters are read on the sc
 (resampled with nearest neighbour when their grid differs) and their values mapped the same
 way. The result is uint8: class ids 0..254, :data:`~geoseg.classes.NODATA_CLASS` (255) where
 there is no label to learn from.
+
+A label raster's nodata tag is not trusted blindly: tiled label rasters are often tagged
+``nodata=0`` while 0 is their background class, which would silently drop every background
+pixel. See :func:`resolve_raster_nodata` for the rule. Library code does not print: what
+reading decided that a user should know comes back as one-line ``warnings`` in
+:class:`GridLabels` (see :func:`read_labels`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +33,16 @@ from .grid import PixelGrid
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    from rasterio.crs import CRS
 
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 UNLABELLED_POLICIES = ("background", "ignore")
+AUTO_NODATA = "auto"
+MOSTLY_NODATA = 0.5  # a nodata tag on more than this share of a label raster's pixels is said
+# Coordinates a geographic CRS can hold, in degrees: longitudes -180..180, or 0..360 as some
+# global data sets write them; latitudes -90..90.
+GEOGRAPHIC_X = (-180.0, 360.0)
+GEOGRAPHIC_Y = (-90.0, 90.0)
 
 
 @dataclass(frozen=True)
@@ -41,13 +55,32 @@ class LabelSpec:
     must be class ids or class names (any case). Raster labels without a
     mapping hold class ids already. ``unlabelled``: what pixels no polygon covers are,
     ``background`` (class named background/other...) or ``ignore`` (255, not learnt).
-    ``layer``: the vector layer, when the file has several.
+    ``layer``: the vector layer, when the file has several. ``nodata`` (label rasters
+    only): the raster value that means "no label". ``"auto"`` (default): the raster's nodata
+    tag, unless that value is also a class value, which is then read as its class (see
+    :func:`resolve_raster_nodata`); a number: that value, whatever the tag says; ``None``
+    (or ``"none"``): no value is nodata. 255 is never a class and always means no label.
     """
 
     attribute: str | None = None
     mapping: dict = field(default_factory=dict)
     unlabelled: str = "background"
     layer: str | None = None
+    nodata: float | str | None = AUTO_NODATA
+
+
+@dataclass(frozen=True, eq=False)
+class GridLabels:
+    """Class ids (H, W) uint8 on a scene's grid and what reading them decided.
+
+    ``nodata``: the label-raster value read as "no label" (None: no value was, or the labels
+    are vectors). ``warnings``: one-line notes a user should see (a nodata tag overruled, a
+    label raster that is mostly nodata); the CLI prints them, library code does not.
+    """
+
+    ids: np.ndarray
+    nodata: float | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def is_vector(path: str | os.PathLike) -> bool:
@@ -120,7 +153,30 @@ def read_vector_labels(path: str | os.PathLike, *,
     if frame.crs is None:
         raise InvalidInputError(f"{path}: the labels have no CRS, so they cannot be placed on "
                                 "the scene; assign one (ogr2ogr -a_srs EPSG:<code> out.gpkg in)")
+    check_geographic_bounds(frame, source=str(path))
     return frame
+
+
+def check_geographic_bounds(frame: gpd.GeoDataFrame, *, source: str) -> None:
+    """Refuse labels that declare a geographic CRS (degrees) but hold coordinates no
+    geographic CRS can (x outside -180..360 or y outside -90..90, in the file's total
+    bounds): typically metres written with a wrong or missing CRS (GeoJSON implies WGS 84).
+    Reprojecting them would squash every feature into a point or fail later."""
+    if frame.crs is None or not frame.crs.is_geographic or frame.empty:
+        return
+    bounds = tuple(float(v) for v in frame.total_bounds)
+    if not all(math.isfinite(v) for v in bounds):
+        return  # only empty geometries: nothing to place
+    left, bottom, right, top = bounds
+    if (GEOGRAPHIC_X[0] <= left and right <= GEOGRAPHIC_X[1]
+            and GEOGRAPHIC_Y[0] <= bottom and top <= GEOGRAPHIC_Y[1]):
+        return
+    raise InvalidInputError(
+        f"{source}: its coordinates ({fmt_extent(bounds)}) are impossible for a geographic "
+        f"CRS, yet it declares {frame.crs.to_string()} (degrees: x within -180..360, y "
+        f"within -90..90); "
+        f"they are probably projected (metres): set the CRS they are really in, e.g. "
+        f"ogr2ogr -a_srs EPSG:<code> fixed.gpkg {Path(source).name}")
 
 
 def polygon_classes(frame: gpd.GeoDataFrame, spec: LabelSpec, classes: tuple[ClassInfo, ...],
@@ -178,10 +234,9 @@ def rasterize_vector_labels(path: str | os.PathLike, grid: PixelGrid, spec: Labe
     footprint = box(*grid.window_bounds(grid.window))
     touching = keep & frame.geometry.intersects(footprint).to_numpy()
     if not touching.any():
-        left, bottom, right, top = own_bounds
         raise InvalidInputError(
             f"{source}: none of its {len(frame)} label features overlaps the scene "
-            f"(labels span x {left:.1f}..{right:.1f}, y {bottom:.1f}..{top:.1f} in "
+            f"(labels span {fmt_extent(tuple(own_bounds), own_crs)} in "
             f"{own_crs.to_string()}; the scene spans {_fmt_bounds(grid)} in "
             f"{grid.crs.to_string()}); check that the labels belong to this scene")
     order = np.argsort(ids == NODATA_CLASS, kind="stable")  # ignored polygons burn last
@@ -191,17 +246,107 @@ def rasterize_vector_labels(path: str | os.PathLike, grid: PixelGrid, spec: Labe
 
 
 def _fmt_bounds(grid: PixelGrid) -> str:
-    left, bottom, right, top = grid.window_bounds(grid.window)
-    return f"x {left:.1f}..{right:.1f}, y {bottom:.1f}..{top:.1f}"
+    """The grid's extent in its CRS, with digits enough to tell its edges apart."""
+    return fmt_extent(grid.window_bounds(grid.window), grid.crs)
+
+
+def extent_digits(bounds: tuple[float, ...], crs: CRS | None = None) -> int:
+    """Decimals to print an extent (left, bottom, right, top) with: 6 in a geographic CRS
+    (degrees; 1e-6 degree is about 0.1 m), else enough to resolve about a thousandth of
+    its larger side, 1 to 6 (a 10 km extent: 1; 80 m: 2; 0.5 units: 4)."""
+    if crs is not None and crs.is_geographic:
+        return 6
+    left, bottom, right, top = bounds
+    span = max(right - left, top - bottom)
+    if not math.isfinite(span) or span <= 0:
+        return 2
+    return min(6, max(1, 3 - math.floor(math.log10(span))))
+
+
+def fmt_extent(bounds: tuple[float, ...], crs: CRS | None = None) -> str:
+    """``x left..right, y bottom..top`` with :func:`extent_digits` decimals."""
+    left, bottom, right, top = bounds
+    d = extent_digits(bounds, crs)
+    return f"x {left:.{d}f}..{right:.{d}f}, y {bottom:.{d}f}..{top:.{d}f}"
+
+
+def nodata_class(value: float, spec: LabelSpec, classes: tuple[ClassInfo, ...], *,
+                 source: str) -> int | None:
+    """The class id a label-raster ``value`` is read as (None: it is no class value).
+
+    With a mapping, a value the mapping sends to a class (not to ignore); without one, a
+    class id 0..K-1. 255 and NaN are never class values."""
+    if math.isnan(value) or value == NODATA_CLASS:
+        return None
+    if spec.mapping:
+        cid = class_lookup(spec, classes, source=source).get(_key(value))
+        return None if cid is None or cid == NODATA_CLASS else cid
+    return int(value) if float(value).is_integer() and 0 <= value < len(classes) else None
+
+
+def resolve_raster_nodata(spec: LabelSpec, tag: float | None, values: np.ndarray,
+                          classes: tuple[ClassInfo, ...], *,
+                          source: str) -> tuple[float | None, str | None]:
+    """The label-raster value to read as "no label", and a one-line warning (or None).
+
+    ``spec.nodata`` a number or None: that, no warning. ``"auto"``: the raster's nodata
+    ``tag``, except when the tag is also a class value (:func:`nodata_class`, e.g.
+    ``nodata=0`` on a raster whose 0 is background): then no value is nodata, the tag's
+    pixels are read as their class and the warning says so. A tag that is no class value
+    stays nodata (it could not be read as any class); if it covers more than
+    :data:`MOSTLY_NODATA` of the raster's pixels the warning says that most of the raster
+    is left out (unless the mapping sends it to ignore: that was said). ``values`` are the
+    raster's own pixels (band 1, before resampling).
+    """
+    choice = spec.nodata
+    if choice is None or (isinstance(choice, str) and choice.strip().lower() == "none"):
+        return None, None
+    if not (isinstance(choice, str) and choice.strip().lower() == AUTO_NODATA):
+        try:
+            return float(choice), None
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: labels nodata {choice!r} is not a number, none or "
+                              "auto; e.g. --truth-nodata 0 (nodata: 0 in a recipe's labels)"
+                              ) from None
+    if tag is None:
+        return None, None
+    tagged = np.isnan(values) if math.isnan(tag) else values == tag
+    share = float(np.count_nonzero(tagged)) / max(values.size, 1)
+    shown = _key(tag)
+    cid = nodata_class(tag, spec, classes, source=source)
+    if cid is not None and share == 0:
+        return None, None  # no pixel holds the tag: whatever it means changes nothing
+    if cid is not None:
+        name = next((c.name for c in classes if c.id == cid), str(cid))
+        return None, (f"{source}: its nodata value {shown} is also a class value ({name}) and "
+                      f"covers {100 * share:.1f}% of the raster; reading {shown} as {name}, "
+                      f"not as nodata (to ignore those pixels instead: --truth-nodata "
+                      f"{shown}, or nodata: {shown} in a recipe's labels)")
+    ignored_by_mapping = bool(spec.mapping) and _key(tag) in class_lookup(spec, classes,
+                                                                          source=source)
+    if share > MOSTLY_NODATA and not ignored_by_mapping:
+        return tag, (f"{source}: its nodata value {shown} covers {100 * share:.1f}% of the "
+                     f"raster (more than half), so only the rest is scored; if {shown} is a "
+                     f"class, pass --truth-nodata none and map every value (--map "
+                     f"{shown}=CLASS ...)")
+    return tag, None
 
 
 def read_raster_labels(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec,
                        classes: tuple[ClassInfo, ...]) -> np.ndarray:
-    """Class ids (H, W) uint8 on ``grid`` from a label raster (band 1).
+    """Class ids (H, W) uint8 on ``grid`` from a label raster (band 1); see
+    :func:`raster_labels`, which also returns the warnings."""
+    return raster_labels(path, grid, spec, classes).ids
+
+
+def raster_labels(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec,
+                  classes: tuple[ClassInfo, ...]) -> GridLabels:
+    """Class ids on ``grid`` from a label raster (band 1), with the nodata value used.
 
     Values go through ``spec.mapping`` when given (unmapped values are refused), else they
-    must be class ids already; the raster's nodata and 255 become NODATA_CLASS. A raster on
-    another grid is resampled (nearest) onto ``grid``; pixels it does not cover are 255.
+    must be class ids already; the nodata value (:func:`resolve_raster_nodata`) and 255
+    become NODATA_CLASS. A raster on another grid is resampled (nearest) onto ``grid``;
+    pixels it does not cover are 255.
     """
     from rasterio.warp import Resampling, reproject
 
@@ -216,21 +361,23 @@ def read_raster_labels(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec
             if ds.crs is None and not same:
                 raise InvalidInputError(f"{source}: the label raster has no CRS and is not "
                                         "on the scene's grid; assign one or align it")
-            nodata = ds.nodata
+            own = ds.read(1)
+            nodata, warning = resolve_raster_nodata(spec, ds.nodata, own, classes,
+                                                    source=source)
             if same and (ds.crs is None or grid.crs is None or ds.crs == grid.crs):
-                values = ds.read(1)
+                values = own
             else:
+                # from the array, so that a tag read as a class is not masked by GDAL
                 values = np.full((grid.height, grid.width), NODATA_CLASS, np.float64)
-                reproject(rasterio.band(ds, 1), values, dst_transform=grid.transform,
-                          dst_crs=grid.crs, dst_nodata=NODATA_CLASS,
-                          resampling=Resampling.nearest)
-                nodata = NODATA_CLASS if nodata is None else nodata
+                reproject(own, values, src_transform=ds.transform, src_crs=ds.crs,
+                          src_nodata=nodata, dst_transform=grid.transform, dst_crs=grid.crs,
+                          dst_nodata=NODATA_CLASS, resampling=Resampling.nearest)
     except RasterioIOError as exc:
         raise InvalidInputError(f"{source}: not a label raster GDAL can read "
                                 f"({str(exc).splitlines()[0]})") from exc
     invalid = values == NODATA_CLASS
     if nodata is not None:
-        invalid |= values == nodata
+        invalid |= np.isnan(values) if math.isnan(nodata) else values == nodata
     out = np.full(values.shape, NODATA_CLASS, np.uint8)
     present = np.unique(values[~invalid])
     lookup = class_lookup(spec, classes, source=source) if spec.mapping else None
@@ -249,12 +396,19 @@ def read_raster_labels(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec
     if not (out != NODATA_CLASS).any():
         raise InvalidInputError(f"{source}: holds no label on the scene's grid; check that "
                                 "the labels belong to this scene")
-    return out
+    return GridLabels(out, nodata, (warning,) if warning else ())
+
+
+def read_labels(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec,
+                classes: tuple[ClassInfo, ...]) -> GridLabels:
+    """Class ids on ``grid`` from a vector or raster label file, with the warnings."""
+    if is_vector(path):
+        return GridLabels(rasterize_vector_labels(path, grid, spec, classes))
+    return raster_labels(path, grid, spec, classes)
 
 
 def labels_on_grid(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec,
                    classes: tuple[ClassInfo, ...]) -> np.ndarray:
-    """Class ids (H, W) uint8 on ``grid`` from a vector or raster label file."""
-    if is_vector(path):
-        return rasterize_vector_labels(path, grid, spec, classes)
-    return read_raster_labels(path, grid, spec, classes)
+    """Class ids (H, W) uint8 on ``grid`` from a vector or raster label file (the
+    warnings of :func:`read_labels` dropped)."""
+    return read_labels(path, grid, spec, classes).ids

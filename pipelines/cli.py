@@ -7,8 +7,11 @@ traceback is shown only with ``--debug``.
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -53,6 +56,23 @@ def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> st
         return None if value is None else check_device(value)
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+@contextmanager
+def stop_on_sigint() -> Iterator[threading.Event]:
+    """While the block runs, the first Ctrl-C (SIGINT) sets the event the batch checks;
+    a second one interrupts at once, as usual."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def predict_options(function: _F) -> _F:
@@ -139,7 +159,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     from geoseg.model.bundle import file_sha256, read_meta
     from pipelines.inputs import expand_inputs
     from pipelines.report import format_table, write_summary
-    from pipelines.run import dry_run_table, run_batch
+    from pipelines.run import BatchInterrupted, dry_run_table, run_batch
     from geoseg.writers import prepare_folder
     from pipelines.cluster import choose_cluster, connect, describe
     from pipelines.logs import library_logs
@@ -163,12 +183,21 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     summary_path = Path(summary_path or Path(out) / SUMMARY)
     debug = debug_wanted(click.get_current_context())
     start = time.perf_counter()
-    with library_logs(Path(out) / LOG, verbose=verbose or debug) as log:
-        with connect(choice, echo=click.echo) as client, TileProgress() as progress:
-            outcomes = run_batch(
-                client, paths, out, model=model, options=options, progress=progress,
-                echo=progress.write, model_sha256=sha,
-                on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
+    interrupted = False
+    with library_logs(Path(out) / LOG, verbose=verbose or debug) as log, \
+            stop_on_sigint() as stop:
+        try:
+            with connect(choice, echo=click.echo) as client, TileProgress() as progress:
+                outcomes = run_batch(
+                    client, paths, out, model=model, options=options, progress=progress,
+                    echo=progress.write, model_sha256=sha, stop=stop,
+                    on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
+        except BatchInterrupted as stop:
+            outcomes, interrupted = stop.outcomes, True
+        except KeyboardInterrupt:  # before any scene was submitted: nothing to keep
+            click.echo("error: interrupted before any scene started; nothing was kept",
+                       err=True)
+            sys.exit(130)
     click.echo(format_table(outcomes))
     summary_written = True
     try:
@@ -179,6 +208,11 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
         summary_written = False
         click.echo(f"error: {summary_path}: cannot write the summary ({exc.strerror or exc}); "
                    "the table above is the only record", err=True)
+    if interrupted:
+        done = sum(o.status in ("done", "skipped") for o in outcomes)
+        click.echo(f"error: interrupted: {done} of {len(outcomes)} scene(s) complete and "
+                   "kept, the others removed; rerun the same command to finish", err=True)
+        sys.exit(130)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed and debug and failed[0].exception:
         raise failed[0].exception

@@ -27,6 +27,22 @@ def _parse_overrides(items: Iterable[str]) -> dict:
     return out
 
 
+def _parse_nodata(text: str | None) -> float | str | None:
+    """--truth-nodata: absent -> "auto" (see LabelSpec.nodata), "none" -> None, else a number."""
+    from geoseg.labels import AUTO_NODATA
+
+    if text is None:
+        return AUTO_NODATA
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--truth-nodata {text!r}: expected the label value that means "
+                          "no label (a number, e.g. --truth-nodata 0) or none") from None
+    return int(value) if value.is_integer() else value
+
+
 @click.command("train")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
@@ -70,13 +86,18 @@ def train_command(recipe: str, overrides: tuple[str, ...], out: str | None, resu
               help="Class scored with object F1 (default: building-like names). Repeatable.")
 @click.option("--min-area", type=float, default=20.0, show_default=True,
               help="Objects smaller than this many pixels are not scored (SpaceNet: 20).")
+@click.option("--truth-nodata", metavar="VALUE|none",
+              help="Label raster value that means no label, overriding the raster's nodata "
+                   "tag; 'none': no value does. Default: the tag, unless the tag is also a "
+                   "class value (e.g. nodata 0 where 0 is background): then it is read as "
+                   "that class, with a warning. Ignored for vector truth.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the metrics as JSON here.")
 @one_line_errors
 def evaluate_command(prediction: str, truth: str, attribute: str | None,
                      mapping: tuple[str, ...], unlabelled: str, layer: str | None,
                      object_classes: tuple[str, ...], min_area: float,
-                     json_path: str | None) -> None:
+                     truth_nodata: str | None, json_path: str | None) -> None:
     """Score a class raster PREDICTION (from geoseg predict) against --truth labels."""
     from geoseg.evaluate import EvaluateOptions, evaluate_prediction, format_table, \
         write_report
@@ -90,9 +111,11 @@ def evaluate_command(prediction: str, truth: str, attribute: str | None,
         pairs[value.strip()] = name.strip()
     options = EvaluateOptions(
         labels=LabelSpec(attribute=attribute, mapping=pairs, unlabelled=unlabelled,
-                         layer=layer),
+                         layer=layer, nodata=_parse_nodata(truth_nodata)),
         object_classes=tuple(object_classes) or None, min_area=min_area)
     report = evaluate_prediction(prediction, truth, options=options)
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(format_table(report))
     if json_path:
         write_report(report, json_path)

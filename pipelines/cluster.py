@@ -142,6 +142,22 @@ def describe(choice: ClusterChoice) -> str:
             + slurm_job_script(choice.options))
 
 
+def stop_local_workers(cluster: Any) -> None:
+    """Kill a local cluster's worker processes at once (Ctrl-C): closing it would otherwise
+    wait for the running tasks, then for the nannies' kill timeout. What they were
+    writing is staging or part files, which the run removes."""
+    import signal
+
+    for nanny in list(cluster.workers.values()):
+        nanny.auto_restart = False
+        pid = getattr(nanny, "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 @contextmanager
 def connect(choice: ClusterChoice, *,
             echo: Callable[[str], object] = print) -> Iterator[Any]:
@@ -168,7 +184,11 @@ def connect(choice: ClusterChoice, *,
                 Client(cluster) as client:
             echo(f"local cluster: {o['n_workers']} worker process(es), dashboard "
                  f"{client.dashboard_link}")
-            yield client
+            try:
+                yield client
+            except KeyboardInterrupt:
+                stop_local_workers(cluster)
+                raise
         return
     jobqueue = _jobqueue()
     o = choice.options

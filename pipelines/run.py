@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +27,15 @@ from .manifest import manifest_path, scene_manifest, write_json
 from .report import SceneOutcome, align, mark_failed
 from .resume import PlannedScene, plan_scenes, prepare_folder
 from .worker import ModelCache, QuietWarnings
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch, with every scene's outcome (finished scenes ``done``, the
+    others ``interrupted`` and cleaned up)."""
+
+    def __init__(self, outcomes: list[SceneOutcome]) -> None:
+        super().__init__("interrupted")
+        self.outcomes = outcomes
 
 
 @dataclass
@@ -71,7 +81,8 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
               model: str | os.PathLike, options: PredictOptions,
               progress: Any = None, echo: Callable[[str], None] | None = None,
               on_failure: Callable[[SceneOutcome], None] | None = None,
-              model_sha256: str | None = None) -> list[SceneOutcome]:
+              model_sha256: str | None = None,
+              stop: threading.Event | None = None) -> list[SceneOutcome]:
     """Predict every scene of ``scene_paths`` into ``out_dir`` on ``client``'s cluster.
 
     ``model`` is a bundle path on storage the workers share. Scenes whose outputs are
@@ -79,11 +90,11 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
     that fails is recorded with one error line and the others go on. ``progress`` is a
     :class:`~pipelines.progress.TileProgress`; ``echo`` prints a line per finished scene,
     ``on_failure(outcome)`` is called as each scene fails. ``model_sha256`` spares hashing
-    the model again when the caller has (the CLI, for its summary).
+    the model again when the caller has (the CLI, for its summary). ``stop`` (set by the
+    CLI's SIGINT handler) interrupts the batch: finished scenes are kept, the others are
+    cancelled and removed, and :class:`BatchInterrupted` carries the outcomes.
     Returns one :class:`SceneOutcome` per scene, in input order.
     """
-    from distributed import as_completed
-
     from geoseg.model.bundle import file_sha256, read_meta
 
     meta = read_meta(model)
@@ -94,10 +105,32 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
     client.register_plugin(ModelCache())
     client.register_plugin(QuietWarnings())
     resources = model_resources(client, options.device)
+    running: list[_Running] = []
+    stop = stop or threading.Event()
+    try:
+        pending, owner = _submit(client, planned, running, resources=resources,
+                                 progress=progress, echo=echo, on_failure=on_failure,
+                                 stop=stop)
+        _collect(client, pending, owner, progress=progress, echo=echo, on_failure=on_failure,
+                 stop=stop)
+    except KeyboardInterrupt as exc:
+        _interrupt(client, running)
+        raise BatchInterrupted([s.outcome for s in planned]) from exc
+    return [s.outcome for s in planned]
+
+
+def _submit(client: Any, planned: list[PlannedScene], running: list[_Running], *,
+            resources: dict | None, progress: Any, echo: Callable[[str], None] | None,
+            on_failure: Callable[[SceneOutcome], None] | None,
+            stop: threading.Event) -> tuple[list, dict]:
+    """Make each planned scene's folder ready and submit its graph, in scene order (earlier
+    scenes get higher priority, so they finish and are published first). A scene goes into
+    ``running`` before its folder is touched, so an interrupt cleans it up."""
     token, priority = uuid.uuid4().hex[:8], 0
     owner: dict = {}
-    running = []
     for scene in planned:
+        if stop.is_set():
+            raise KeyboardInterrupt
         outcome = scene.outcome
         if scene.job is None:
             if echo and outcome.status == "skipped":
@@ -105,24 +138,43 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
             if on_failure and outcome.status == "failed":
                 on_failure(outcome)
             continue
+        state = _Running(scene, started=time.perf_counter())
+        running.append(state)
         try:
             prepare_folder(scene.job)
         except (GeosegError, OSError) as exc:
+            running.remove(state)
             mark_failed(outcome, exc)
             scene.job = None
             if on_failure:
                 on_failure(outcome)
             continue
-        state = _Running(scene, started=time.perf_counter())
         state.graph, priority = submit_scene(client, scene.job, resources=resources,
                                              token=token, priority=priority)
-        running.append(state)
         if progress is not None:
             progress.add_total(len(scene.job.flow.plan.tiles))
         for future in state.graph.watched:
             owner[future.key] = state
-    pending = [f for s in running for f in s.graph.watched]
-    for future in as_completed(pending):
+    return [f for s in running for f in s.graph.watched], owner
+
+
+def _collect(client: Any, pending: list, owner: dict, *, progress: Any,
+             echo: Callable[[str], None] | None,
+             on_failure: Callable[[SceneOutcome], None] | None,
+             stop: threading.Event) -> None:
+    """Tally finished blocks and publish finished scenes as their futures complete; checks
+    ``stop`` at least every 50 ms (a signal handler only sets it, so an interrupt never
+    lands inside dask's own callbacks, where it would be swallowed)."""
+    from distributed import as_completed
+
+    completed = as_completed(pending)
+    while not completed.is_empty():
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if not completed.has_ready():
+            stop.wait(0.05)
+            continue
+        future = next(completed)
         state = owner.pop(future.key, None)
         if state is None or state.planned.outcome.status == "failed":
             continue
@@ -144,22 +196,40 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
             state.tally.add(value)
             if progress is not None:
                 progress.advance(value.n_tiles)
-    return [s.outcome for s in planned]
+
+
+def _interrupt(client: Any, running: list[_Running]) -> None:
+    """Ctrl-C: stop every unfinished scene's tasks and remove what they wrote; finished
+    scenes (their manifests written) are kept."""
+    for state in running:
+        outcome = state.planned.outcome
+        if outcome.status in ("done", "failed") or state.planned.job is None:
+            continue
+        outcome.status, outcome.error = "interrupted", "interrupted (Ctrl-C); rerun to finish"
+        try:
+            client.cancel([f for f in state.graph.held if f is not None], force=True)
+        except Exception:  # noqa: BLE001 - the cluster may be going down already
+            pass
+        _remove_scene_leftovers(state.planned.job.flow.outputs.folder)
+
+
+def _remove_scene_leftovers(folder: Path) -> None:
+    """Parts, staging files and, when nothing else is left, the scene's folder."""
+    from geoseg.parts import clean_scene_folder
+
+    clean_scene_folder(folder)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()  # the run made it; an unfinished scene leaves nothing behind
 
 
 def _fail(client: Any, state: _Running, exc: BaseException) -> None:
-    from geoseg.parts import clean_scene_folder
-
     outcome = state.planned.outcome
     mark_failed(outcome, exc)
     outcome.seconds = round(time.perf_counter() - state.started, 3)
     client.cancel(state.graph.held)
     state.graph = SceneGraph()
     assert state.planned.job is not None
-    folder = state.planned.job.flow.outputs.folder
-    clean_scene_folder(folder)
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()  # the run made it; a failed scene leaves nothing behind
+    _remove_scene_leftovers(state.planned.job.flow.outputs.folder)
 
 
 def _complete(state: _Running, outputs: dict) -> None:

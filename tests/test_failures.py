@@ -141,3 +141,60 @@ def test_library_logs_are_restored_after_a_run(tmp_path):
         assert "DASK_LOGGING" in os.environ
     assert logging.getLogger("distributed").handlers == before
     assert "Compute Failed" in (tmp_path / "geoseg.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory):
+    """A tiny network made slow enough (width, tiles of 64 with batch 1) that a batch of a
+    few small scenes takes seconds."""
+    from geoseg.classes import make_classes
+    from geoseg.model import create_bundle, save_bundle
+
+    path = tmp_path_factory.mktemp("slow-model") / "slow.safetensors"
+    save_bundle(create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
+                              bands=("r", "g", "b"), tile_size=64, overlap=32,
+                              arch_kwargs={"depth": 6, "width": 48}), path)
+    return path
+
+
+def test_scenes_are_published_one_after_another_in_input_order(tmp_path, slow_model):
+    paths = [write_raster(tmp_path / f"s{i}.tif", smooth_noise((200, 200), seed=i))
+             for i in range(4)]
+    out = tmp_path / "out"
+    code, _, stderr = geoseg("predict", *paths, "-m", slow_model, "-o", out, "--workers", 1,
+                             "--batch-size", 1, "--block-size", 64)
+    assert code == 0, stderr
+    published = [(out / f"s{i}" / "manifest.json").stat().st_mtime for i in range(4)]
+    assert published == sorted(published) and published[0] < published[-1]
+
+
+def test_ctrl_c_stops_fast_keeps_finished_scenes_and_exits_130(tmp_path, slow_model):
+    import signal
+    import time
+
+    paths = [write_raster(tmp_path / f"s{i}.tif", smooth_noise((200, 200), seed=i))
+             for i in range(6)]
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*GEOSEG, "predict", *map(str, paths), "-m", str(slow_model),
+                             "-o", str(out), "--batch-size", "1", "--block-size", "64"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    first = out / "s0" / "manifest.json"
+    deadline = time.monotonic() + 180
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the batch ended before it could be interrupted"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    stopped = time.monotonic() - sent
+    assert proc.returncode == 130, stderr
+    assert stopped < 10, f"took {stopped:.1f} s to stop"  # functional bound; ~1 s measured
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), stderr
+    kept = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert "s0" in kept and len(kept) < 6
+    for name in kept:  # every scene left is complete, nothing hidden beside it
+        assert sorted(p.name for p in (out / name).iterdir()) == [
+            "classes.tif", "manifest.json"], name
+    assert (out / "summary.json").exists()
