@@ -117,6 +117,20 @@ def block_steps(flow: SceneFlow) -> list[BlockStep]:
     return [BlockStep(block, tuple(blocks.sources(block))) for block in blocks.blocks()]
 
 
+DISK_FACTOR = 1.0
+"""Bytes on disk per output byte per pixel while a scene runs, all copies together: its
+part files (compressed), the staging GeoTIFF and the COG with overviews (DEFLATE) usually
+total well under one uncompressed copy; one uncompressed copy is the estimate."""
+
+
+def disk_estimate(flow: SceneFlow) -> int:
+    """About how many bytes a scene's run needs on the output disk at its peak."""
+    grid = flow.plan.scene.grid
+    per_pixel = 1 + (len(flow.classes) if flow.probabilities else 0)
+    vector = 0.5 if flow.vector is not None else 0  # pieces + GeoPackage, typically less
+    return int(grid.height * grid.width * (per_pixel + vector) * DISK_FACTOR)
+
+
 def prepare_outputs(flow: SceneFlow, *, overwrite: bool) -> None:
     """Make the scene's folder; refuse existing outputs unless ``overwrite``."""
     for path in flow.output_paths.values():

@@ -24,8 +24,12 @@ PARTS_FOLDER = ".parts"
 """Hidden folder in ``OUT/<scene stem>/`` holding a scene's part files while it runs."""
 
 OUTPUT_NAMES = (CLASSES, PROBABILITIES, POLYGONS)
-PART_KINDS = ("classes", "probabilities")
-"""Raster part files: one ``.npy`` per finished block and kind."""
+PART_KINDS = ("classes", "probabilities", "vector", "done")
+"""Part files of a finished block (compressed ``.npz``): its classes, probabilities, polygon
+pieces, and last its ``done`` record (counts, tiles run, the spill strips it sends)."""
+PARTS_IDENTITY = "identity.json"
+"""What the parts in a parts folder were computed with; parts of another run are not
+reused."""
 
 
 def scene_dir(out_dir: str | os.PathLike, scene_path: str | os.PathLike) -> Path:
@@ -59,11 +63,13 @@ class SceneOutputs:
     def parts(self) -> Path:
         return self.folder / PARTS_FOLDER
 
+    @property
+    def parts_identity(self) -> Path:
+        return self.parts / PARTS_IDENTITY
+
     def part(self, kind: str, row: int, col: int) -> Path:
-        """Part file of block ``(row, col)``: ``kind`` is one of :data:`PART_KINDS`
-        (``.npy``) or ``vector`` (the block's polygon pieces, ``.npz``)."""
-        suffix = ".npz" if kind == "vector" else ".npy"
-        return self.parts / f"{kind}-r{row}-c{col}{suffix}"
+        """Part file of block ``(row, col)``; ``kind`` is one of :data:`PART_KINDS`."""
+        return self.parts / f"{kind}-r{row}-c{col}.npz"
 
 
 def staging_path(path: Path, *, suffix: str) -> Path:

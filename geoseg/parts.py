@@ -14,6 +14,7 @@ these functions as tasks lives in ``pipelines/``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -24,8 +25,10 @@ import numpy as np
 
 from .atomic import replacing
 from .errors import IncompleteRunError
+from .grid import Window
 from .names import SceneOutputs, is_leftover
 from .polygonize import load_block, save_block
+from .report import BlockDone
 from .seams import BlockResult
 from .tiling import Block, BlockGrid
 
@@ -34,30 +37,80 @@ if TYPE_CHECKING:
 
 
 def write_part(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Save ``array`` at ``path`` via a temporary name (atomic on one file system).
-
-    The folder must exist: a block of a scene that was given up (its folder removed) fails
-    here instead of leaving files behind.
-    """
+    """Save ``array`` compressed at ``path`` via a temporary name (atomic on one file
+    system). The folder must exist: a block of a scene that was given up (its folder
+    removed) fails here instead of leaving files behind."""
     path = Path(path)
     with replacing(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        np.savez_compressed(f, data=np.ascontiguousarray(array))
     return path
 
 
 def read_part(path: str | os.PathLike) -> np.ndarray:
     """A part written by :func:`write_part` (no pickles are loaded)."""
-    return np.load(path, allow_pickle=False)
+    with np.load(path, allow_pickle=False) as z:
+        return z["data"]
 
 
-def save_finished(outputs: SceneOutputs, finished: FinishedBlock) -> None:
-    """Save a :class:`~geoseg.flow.FinishedBlock`'s classes, probabilities and pieces."""
+def save_finished(outputs: SceneOutputs, finished: FinishedBlock, spills: dict) -> None:
+    """Save a :class:`~geoseg.flow.FinishedBlock`'s classes, probabilities and pieces, then
+    its ``done`` record: counts, tiles, and the ``spills`` it sends to later blocks (so a
+    rerun can finish those without predicting this block again). The record is written
+    last: its presence means every part of the block is whole."""
     r, c = finished.block.row, finished.block.col
     write_part(outputs.part("classes", r, c), finished.classes)
     if finished.probs is not None:
         write_part(outputs.part("probabilities", r, c), finished.probs)
     if finished.pieces is not None:
         save_block(finished.pieces, outputs.part("vector", r, c))
+    done = finished.done
+    arrays = {"block": np.array([done.row, done.col, done.n_tiles, done.tiles_run], np.int64),
+              "counts": done.counts}
+    for (sr, sc), (window, strip) in spills.items():
+        arrays[f"spill_{sr}_{sc}_window"] = np.array(
+            [window.row, window.col, window.height, window.width], np.int64)
+        arrays[f"spill_{sr}_{sc}_strip"] = strip
+    with replacing(outputs.part("done", r, c)) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: a kwarg
+        # named allow_pickle would be a bool; these keys are block, counts and spill_*
+
+
+def load_done(outputs: SceneOutputs, row: int, col: int) -> tuple[BlockDone, dict]:
+    """A finished block's record from an earlier run: its :class:`BlockDone` (marked
+    reused) and the spill strips it sends, keyed by receiving block."""
+    path = _existing(outputs.part("done", row, col), row, col)
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    r, c, n_tiles, tiles_run = (int(v) for v in data["block"])
+    spills = {}
+    for key in data:
+        if key.startswith("spill_") and key.endswith("_window"):
+            sr, sc = (int(v) for v in key.split("_")[1:3])
+            spills[(sr, sc)] = (Window(*(int(v) for v in data[key])),
+                                data[f"spill_{sr}_{sc}_strip"])
+    return BlockDone(r, c, n_tiles, tiles_run, data["counts"], reused=True), spills
+
+
+def finished_blocks(outputs: SceneOutputs, blocks: BlockGrid) -> set[tuple[int, int]]:
+    """Blocks whose ``done`` record exists in the parts folder."""
+    if not outputs.parts.is_dir():
+        return set()
+    return {(b.row, b.col) for b in blocks.blocks()
+            if outputs.part("done", b.row, b.col).is_file()}
+
+
+def write_identity(outputs: SceneOutputs, identity: dict) -> None:
+    """Record what the parts in the folder are computed with."""
+    with replacing(outputs.parts_identity) as tmp:
+        tmp.write_text(json.dumps(identity, sort_keys=True))
+
+
+def read_identity(outputs: SceneOutputs) -> dict | None:
+    try:
+        data = json.loads(outputs.parts_identity.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _existing(path: Path, row: int, col: int) -> Path:
@@ -86,13 +139,19 @@ def vector_parts(outputs: SceneOutputs, blocks: BlockGrid) -> Iterator[BlockResu
         yield load_block(_existing(outputs.part("vector", r, c), r, c))
 
 
+def remove_leftovers(scene_folder: str | os.PathLike) -> None:
+    """Remove hidden staging/temporary files of a scene's outputs (never a final output
+    and never the parts folder)."""
+    folder = Path(scene_folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.is_file() and is_leftover(entry.name):
+            entry.unlink(missing_ok=True)
+
+
 def clean_scene_folder(scene_folder: str | os.PathLike) -> None:
     """Remove what an interrupted run may have left in ``OUT/<stem>/``: the parts folder and
     hidden staging/temporary files of the outputs (never a final output)."""
-    outputs = SceneOutputs(Path(scene_folder))
-    shutil.rmtree(outputs.parts, ignore_errors=True)
-    if not outputs.folder.is_dir():
-        return
-    for entry in outputs.folder.iterdir():
-        if entry.is_file() and is_leftover(entry.name):
-            entry.unlink(missing_ok=True)
+    shutil.rmtree(SceneOutputs(Path(scene_folder)).parts, ignore_errors=True)
+    remove_leftovers(scene_folder)

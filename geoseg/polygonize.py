@@ -172,7 +172,8 @@ def _probability_sums(data: np.ndarray, win: Window, rules: PieceRules, mask: An
 
 
 def save_block(result: BlockResult, path: str | os.PathLike) -> Path:
-    """Write a block's result as an ``.npz`` of plain arrays (no pickle), atomically.
+    """Write a block's result as a compressed ``.npz`` of plain arrays (no pickle),
+    atomically.
 
     Lets a scheduler keep block results on shared storage instead of in memory, so the
     merge reads them back one block row at a time (:func:`load_block`).
@@ -183,12 +184,12 @@ def save_block(result: BlockResult, path: str | os.PathLike) -> Path:
     if len(p.geoms):
         _, coords, offsets = ragged_rings(p.geoms)
     w = result.window
-    with replacing(path, suffix=".npz") as tmp:
-        np.savez(tmp, window=np.array([w.row, w.col, w.height, w.width], np.int64),
-                 coords=coords, ring_off=offsets[0], part_off=offsets[1], geom_off=offsets[2],
-                 class_ids=p.class_ids, pixels=p.pixels, prob_sums=p.prob_sums,
-                 first=result.first, top=result.top, bottom=result.bottom, left=result.left,
-                 right=result.right)
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(
+            f, window=np.array([w.row, w.col, w.height, w.width], np.int64), coords=coords,
+            ring_off=offsets[0], part_off=offsets[1], geom_off=offsets[2],
+            class_ids=p.class_ids, pixels=p.pixels, prob_sums=p.prob_sums, first=result.first,
+            top=result.top, bottom=result.bottom, left=result.left, right=result.right)
     return path
 
 

@@ -28,6 +28,8 @@ class BlockDone:
     n_tiles: int
     tiles_run: int
     counts: np.ndarray
+    reused: bool = False
+    """True for a block finished by an earlier, interrupted run (its parts reused)."""
 
 
 @dataclass
@@ -36,11 +38,13 @@ class Tally:
 
     tiles_run: int = 0
     blocks_done: int = 0
+    blocks_reused: int = 0
     counts: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
 
     def add(self, done: BlockDone) -> None:
         self.tiles_run += done.tiles_run
         self.blocks_done += 1
+        self.blocks_reused += int(done.reused)
         self.counts += done.counts
 
 
@@ -57,6 +61,7 @@ class SceneReport:
     tiles_run: int
     blocks: int
     tiles_per_block: int
+    blocks_reused: int
     tile_size: int
     overlap: int
     stitch: str
@@ -87,6 +92,7 @@ class SceneReport:
                 "tta": self.tta, "tiles_in_grid": self.tiles_in_grid,
                 "tiles_run": self.tiles_run, "blocks": self.blocks,
                 "tiles_per_block": self.tiles_per_block,
+                "blocks_reused": self.blocks_reused,
                 "class_pixels": dict(self.class_pixels), "nodata_pixels": self.nodata_pixels}
 
 
@@ -98,7 +104,8 @@ def scene_report(flow: SceneFlow, tally: Tally, outputs: dict[str, str], *,
         scene=flow.scene, outputs=dict(outputs), height=grid.height, width=grid.width,
         crs=grid.crs.to_string() if grid.crs else None, tiles_in_grid=len(plan.tiles),
         tiles_run=int(tally.tiles_run), blocks=len(plan.blocks),
-        tiles_per_block=plan.blocks.tiles_per_block, tile_size=plan.tiles.size,
+        tiles_per_block=plan.blocks.tiles_per_block, blocks_reused=tally.blocks_reused,
+        tile_size=plan.tiles.size,
         overlap=plan.tiles.overlap, stitch=plan.stitch, tta=plan.tta,
         class_pixels={c.name: int(tally.counts[c.id]) for c in flow.classes},
         nodata_pixels=int(tally.counts[NODATA_CLASS]), model_sha256=flow.model_sha256,

@@ -47,6 +47,32 @@ def prepare_folder(folder: Path) -> Path:
     return folder
 
 
+def check_free_space(out_dir: Path, folder: Path, *, needed: int) -> None:
+    """Refuse a scene the disk holding ``folder`` has no room for (``needed`` bytes, an
+    estimate), in one line naming ``out_dir`` (the user's --out)."""
+    free = free_bytes(folder)
+    if free < needed:
+        raise OutputNotWritableError(no_space_message(out_dir, needed, free=free))
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the disk that holds ``path`` (or would: its nearest existing parent)."""
+    import shutil
+
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def no_space_message(out_dir: Path, needed: int, *, free: int | None = None) -> str:
+    """``OUT: no space left on device (scene needs about N MB)``, the one line for a full
+    disk, found before a scene starts or while it writes."""
+    have = f", {free / 1e6:.0f} MB free" if free is not None else ""
+    return (f"{out_dir}: no space left on device (scene needs about "
+            f"{max(1, round(needed / 1e6))} MB{have}); free some space or choose another --out")
+
+
 def prepare_output(path: Path, *, overwrite: bool) -> Path:
     """Make the output's folder; refuse an existing output without ``overwrite``."""
     path = Path(path)

@@ -14,7 +14,9 @@ input) and pulls only the neighbours' spill strips. Earlier blocks and scenes ge
 priority, so a block finishes right after it is computed and few accumulators wait in
 memory; every block of every scene is a task, so a batch keeps all workers busy and one
 large scene spreads over the cluster. Polygons come from the finished blocks themselves:
-classes.tif is never read back.
+classes.tif is never read back. A block that an interrupted earlier run finished (its
+``done`` part exists, with the run's identity) is neither predicted nor finished again:
+``saved_done`` and ``saved_spills`` read its record back.
 """
 
 from __future__ import annotations
@@ -51,14 +53,24 @@ class SceneGraph:
 
 
 def submit_scene(client: Any, job: tasks.SceneJob, *, resources: dict | None, token: str,
-                 priority: int) -> tuple[SceneGraph, int]:
+                 priority: int, finished: frozenset[tuple[int, int]] = frozenset()
+                 ) -> tuple[SceneGraph, int]:
     """Submit one scene's graph (see the module docstring); returns it and the next
-    priority."""
+    priority. Blocks in ``finished`` (done by an earlier, interrupted run of the same
+    identity) are not predicted again: their record and spill strips are read back."""
     name = f"{Path(job.flow.scene).stem}-{token}"
     spills: dict = {}
     graph = SceneGraph()
     for step in block_steps(job.flow):
         r, c = step.key
+        if step.key in finished:
+            spills[(r, c)] = client.submit(tasks.saved_spills_task, job, r, c,
+                                           key=f"spills-{name}-{r}-{c}", priority=priority)
+            graph.finishes.append(client.submit(tasks.saved_done_task, job, r, c,
+                                                key=f"finish-{name}-{r}-{c}",
+                                                priority=priority))
+            priority -= 1
+            continue
         predicted = client.submit(tasks.predict_task, job, r, c, key=f"predict-{name}-{r}-{c}",
                                   resources=resources, priority=priority)
         spills[(r, c)] = client.submit(tasks.spills_task, job, predicted,

@@ -82,17 +82,44 @@ def plan_scenes(scene_paths: list[Path], out_dir: str | os.PathLike, *,
     return scenes
 
 
-def prepare_folder(job: SceneJob) -> None:
-    """Make the scene folder ready for a (re)run: manifest first out, leftovers removed,
-    an empty parts folder (tasks of a cancelled scene cannot recreate it)."""
-    from geoseg.parts import clean_scene_folder
-    from geoseg.writers import prepare_output
+def parts_identity(job: SceneJob) -> dict:
+    """What a scene's part files depend on: parts written under another identity are never
+    reused."""
+    from geoseg import __version__
+
+    plan = job.flow.plan
+    return {"geoseg": __version__, "model_sha256": job.model.sha256,
+            "options": job.options.identity(), "height": plan.scene.grid.height,
+            "width": plan.scene.grid.width, "tile_size": plan.tiles.size,
+            "overlap": plan.tiles.overlap, "tiles_per_block": plan.blocks.tiles_per_block}
+
+
+def prepare_folder(job: SceneJob, *, out_dir: str | os.PathLike) -> frozenset[tuple[int, int]]:
+    """Make the scene folder ready for a (re)run and return the blocks whose parts an
+    interrupted earlier run of the same identity left complete (they are reused).
+
+    The manifest goes first; staging leftovers are removed; parts of another identity are
+    removed. The disk must have room for the scene (:func:`geoseg.flow.disk_estimate`).
+    """
+    from geoseg.flow import disk_estimate
+    from geoseg.parts import (clean_scene_folder, finished_blocks, read_identity,
+                              remove_leftovers, write_identity)
+    from geoseg.writers import check_free_space, prepare_output
 
     outputs = job.flow.outputs
     prepare_output(outputs.classes, overwrite=True)
     outputs.manifest.unlink(missing_ok=True)
-    clean_scene_folder(outputs.folder)
-    outputs.parts.mkdir()
+    identity = parts_identity(job)
+    if outputs.parts.is_dir() and read_identity(outputs) == identity:
+        remove_leftovers(outputs.folder)
+        reuse = frozenset(finished_blocks(outputs, job.flow.plan.blocks))
+    else:
+        clean_scene_folder(outputs.folder)
+        reuse = frozenset()
+    check_free_space(Path(out_dir), outputs.folder, needed=disk_estimate(job.flow))
+    outputs.parts.mkdir(exist_ok=True)
+    write_identity(outputs, identity)
+    return reuse
 
 
 def scene_state(folder: str | os.PathLike, *, model_sha256: str, identity: dict) -> str:

@@ -108,7 +108,8 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
     running: list[_Running] = []
     stop = stop or threading.Event()
     try:
-        pending, owner = _submit(client, planned, running, resources=resources,
+        pending, owner = _submit(client, planned, running, out_dir=out_dir,
+                                 resources=resources,
                                  progress=progress, echo=echo, on_failure=on_failure,
                                  stop=stop)
         _collect(client, pending, owner, progress=progress, echo=echo, on_failure=on_failure,
@@ -120,8 +121,8 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
 
 
 def _submit(client: Any, planned: list[PlannedScene], running: list[_Running], *,
-            resources: dict | None, progress: Any, echo: Callable[[str], None] | None,
-            on_failure: Callable[[SceneOutcome], None] | None,
+            out_dir: str | os.PathLike, resources: dict | None, progress: Any,
+            echo: Callable[[str], None] | None, on_failure: Callable[[SceneOutcome], None] | None,
             stop: threading.Event) -> tuple[list, dict]:
     """Make each planned scene's folder ready and submit its graph, in scene order (earlier
     scenes get higher priority, so they finish and are published first). A scene goes into
@@ -141,16 +142,17 @@ def _submit(client: Any, planned: list[PlannedScene], running: list[_Running], *
         state = _Running(scene, started=time.perf_counter())
         running.append(state)
         try:
-            prepare_folder(scene.job)
+            reuse = prepare_folder(scene.job, out_dir=out_dir)
         except (GeosegError, OSError) as exc:
             running.remove(state)
+            _remove_scene_leftovers(scene.job.flow.outputs.folder)
             mark_failed(outcome, exc)
             scene.job = None
             if on_failure:
                 on_failure(outcome)
             continue
         state.graph, priority = submit_scene(client, scene.job, resources=resources,
-                                             token=token, priority=priority)
+                                             token=token, priority=priority, finished=reuse)
         if progress is not None:
             progress.add_total(len(scene.job.flow.plan.tiles))
         for future in state.graph.watched:
@@ -187,7 +189,13 @@ def _collect(client: Any, pending: list, owner: dict, *, progress: Any,
                 on_failure(state.planned.outcome)
             continue
         if future is state.graph.final:
-            _complete(state, value)
+            try:
+                _complete(state, value)
+            except (GeosegError, OSError) as exc:  # the manifest could not be written
+                _fail(client, state, exc)
+                if on_failure:
+                    on_failure(state.planned.outcome)
+                continue
             if echo:
                 o = state.planned.outcome
                 echo(f"{o.scene}: {o.tiles} tiles in {o.seconds:.1f} s -> "

@@ -11,6 +11,7 @@ loaded once per worker process by the :class:`~pipelines.worker.ModelCache` plug
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,13 +39,44 @@ def portable_errors(task: _T) -> _T:
     """
     @functools.wraps(task)
     def run(*args: Any, **kwargs: Any) -> Any:
+        error: Exception
         try:
             return task(*args, **kwargs)
         except GeosegError as exc:
             error = type(exc)(*exc.args)
+        except Exception as exc:
+            # a full disk shows as ENOSPC, numpy's "N requested and M written", or a GDAL
+            # write error: ask the disk instead of parsing messages
+            job = args[0] if args and isinstance(args[0], SceneJob) else None
+            if job is None or not (getattr(exc, "errno", None) == errno.ENOSPC
+                                   or _disk_full(job)):
+                raise
+            error = _no_space(job)
         raise error  # outside the except block: no __context__ either
 
     return run  # type: ignore[return-value]  # same signature as task (functools.wraps)
+
+
+def _disk_full(job: SceneJob) -> bool:
+    """True when the disk of the scene's outputs has less room left than the scene needs."""
+    from geoseg.flow import disk_estimate
+    from geoseg.writers import free_bytes
+
+    try:
+        return free_bytes(job.flow.outputs.folder) < disk_estimate(job.flow)
+    except OSError:
+        return False
+
+
+def _no_space(job: SceneJob) -> GeosegError:
+    """A full disk while a task writes: the same one line as the check before the scene."""
+    from geoseg.errors import OutputNotWritableError
+    from geoseg.flow import disk_estimate
+    from geoseg.writers import no_space_message
+
+    outputs = job.flow.outputs
+    return OutputNotWritableError(no_space_message(outputs.folder.parent,
+                                                   disk_estimate(job.flow)))
 
 
 @dataclass(frozen=True)
@@ -94,8 +126,24 @@ def finish_task(job: SceneJob, predicted: PredictedBlock, *source_spills: dict) 
     key = (predicted.block.row, predicted.block.col)
     incoming = [spill[key] for spill in source_spills if key in spill]
     finished = finish_block(job.flow, predicted, incoming)
-    save_finished(job.flow.outputs, finished)
+    save_finished(job.flow.outputs, finished, spill_strips(job.flow, predicted))
     return finished.done
+
+
+@portable_errors
+def saved_done_task(job: SceneJob, row: int, col: int) -> BlockDone:
+    """A block an earlier, interrupted run finished: its record, read back (no model)."""
+    from geoseg.parts import load_done
+
+    return load_done(job.flow.outputs, row, col)[0]
+
+
+@portable_errors
+def saved_spills_task(job: SceneJob, row: int, col: int) -> dict:
+    """The spill strips a block finished by an earlier run sends to later blocks."""
+    from geoseg.parts import load_done
+
+    return load_done(job.flow.outputs, row, col)[1]
 
 
 @portable_errors

@@ -198,3 +198,101 @@ def test_ctrl_c_stops_fast_keeps_finished_scenes_and_exits_130(tmp_path, slow_mo
         assert sorted(p.name for p in (out / name).iterdir()) == [
             "classes.tif", "manifest.json"], name
     assert (out / "summary.json").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (needs root and mount rights, as CI has; skipped elsewhere)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_before_the_scene_starts(tiny_disk, tmp_path, model):
+    scene = write_raster(tmp_path / "big.tif", smooth_noise((1600, 1600), seed=3))
+    out = tiny_disk / "out"
+    code, _, stderr = geoseg("predict", scene, "-m", model, "-o", out, "--probabilities",
+                             "--workers", 1)
+    assert code == 1
+    lines = stderr.strip().splitlines()
+    assert lines[0].startswith(f"error: {out}: no space left on device (scene needs about ")
+    assert len(lines) == 2 and "1 of 1 scene(s) failed" in lines[1], stderr
+    assert not (out / "big").exists()  # no empty scene folder left behind
+
+
+def test_a_disk_that_fills_while_writing_is_the_same_one_line(tiny_disk, tmp_path, model):
+    """Writes that fail on a full disk (numpy's "N requested and M written", GDAL's write
+    errors, ENOSPC) become the no-space line, not a traceback."""
+    import errno
+
+    from geoseg.config import PredictOptions
+    from geoseg.errors import OutputNotWritableError
+    from geoseg.model import file_sha256, read_meta
+    from pipelines.resume import plan_scenes
+    from pipelines.tasks import portable_errors
+
+    scene = write_raster(tmp_path / "s.tif", smooth_noise((300, 300)))
+    job = plan_scenes([scene], tiny_disk / "out", model_path=model, meta=read_meta(model),
+                      model_sha256=file_sha256(model), options=PredictOptions())[0].job
+    (tiny_disk / "filler").write_bytes(b"\0" * (2 * 1024 * 1024 - 64 * 1024))
+
+    @portable_errors
+    def writes(job, exc):
+        raise exc
+
+    for exc in (OSError("2000000 requested and 1064832 written"),
+                OSError(errno.ENOSPC, "No space left on device")):
+        with pytest.raises(OutputNotWritableError, match="no space left on device"):
+            writes(job, exc)
+    (tiny_disk / "filler").unlink()
+    with pytest.raises(OSError, match="requested and"):  # room enough: not a full disk
+        writes(job, OSError("2000000 requested and 1064832 written"))
+
+
+def test_an_interrupted_run_reuses_its_finished_blocks_byte_for_byte(tmp_path, slow_model):
+    """Kill the whole run (client and workers) after some blocks; the rerun reuses the
+    finished blocks' parts and writes the same bytes as an uninterrupted run."""
+    import signal
+    import time
+
+    import geopandas as gpd
+
+    scene = write_raster(tmp_path / "s.tif", smooth_noise((400, 400), seed=9))
+    args = ["-m", slow_model, "--batch-size", 1, "--block-size", 64, "--probabilities",
+            "--vectorize", "--workers", 1]
+    code, _, stderr = geoseg("predict", scene, "-o", tmp_path / "ref", *args)
+    assert code == 0, stderr
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*GEOSEG, "predict", str(scene), "-o", str(out),
+                             *map(str, args)], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = out / "s" / ".parts"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.is_dir() and len(list(parts.glob("done-*.npz"))) >= 4:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole run dies at once, as in a crash
+    proc.wait(30)
+    assert not (out / "s" / "manifest.json").exists()
+    code, _, stderr = geoseg("predict", scene, "-o", out, *args)
+    assert code == 0, stderr
+    import json
+
+    manifest = json.loads((out / "s" / "manifest.json").read_text())
+    assert manifest["blocks_reused"] >= 4
+    for name in ("classes.tif", "probabilities.tif"):
+        assert (out / "s" / name).read_bytes() == (tmp_path / "ref" / "s" / name).read_bytes()
+    got = gpd.read_file(out / "s" / "polygons.gpkg", engine="pyogrio")
+    want = gpd.read_file(tmp_path / "ref" / "s" / "polygons.gpkg", engine="pyogrio")
+    assert got.drop(columns="geometry").equals(want.drop(columns="geometry"))
+    assert got.geometry.geom_equals_exact(want.geometry, tolerance=0).all()
+    assert not parts.exists()
