@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import rasterio
 
 from .atomic import replacing
 from .classes import NODATA_CLASS, ClassInfo, make_classes
 from .errors import InvalidInputError
 from .grid import PixelGrid
+from .scene import open_raster, read_band
 from .labels import LabelSpec, is_vector, polygon_classes, read_labels, read_vector_labels
 
 if TYPE_CHECKING:
@@ -174,8 +174,8 @@ def read_prediction(path: str | os.PathLike) -> tuple[np.ndarray, PixelGrid, tup
     from .class_raster import open_class_raster
 
     raster = open_class_raster(path, allow_no_crs=True)
-    with rasterio.open(raster.path) as ds:
-        ids = ds.read(1)
+    with open_raster(raster.path) as ds:
+        ids = read_band(ds, 1, raster.grid.window)
     if raster.nodata is not None and raster.nodata != NODATA_CLASS:
         ids = np.where(ids == raster.nodata, NODATA_CLASS, ids)
     ids = ids.astype(np.int64)

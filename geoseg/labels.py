@@ -24,25 +24,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import rasterio
 from rasterio.errors import RasterioIOError
 
 from .classes import NODATA_CLASS, ClassInfo
 from .errors import ConfigError, InputNotFoundError, InvalidInputError
+from .extents import check_geographic_bounds, fmt_extent
 from .grid import PixelGrid
+from .scene import open_raster, read_band
 
 if TYPE_CHECKING:
     import geopandas as gpd
-    from rasterio.crs import CRS
 
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 UNLABELLED_POLICIES = ("background", "ignore")
 AUTO_NODATA = "auto"
 MOSTLY_NODATA = 0.5  # a nodata tag on more than this share of a label raster's pixels is said
-# Coordinates a geographic CRS can hold, in degrees: longitudes -180..180, or 0..360 as some
-# global data sets write them; latitudes -90..90.
-GEOGRAPHIC_X = (-180.0, 360.0)
-GEOGRAPHIC_Y = (-90.0, 90.0)
 
 
 @dataclass(frozen=True)
@@ -157,28 +153,6 @@ def read_vector_labels(path: str | os.PathLike, *,
     return frame
 
 
-def check_geographic_bounds(frame: gpd.GeoDataFrame, *, source: str) -> None:
-    """Refuse labels that declare a geographic CRS (degrees) but hold coordinates no
-    geographic CRS can (x outside -180..360 or y outside -90..90, in the file's total
-    bounds): typically metres written with a wrong or missing CRS (GeoJSON implies WGS 84).
-    Reprojecting them would squash every feature into a point or fail later."""
-    if frame.crs is None or not frame.crs.is_geographic or frame.empty:
-        return
-    bounds = tuple(float(v) for v in frame.total_bounds)
-    if not all(math.isfinite(v) for v in bounds):
-        return  # only empty geometries: nothing to place
-    left, bottom, right, top = bounds
-    if (GEOGRAPHIC_X[0] <= left and right <= GEOGRAPHIC_X[1]
-            and GEOGRAPHIC_Y[0] <= bottom and top <= GEOGRAPHIC_Y[1]):
-        return
-    raise InvalidInputError(
-        f"{source}: its coordinates ({fmt_extent(bounds)}) are impossible for a geographic "
-        f"CRS, yet it declares {frame.crs.to_string()} (degrees: x within -180..360, y "
-        f"within -90..90); "
-        f"they are probably projected (metres): set the CRS they are really in, e.g. "
-        f"ogr2ogr -a_srs EPSG:<code> fixed.gpkg {Path(source).name}")
-
-
 def polygon_classes(frame: gpd.GeoDataFrame, spec: LabelSpec, classes: tuple[ClassInfo, ...],
                     *, source: str) -> np.ndarray:
     """Class id per feature (NODATA_CLASS for ignored ones), from ``spec``."""
@@ -248,26 +222,6 @@ def rasterize_vector_labels(path: str | os.PathLike, grid: PixelGrid, spec: Labe
 def _fmt_bounds(grid: PixelGrid) -> str:
     """The grid's extent in its CRS, with digits enough to tell its edges apart."""
     return fmt_extent(grid.window_bounds(grid.window), grid.crs)
-
-
-def extent_digits(bounds: tuple[float, ...], crs: CRS | None = None) -> int:
-    """Decimals to print an extent (left, bottom, right, top) with: 6 in a geographic CRS
-    (degrees; 1e-6 degree is about 0.1 m), else enough to resolve about a thousandth of
-    its larger side, 1 to 6 (a 10 km extent: 1; 80 m: 2; 0.5 units: 4)."""
-    if crs is not None and crs.is_geographic:
-        return 6
-    left, bottom, right, top = bounds
-    span = max(right - left, top - bottom)
-    if not math.isfinite(span) or span <= 0:
-        return 2
-    return min(6, max(1, 3 - math.floor(math.log10(span))))
-
-
-def fmt_extent(bounds: tuple[float, ...], crs: CRS | None = None) -> str:
-    """``x left..right, y bottom..top`` with :func:`extent_digits` decimals."""
-    left, bottom, right, top = bounds
-    d = extent_digits(bounds, crs)
-    return f"x {left:.{d}f}..{right:.{d}f}, y {bottom:.{d}f}..{top:.{d}f}"
 
 
 def nodata_class(value: float, spec: LabelSpec, classes: tuple[ClassInfo, ...], *,
@@ -355,13 +309,13 @@ def raster_labels(path: str | os.PathLike, grid: PixelGrid, spec: LabelSpec,
     if not path.exists():
         raise InputNotFoundError(f"{path}: label file not found; check the path")
     try:
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             same = (ds.height, ds.width, ds.transform) == (grid.height, grid.width,
                                                            grid.transform)
             if ds.crs is None and not same:
                 raise InvalidInputError(f"{source}: the label raster has no CRS and is not "
                                         "on the scene's grid; assign one or align it")
-            own = ds.read(1)
+            own = read_band(ds, 1, PixelGrid.of(ds).window)
             nodata, warning = resolve_raster_nodata(spec, ds.nodata, own, classes,
                                                     source=source)
             if same and (ds.crs is None or grid.crs is None or ds.crs == grid.crs):

@@ -26,7 +26,7 @@ from .atomic import replacing
 from .coverage import from_rings, ragged_rings, remove_collinear
 from .errors import InvalidInputError
 from .grid import Window
-from .scene import open_raster
+from .scene import open_raster, read_band
 from .seams import BlockResult, Pieces, block_edges
 
 
@@ -88,7 +88,7 @@ def polygonize_block(job: BlockJob) -> BlockResult:
     """Read one block of a class raster (and its probabilities) and polygonize it."""
     win = job.window
     with open_raster(job.path) as ds:
-        data = ds.read(1, window=win.to_rasterio())
+        data = read_band(ds, 1, win)
     probs = None
     if job.prob_path:
         with open_raster(job.prob_path) as ds:
@@ -111,7 +111,7 @@ def _read_probability_bands(ds: Any, win: Window, data: np.ndarray, job: BlockJo
             raise InvalidInputError(f"{job.prob_path}: has {ds.count} bands, none for "
                                     f"class {cid}; give the probabilities.tif written "
                                     "with this class raster")
-        out[band] = ds.read(band, window=win.to_rasterio())
+        out[band] = read_band(ds, band, win)
     return out
 
 

@@ -163,10 +163,23 @@ def read_window(ds: Any, window: Window, *,
         pixels[:, rows, cols] = data
         valid[rows, cols] = _valid_mask(ds, data, inner, bands)
     except RasterioError as exc:
-        raise InvalidInputError(f"{ds.name}: cannot read pixels at rows {inner.row}-"
-                                f"{inner.row_stop}, cols {inner.col}-{inner.col_stop} "
-                                f"({_first_line(exc)}); the file may be corrupt") from exc
+        raise corrupt_pixels(ds.name, inner, exc) from exc
     return pixels, valid
+
+
+def corrupt_pixels(name: str, window: Window, exc: BaseException) -> InvalidInputError:
+    """The one line for pixels GDAL could not read (a truncated or damaged file)."""
+    return InvalidInputError(f"{name}: cannot read pixels at rows {window.row}-"
+                             f"{window.row_stop}, cols {window.col}-{window.col_stop} "
+                             f"({_first_line(exc)}); the file may be corrupt")
+
+
+def read_band(ds: Any, band: int, window: Window) -> np.ndarray:
+    """One band at ``window`` (inside the raster); a damaged file is one clear line."""
+    try:
+        return ds.read(band, window=window.to_rasterio())
+    except RasterioError as exc:
+        raise corrupt_pixels(ds.name, window, exc) from exc
 
 
 def _valid_mask(ds: Any, data: np.ndarray, window: Window,

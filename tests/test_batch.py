@@ -127,7 +127,7 @@ def test_a_worker_killed_mid_run_changes_nothing(client, data, tmp_path):
     parts = tmp_path / "alpha" / ".parts"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and runner.is_alive():
-        if parts.is_dir() and len(list(parts.glob("classes-*.npy"))) >= 3:
+        if parts.is_dir() and len(list(parts.glob("classes-*.npz"))) >= 3:
             break
         time.sleep(0.01)
     assert runner.is_alive(), "the run ended before a worker could be killed"
