@@ -60,6 +60,13 @@ def library_logs(path: Path, *, verbose: bool) -> Iterator[Path]:
         saved[name] = (logger.handlers[:], logger.propagate)
         logger.handlers = list(handlers)
         logger.propagate = False
+    # dask's own logging set-up gives some child loggers a stderr handler of their own
+    # ("distributed.client", "tornado.application"): they send to their parent instead
+    for name, entry in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(entry, logging.Logger) and name not in saved and any(
+                name.startswith(f"{top}.") for top in LIBRARY_LOGGERS):
+            saved[name] = (entry.handlers[:], entry.propagate)
+            entry.handlers, entry.propagate = [], True
     old_env = os.environ.get("DASK_LOGGING")
     os.environ["DASK_LOGGING"] = repr(worker_logging(path, verbose=verbose))
     logging.captureWarnings(True)

@@ -29,10 +29,20 @@ class SceneOutcome:
     """The error itself (for --debug); not written to the summary."""
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """True when a scene failed because the client lost its scheduler (not the scene's
+    fault: its finished blocks are kept for a rerun)."""
+    return ("scheduler-connection-lost" in str(exc)
+            or type(exc).__name__ in ("CommClosedError", "StreamClosedError"))
+
+
 def error_line(exc: BaseException) -> str:
     """One line for the summary: geoseg's own message, or the type and first line."""
     if isinstance(exc, GeosegError):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if connection_lost(exc):
+        return ("lost the connection to the Dask scheduler before the scene finished; its "
+                "finished blocks are kept: rerun the same command to resume")
     first = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 

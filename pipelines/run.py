@@ -24,7 +24,7 @@ from geoseg.report import Tally, scene_report
 
 from .graph import SceneGraph, submit_scene
 from .manifest import manifest_path, scene_manifest, write_json
-from .report import SceneOutcome, align, mark_failed
+from .report import SceneOutcome, align, connection_lost, mark_failed
 from .resume import PlannedScene, plan_scenes, prepare_folder
 from .worker import ModelCache, QuietWarnings
 
@@ -231,13 +231,18 @@ def _remove_scene_leftovers(folder: Path) -> None:
 
 
 def _fail(client: Any, state: _Running, exc: BaseException) -> None:
+    from geoseg.parts import remove_leftovers
+
     outcome = state.planned.outcome
     mark_failed(outcome, exc)
     outcome.seconds = round(time.perf_counter() - state.started, 3)
     client.cancel(state.graph.held)
     state.graph = SceneGraph()
     assert state.planned.job is not None
-    _remove_scene_leftovers(state.planned.job.flow.outputs.folder)
+    if connection_lost(exc):  # keep the finished blocks' parts: a rerun resumes from them
+        remove_leftovers(state.planned.job.flow.outputs.folder)
+    else:
+        _remove_scene_leftovers(state.planned.job.flow.outputs.folder)
 
 
 def _complete(state: _Running, outputs: dict) -> None:

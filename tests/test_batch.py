@@ -113,13 +113,17 @@ def test_rerun_skips_complete_scenes_and_overwrite_redoes_them(client, data, tmp
     assert read_manifest(tmp_path / "alpha")["options"]["stitch"] == "center"
 
 
-def test_a_worker_killed_mid_run_changes_nothing(client, data, tmp_path):
+@pytest.mark.parametrize("vectorize", [False, True], ids=["rasters", "vectorizing"])
+def test_a_worker_killed_mid_run_changes_nothing(client, data, tmp_path, vectorize):
+    """Killed while blocks are predicted, finished and polygonized: the scheduler reruns
+    what was lost; rasters are byte-identical and polygons equal."""
     from dataclasses import replace
 
     if len(client.scheduler_info()["workers"]) < 2:
         pytest.skip("needs two workers: one survives the kill")
     root, model, scenes, options = data
-    options = replace(options, block_size=32, vectorize=False, batch_size=1)
+    options = replace(options, block_size=32, vectorize=vectorize, batch_size=1)
+    kind = "vector" if vectorize else "classes"
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.update(result=run_batch(
         client, scenes, tmp_path, model=model, options=options)))
@@ -127,7 +131,7 @@ def test_a_worker_killed_mid_run_changes_nothing(client, data, tmp_path):
     parts = tmp_path / "alpha" / ".parts"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and runner.is_alive():
-        if parts.is_dir() and len(list(parts.glob("classes-*.npz"))) >= 3:
+        if parts.is_dir() and len(list(parts.glob(f"{kind}-*.npz"))) >= 3:
             break
         time.sleep(0.01)
     assert runner.is_alive(), "the run ended before a worker could be killed"
@@ -137,7 +141,7 @@ def test_a_worker_killed_mid_run_changes_nothing(client, data, tmp_path):
     assert not runner.is_alive()
     assert [o.status for o in outcome["result"]] == ["done", "done"], \
         [o.error for o in outcome["result"]]
-    assert_same_outputs(root / "reference", tmp_path, ["alpha", "beta"], polygons=False)
+    assert_same_outputs(root / "reference", tmp_path, ["alpha", "beta"], polygons=vectorize)
 
 
 def test_vectorize_polygonizes_in_finish_on_the_prediction_block_grid(data, tmp_path):

@@ -296,3 +296,75 @@ def test_an_interrupted_run_reuses_its_finished_blocks_byte_for_byte(tmp_path, s
     assert got.drop(columns="geometry").equals(want.drop(columns="geometry"))
     assert got.geometry.geom_equals_exact(want.geometry, tolerance=0).all()
     assert not parts.exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_cluster(port: int) -> list:
+    """A Dask scheduler and one worker as their own processes, on 127.0.0.1."""
+    import time
+
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    scheduler = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker",
+                               f"tcp://127.0.0.1:{port}", "--nworkers", "1", "--nthreads",
+                               "1", "--no-dashboard", "--host", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [scheduler, worker]
+
+
+def _stop(procs) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+
+
+def test_a_lost_scheduler_is_one_line_per_scene_and_the_rerun_resumes(tmp_path, slow_model):
+    import json
+    import time
+
+    paths = [write_raster(tmp_path / f"s{i}.tif", smooth_noise((260, 260), seed=i))
+             for i in range(3)]
+    out = tmp_path / "out"
+    port = _free_port()
+    procs = _start_cluster(port)
+    try:
+        run = subprocess.Popen([*GEOSEG, "predict", *map(str, paths), "-m", str(slow_model),
+                                "-o", str(out), "--batch-size", "1", "--block-size", "64",
+                                "--scheduler", f"tcp://127.0.0.1:{port}"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and run.poll() is None:
+            if len(list(out.glob("s*/.parts/done-*.npz"))) >= 2:
+                break
+            time.sleep(0.01)
+        assert run.poll() is None, "the batch ended before the scheduler could be killed"
+        procs[0].kill()
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        _stop(procs)
+    assert run.returncode == 1
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert all(line.startswith("error: ") for line in lines), stderr
+    assert any("lost the connection to the Dask scheduler" in line for line in lines), stderr
+    for scene in out.glob("s?"):  # unfinished scenes hold parts only, no final name
+        if not (scene / "manifest.json").exists():
+            assert [p.name for p in scene.iterdir()] == [".parts"], list(scene.iterdir())
+    procs = _start_cluster(port)
+    try:
+        code, _, stderr = geoseg("predict", *paths, "-m", slow_model, "-o", out,
+                                 "--batch-size", 1, "--block-size", 64, "--scheduler",
+                                 f"tcp://127.0.0.1:{port}")
+    finally:
+        _stop(procs)
+    assert code == 0, stderr
+    manifests = [json.loads((out / f"s{i}" / "manifest.json").read_text()) for i in range(3)]
+    assert sum(m.get("blocks_reused", 0) for m in manifests) >= 1
