@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_batch
 	$(BIN)/python -m benchmarks.bench_vectorize --size 16384
 	$(BIN)/python -m benchmarks.bench_vectorized_predict
+	$(BIN)/python -m benchmarks.bench_memory_tree
 
 clean:
 	rm -rf out .pytest_cache

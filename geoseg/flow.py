@@ -49,7 +49,8 @@ from .writers import RasterOutput, class_output, prepare_output, probability_out
 
 if TYPE_CHECKING:
     from .grid import Window
-    from .model.bundle import BundleMeta, ModelBundle
+    from .model.bundle import ModelBundle
+    from .model.meta import BundleMeta
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from .tiling import Block, BlockGrid, TileGrid
 from .writers import output_tags
 
 if TYPE_CHECKING:
-    from .model.bundle import BundleMeta, ModelBundle
+    from .model.bundle import ModelBundle
+    from .model.meta import BundleMeta
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from .classes import NODATA_CLASS, ClassInfo, make_classes
 from .errors import ConfigError, InvalidInputError
 from .grid import Window
 from .labels import background_id
-from .model.bundle import BundleMeta, create_bundle, file_sha256, save_bundle
+from .model.bundle import create_bundle, save_bundle
+from .model.meta import BundleMeta, file_sha256
 from .model.inference import normalize
 from .recipe import Recipe, SceneEntry
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou

@@ -26,7 +26,7 @@ from .grid import PixelGrid, Window
 from .names import probe_path, staging_path
 
 if TYPE_CHECKING:
-    from .model.bundle import BundleMeta
+    from .model.meta import BundleMeta
 
 _STAGING = dict(driver="GTiff", tiled=True, blockxsize=512, blockysize=512,
                 compress="deflate", BIGTIFF="IF_SAFER")

@@ -156,7 +156,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
     import time
 
-    from geoseg.model.bundle import file_sha256, read_meta
+    from geoseg.model.meta import file_sha256, read_meta
     from pipelines.inputs import expand_inputs
     from pipelines.report import format_table, write_summary
     from pipelines.run import BatchInterrupted, dry_run_table, run_batch
@@ -227,7 +227,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
 @one_line_errors
 def info(model: str, as_json: bool) -> None:
     """Print a model bundle's metadata."""
-    from geoseg.model.bundle import file_sha256, read_meta
+    from geoseg.model.meta import file_sha256, read_meta
 
     meta = read_meta(model)
     if as_json:

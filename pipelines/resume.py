@@ -24,7 +24,7 @@ from .report import SceneOutcome, mark_failed
 from .tasks import ModelRef, SceneJob
 
 if TYPE_CHECKING:
-    from geoseg.model.bundle import BundleMeta
+    from geoseg.model.meta import BundleMeta
 
 
 @dataclass

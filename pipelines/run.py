@@ -95,7 +95,7 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
     cancelled and removed, and :class:`BatchInterrupted` carries the outcomes.
     Returns one :class:`SceneOutcome` per scene, in input order.
     """
-    from geoseg.model.bundle import file_sha256, read_meta
+    from geoseg.model.meta import file_sha256, read_meta
 
     meta = read_meta(model)
     sha = model_sha256 or file_sha256(model)
@@ -266,7 +266,7 @@ def dry_run_table(scene_paths: list[Path], out_dir: str | os.PathLike, *,
                   model_sha256: str | None = None) -> str:
     """What a run would do, per scene (run, skip or fail, tiles, blocks); writes nothing.
     ``auto`` is resolved on this machine, as a run on the default local cluster would."""
-    from geoseg.model.bundle import file_sha256, read_meta
+    from geoseg.model.meta import file_sha256, read_meta
 
     options = dataclasses.replace(options, device=resolve_cluster_device(None, options.device))
     scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(),

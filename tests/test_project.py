@@ -155,3 +155,16 @@ def test_every_output_and_part_name_comes_from_one_module():
             if spelled.search(line) and "help=" not in line:
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_the_batch_client_never_imports_torch():
+    """A batch's client plans scenes from the bundle's metadata; only workers load torch
+    (its import alone is hundreds of MB of the client's memory)."""
+    code = ("import sys, pipelines.cli, pipelines.run, pipelines.resume, pipelines.graph, "
+            "geoseg.flow, geoseg.model as m; m.read_meta('models/buildings-massachusetts."
+            "safetensors'); m.file_sha256('models/buildings-massachusetts.safetensors'); "
+            "print(sorted(k for k in ('torch', 'segmentation_models_pytorch') "
+            "if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout.strip()
+    assert out == "[]"

@@ -1,8 +1,10 @@
 """The model package: the bundle file, the network registry, inference with test-time
 augmentation, and devices.
 
-Names are imported from their modules on first use (PEP 562), so ``geoseg.model.tta`` and
-``geoseg.model.devices`` (name lists that configs are checked against) stay free of torch;
+Names are imported from their modules on first use (PEP 562), so ``geoseg.model.tta``,
+``geoseg.model.devices`` (name lists that configs are checked against) and
+``geoseg.model.meta`` (a bundle's metadata, what a batch's client plans with) stay free of
+torch;
 ``from geoseg.model import load_bundle`` imports torch, as loading a network must.
 """
 
@@ -12,9 +14,10 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 _HOMES = {
-    "bundle": ("BundleMeta", "ModelBundle", "create_bundle", "save_bundle", "read_meta",
-               "load_bundle", "load_state_dict", "file_sha256", "with_provenance",
-               "FORMAT", "META_KEY"),
+    "bundle": ("ModelBundle", "create_bundle", "save_bundle", "load_bundle",
+               "load_state_dict"),
+    "meta": ("BundleMeta", "read_meta", "file_sha256", "with_provenance", "FORMAT",
+             "META_KEY"),
     "networks": ("Pixelwise", "TinyCNN", "EXTRA_ARCHITECTURES", "build_network",
                  "receptive_field"),
     "inference": ("normalize", "forward_probabilities"),
@@ -31,9 +34,9 @@ __all__ = ["BundleMeta", "DEVICES", "EXTRA_ARCHITECTURES", "FORMAT", "META_KEY",
            "with_provenance"]
 
 if TYPE_CHECKING:
-    from .bundle import (FORMAT, META_KEY, BundleMeta, ModelBundle, create_bundle,
-                         file_sha256, load_bundle, load_state_dict, read_meta, save_bundle,
-                         with_provenance)
+    from .bundle import ModelBundle, create_bundle, load_bundle, load_state_dict, save_bundle
+    from .meta import (FORMAT, META_KEY, BundleMeta, file_sha256, read_meta,
+                       with_provenance)
     from .devices import DEVICES, check_device, device_kind, resolve_device
     from .inference import forward_probabilities, normalize
     from .networks import (EXTRA_ARCHITECTURES, Pixelwise, TinyCNN, build_network,

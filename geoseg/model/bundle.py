@@ -5,69 +5,21 @@ field, provenance). Loading one executes no code (DESIGN.md promise 8)."""
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from .. import __version__
 from ..atomic import replacing
-from ..classes import ClassInfo, NODATA_CLASS
+from ..classes import ClassInfo
 from ..errors import BundleError, ConfigError, InputNotFoundError
+from .meta import META_KEY, BundleMeta, file_sha256, read_meta
 from .networks import build_network, receptive_field
 from .tta import check_tta
-
-FORMAT = "geoseg-bundle/1"
-META_KEY = "geoseg"
-
-
-@dataclass(frozen=True)
-class BundleMeta:
-    """Everything prediction needs besides the weights. Sizes in pixels."""
-
-    arch: str
-    encoder: str
-    bands: tuple[str, ...]
-    classes: tuple[ClassInfo, ...]
-    scale: tuple[float, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    tile_size: int = 256
-    overlap: int = 64
-    tta: str = "none"                # default test-time augmentation (see TTA)
-    output_stride: int = 32
-    receptive_field: int = 0
-    arch_kwargs: dict = field(default_factory=dict)
-    nodata_class: int = NODATA_CLASS
-    name: str = "model"
-    provenance: dict = field(default_factory=dict)
-
-    @property
-    def in_channels(self) -> int:
-        return len(self.bands)
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["format"] = FORMAT
-        return json.dumps(d, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "BundleMeta":
-        d = json.loads(text)
-        if d.pop("format", None) != FORMAT:
-            raise BundleError(f"metadata format is not {FORMAT}")
-        d["classes"] = tuple(ClassInfo(**c) for c in d["classes"])
-        for key in ("bands", "scale", "mean", "std"):
-            d[key] = tuple(d[key])
-        check_tta(d.get("tta", "none"))  # a ConfigError is a ValueError: read_meta names the file
-        return cls(**d)
-
 
 @dataclass(frozen=True)
 class ModelBundle:
@@ -152,38 +104,6 @@ def _umask() -> int:
     return mask
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_meta(path: str | os.PathLike) -> BundleMeta:
-    """The metadata of a bundle file without building its network."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: model file not found; create one with "
-                                 "`geoseg model create` or train one with `geoseg train`")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except Exception as exc:
-        raise BundleError(f"{path}: not a geoseg model bundle (not a safetensors file: "
-                          f"{str(exc).splitlines()[0]}); create one with `geoseg model "
-                          "create`") from exc
-    if META_KEY not in header:
-        raise BundleError(f"{path}: a safetensors file without geoseg metadata; wrap its "
-                          "weights with `geoseg model create --weights`")
-    try:
-        return BundleMeta.from_json(header[META_KEY])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise BundleError(f"{path}: geoseg metadata is unreadable ({exc})") from exc
-
-
 def load_bundle(path: str | os.PathLike, *, device: str = "cpu") -> ModelBundle:
     """Load a bundle's metadata and weights (safetensors: no code runs) onto ``device``."""
     from safetensors.torch import load_file
@@ -219,8 +139,3 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict):
         raise BundleError(f"{path}: holds a {type(state).__name__}, not a state_dict")
     return state
-
-
-def with_provenance(meta: BundleMeta, **extra: Any) -> BundleMeta:
-    """A copy of ``meta`` with provenance entries added or replaced."""
-    return replace(meta, provenance={**meta.provenance, **extra})

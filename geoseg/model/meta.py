@@ -1,0 +1,97 @@
+"""A bundle's metadata: what prediction needs besides the weights, read from the safetensors
+header without torch (the client of a batch plans scenes from it and never imports torch)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..classes import NODATA_CLASS, ClassInfo
+from ..errors import BundleError, InputNotFoundError
+from .tta import check_tta
+
+FORMAT = "geoseg-bundle/1"
+META_KEY = "geoseg"
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    """Everything prediction needs besides the weights. Sizes in pixels."""
+
+    arch: str
+    encoder: str
+    bands: tuple[str, ...]
+    classes: tuple[ClassInfo, ...]
+    scale: tuple[float, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    tile_size: int = 256
+    overlap: int = 64
+    tta: str = "none"                # default test-time augmentation (see TTA)
+    output_stride: int = 32
+    receptive_field: int = 0
+    arch_kwargs: dict = field(default_factory=dict)
+    nodata_class: int = NODATA_CLASS
+    name: str = "model"
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["format"] = FORMAT
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BundleMeta":
+        d = json.loads(text)
+        if d.pop("format", None) != FORMAT:
+            raise BundleError(f"metadata format is not {FORMAT}")
+        d["classes"] = tuple(ClassInfo(**c) for c in d["classes"])
+        for key in ("bands", "scale", "mean", "std"):
+            d[key] = tuple(d[key])
+        check_tta(d.get("tta", "none"))  # a ConfigError is a ValueError: read_meta names the file
+        return cls(**d)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_meta(path: str | os.PathLike) -> BundleMeta:
+    """The metadata of a bundle file without building its network."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: model file not found; create one with "
+                                 "`geoseg model create` or train one with `geoseg train`")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+    except Exception as exc:
+        raise BundleError(f"{path}: not a geoseg model bundle (not a safetensors file: "
+                          f"{str(exc).splitlines()[0]}); create one with `geoseg model "
+                          "create`") from exc
+    if META_KEY not in header:
+        raise BundleError(f"{path}: a safetensors file without geoseg metadata; wrap its "
+                          "weights with `geoseg model create --weights`")
+    try:
+        return BundleMeta.from_json(header[META_KEY])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BundleError(f"{path}: geoseg metadata is unreadable ({exc})") from exc
+
+
+def with_provenance(meta: BundleMeta, **extra: Any) -> BundleMeta:
+    """A copy of ``meta`` with provenance entries added or replaced."""
+    return replace(meta, provenance={**meta.provenance, **extra})
