@@ -12,6 +12,7 @@ never needs to hold all features.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,7 +132,9 @@ class LayerWriter:
         kwargs = dict(layer=self.layer, driver="GPKG", promote_to_multi=self.multi,
                       geometry_type="MultiPolygon" if self.multi else "Polygon")
         try:
-            with _fixed_timestamp():
+            with _fixed_timestamp(), warnings.catch_warnings():
+                # a layer without CRS is what --allow-no-crs asked for: no library warning
+                warnings.filterwarnings("ignore", message="'crs' was not provided")
                 self._write(frame, kwargs)
         except OSError as exc:
             raise self._error(exc) from exc

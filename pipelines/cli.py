@@ -40,6 +40,21 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "predict.y
 def cli(ctx: click.Context, debug: bool) -> None:
     """Segment satellite and aerial scenes of any size with smp models."""
     ctx.ensure_object(dict)["debug"] = debug
+    if not debug:
+        quiet_library_warnings()
+
+
+def quiet_library_warnings() -> None:
+    """Python warnings from the libraries never reach the terminal (geoseg says what
+    matters in its own words); ``--debug`` shows them, and ``geoseg predict`` keeps them in
+    OUT/geoseg.log."""
+    import logging
+
+    logging.captureWarnings(True)
+    logger = logging.getLogger("py.warnings")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
 
 
 def fail(message: str) -> NoReturn:
