@@ -7,11 +7,8 @@ traceback is shown only with ``--debug``.
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -20,13 +17,14 @@ import click
 from geoseg import __version__
 from geoseg.model.devices import DEVICES, check_device
 from geoseg.model.tta import TTA_MODES
-from geoseg.names import LOG, SUMMARY
+from geoseg.names import SUMMARY
 from geoseg.stitch import WEIGHT_WINDOWS
 
 from .errors import debug_wanted, one_line_errors
 
 if TYPE_CHECKING:
     from geoseg.config import PredictOptions
+    from pipelines.session import BatchResult
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -71,23 +69,6 @@ def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> st
         return None if value is None else check_device(value)
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from exc
-
-
-@contextmanager
-def stop_on_sigint() -> Iterator[threading.Event]:
-    """While the block runs, the first Ctrl-C (SIGINT) sets the event the batch checks;
-    a second one interrupts at once, as usual."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def predict_options(function: _F) -> _F:
@@ -169,17 +150,12 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
             verbose: bool, **overrides: Any) -> None:
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
-    import time
-
     from geoseg.model.meta import file_sha256, read_meta
-    from pipelines.inputs import expand_inputs
-    from pipelines.report import format_table, write_summary
-    from pipelines.run import BatchInterrupted, dry_run_table, run_batch
     from geoseg.writers import prepare_folder
-    from pipelines.cluster import choose_cluster, connect, describe
-    from pipelines.logs import library_logs
-
-    from .progress import TileProgress
+    from pipelines.cluster import choose_cluster, describe
+    from pipelines.inputs import expand_inputs
+    from pipelines.run import dry_run_table
+    from pipelines.session import predict_batch
 
     options = resolve_options(config, **overrides)
     choice = choose_cluster(scheduler=scheduler, cluster=cluster_profile, workers=workers,
@@ -195,44 +171,40 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
         click.echo(dry_run_table(paths, out, model=model, options=options, model_sha256=sha))
         return
     prepare_folder(Path(out))  # an unwritable OUT fails here: nothing was written
-    summary_path = Path(summary_path or Path(out) / SUMMARY)
-    debug = debug_wanted(click.get_current_context())
-    start = time.perf_counter()
-    interrupted = False
-    with library_logs(Path(out) / LOG, verbose=verbose or debug) as log, \
-            stop_on_sigint() as stop:
-        try:
-            with connect(choice, echo=click.echo) as client, TileProgress() as progress:
-                outcomes = run_batch(
-                    client, paths, out, model=model, options=options, progress=progress,
-                    echo=progress.write, model_sha256=sha, stop=stop,
-                    on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
-        except BatchInterrupted as stop:
-            outcomes, interrupted = stop.outcomes, True
-        except KeyboardInterrupt:  # before any scene was submitted: nothing to keep
-            click.echo("error: interrupted before any scene started; nothing was kept",
-                       err=True)
-            sys.exit(130)
-    click.echo(format_table(outcomes))
-    summary_written = True
     try:
-        write_summary(summary_path, outcomes, model=model, model_sha256=sha, options=options,
-                      seconds=time.perf_counter() - start)
-        click.echo(f"summary: {summary_path}")
-    except OSError as exc:
-        summary_written = False
-        click.echo(f"error: {summary_path}: cannot write the summary ({exc.strerror or exc}); "
-                   "the table above is the only record", err=True)
-    if interrupted:
+        result = predict_batch(choice, paths, Path(out), model=model, model_sha256=sha,
+                               options=options, summary=Path(summary_path or Path(out) / SUMMARY),
+                               verbose=verbose or debug_wanted(click.get_current_context()),
+                               echo=click.echo)
+    except KeyboardInterrupt:  # before any scene was submitted: nothing to keep
+        click.echo("error: interrupted before any scene started; nothing was kept", err=True)
+        sys.exit(130)
+    report_batch(result)
+
+
+def report_batch(result: BatchResult) -> None:
+    """The table, the summary's place and the closing line; exit 130 (Ctrl-C) or 1 (a scene
+    failed) as the batch ended."""
+    from pipelines.report import format_table
+
+    click.echo(format_table(result.outcomes))
+    if result.summary_error is None:
+        click.echo(f"summary: {result.summary}")
+    else:
+        click.echo(f"error: {result.summary}: cannot write the summary "
+                   f"({result.summary_error}); the table above is the only record", err=True)
+    outcomes = result.outcomes
+    if result.interrupted:
         done = sum(o.status in ("done", "skipped") for o in outcomes)
         click.echo(f"error: interrupted: {done} of {len(outcomes)} scene(s) complete and "
                    "kept, the others removed; rerun the same command to finish", err=True)
         sys.exit(130)
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed and debug and failed[0].exception:
+    failed = result.failed
+    if failed and debug_wanted(click.get_current_context()) and failed[0].exception:
         raise failed[0].exception
     if failed:
-        where = f"see {summary_path}" if summary_written else f"library logs in {log}"
+        where = (f"see {result.summary}" if result.summary_error is None
+                 else f"library logs in {result.log}")
         fail(f"{len(failed)} of {len(outcomes)} scene(s) failed ({where})")
 
 

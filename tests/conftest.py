@@ -65,3 +65,16 @@ def shared_data(*parts) -> Path:
         pytest.skip(f"{path} is absent (real data lives in ../shared/data beside the repo; "
                     "a user's clone has none)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory) -> Path:
+    """A seeded tinycnn bundle (bg, fg; r, g, b; tile 64, overlap 32) shared by tests that
+    run `geoseg` as a process."""
+    from geoseg.classes import make_classes
+    from geoseg.model import create_bundle, save_bundle
+
+    path = tmp_path_factory.mktemp("tiny-model") / "tiny.safetensors"
+    save_bundle(create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
+                              bands=("r", "g", "b"), tile_size=64, overlap=32), path)
+    return path

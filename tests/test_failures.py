@@ -42,14 +42,8 @@ def scenes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from geoseg.classes import make_classes
-    from geoseg.model import create_bundle, save_bundle
-
-    path = tmp_path_factory.mktemp("failures-model") / "tiny.safetensors"
-    save_bundle(create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
-                              bands=("r", "g", "b"), tile_size=64, overlap=32), path)
-    return path
+def model(tiny_model_file):
+    return tiny_model_file
 
 
 def _busy_dashboard_port():

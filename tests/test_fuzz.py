@@ -67,14 +67,8 @@ def scheduler():
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    from geoseg.classes import make_classes
-    from geoseg.model import create_bundle, save_bundle
-
-    path = tmp_path_factory.mktemp("fuzz-model") / "tiny.safetensors"
-    save_bundle(create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
-                              bands=("r", "g", "b"), tile_size=64, overlap=32), path)
-    return path
+def small_model(tiny_model_file):
+    return tiny_model_file
 
 
 @pytest.fixture(scope="module")

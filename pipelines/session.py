@@ -1,0 +1,85 @@
+"""One `geoseg predict` batch as the user runs it: library logs to OUT/geoseg.log, Ctrl-C
+as a stop flag, the cluster, the run loop and the summary file.
+
+The CLI calls :func:`predict_batch` and turns its :class:`BatchResult` into lines and an
+exit code; everything with side effects on the process (signal handlers, logging routes)
+is set for the batch and restored after it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geoseg.config import PredictOptions
+from geoseg.names import LOG
+
+from .cluster import ClusterChoice, connect
+from .logs import library_logs
+from .progress import TileProgress
+from .report import SceneOutcome, write_summary
+from .run import BatchInterrupted, run_batch
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: one outcome per scene; whether Ctrl-C stopped it; where its summary
+    and logs are (``summary_error`` says why the summary could not be written)."""
+
+    outcomes: list[SceneOutcome]
+    interrupted: bool
+    summary: Path
+    summary_error: str | None
+    log: Path
+
+    @property
+    def failed(self) -> list[SceneOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+@contextmanager
+def stop_on_sigint() -> Iterator[threading.Event]:
+    """While the block runs, the first Ctrl-C (SIGINT) sets the event the batch checks;
+    a second one interrupts at once, as usual."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def predict_batch(choice: ClusterChoice, paths: list[Path], out: Path, *, model: str,
+                  model_sha256: str, options: PredictOptions, summary: Path, verbose: bool,
+                  echo: Callable[[str], object]) -> BatchResult:
+    """Run the batch on the chosen cluster and write its summary. Raises
+    KeyboardInterrupt only when Ctrl-C came before any scene was submitted."""
+    start = time.perf_counter()
+    interrupted = False
+    with library_logs(out / LOG, verbose=verbose) as log, stop_on_sigint() as stop:
+        try:
+            with connect(choice, echo=echo) as client, TileProgress() as progress:
+                outcomes = run_batch(
+                    client, paths, out, model=model, options=options, progress=progress,
+                    echo=progress.write, model_sha256=model_sha256, stop=stop,
+                    on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
+        except BatchInterrupted as interruption:
+            outcomes, interrupted = interruption.outcomes, True
+    error = None
+    try:
+        write_summary(summary, outcomes, model=model, model_sha256=model_sha256,
+                      options=options, seconds=time.perf_counter() - start)
+    except OSError as exc:
+        error = str(exc.strerror or exc)
+    return BatchResult(outcomes, interrupted, summary, error, log)
