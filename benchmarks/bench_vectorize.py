@@ -69,7 +69,8 @@ def run_variant(mode: str, path: str, block_size: int, out: str) -> dict:
     import shapely
     from rasterio.features import shapes
 
-    from geoseg.vectorize import open_class_raster, polygonize_raster, to_map, vectorize_raster
+    from geoseg.grid import to_map
+    from geoseg.vectorize import open_class_raster, polygonize_raster, vectorize_raster
 
     start = time.perf_counter()
     if mode == "whole":
