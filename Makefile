@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_vectorize --size 16384
 	$(BIN)/python -m benchmarks.bench_vectorized_predict
 	$(BIN)/python -m benchmarks.bench_memory_tree
+	$(BIN)/python -m benchmarks.bench_small_job
 
 clean:
 	rm -rf out .pytest_cache

@@ -23,6 +23,7 @@ construction: the same functions make every byte. No dask here.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -236,12 +237,14 @@ class SceneWriter:
 
 
 def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
-              progress: Callable[[int], None] | None = None) -> tuple[Tally, dict[str, str]]:
+              progress: Callable[[int], None] | None = None,
+              stop: threading.Event | None = None) -> tuple[Tally, dict[str, str]]:
     """Run every step of ``flow`` in one process, blocks in row-major order.
 
     A block is finished as soon as it has run (only the blocks above and to its left spill
     into it), so the spill strips it sends on are the only state kept between blocks; the
-    next block is read on a thread while the current one runs.
+    next block is read on a thread while the current one runs. ``stop`` (a Ctrl-C flag)
+    is checked before every block: the run ends with KeyboardInterrupt and no output.
     """
     incoming: dict[tuple[int, int], list[tuple[Window, np.ndarray]]]
     plan, tally, incoming = flow.plan, Tally(), {}
@@ -250,6 +253,8 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
             ThreadPoolExecutor(max_workers=1) as reader:
         next_read = reader.submit(read_block, ds, plan, steps[0].block)
         for i, step in enumerate(steps):
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             pixels, valid = next_read.result()
             if i + 1 < len(steps):
                 next_read = reader.submit(read_block, ds, plan, steps[i + 1].block)

@@ -19,6 +19,7 @@ from geoseg.model.devices import DEVICES, check_device
 from geoseg.model.tta import TTA_MODES
 from geoseg.names import SUMMARY
 from geoseg.stitch import WEIGHT_WINDOWS
+from pipelines.cluster import RUNNERS
 
 from .errors import debug_wanted, one_line_errors
 
@@ -141,13 +142,16 @@ def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
 @click.option("--dashboard", metavar="ADDRESS",
               help="Dashboard of the local cluster: HOST:PORT, :PORT for every interface, "
                    "or none (default 127.0.0.1:8787, localhost only).")
+@click.option("--runner", type=click.Choice(RUNNERS), default="auto", show_default=True,
+              help="local: every scene in this process; dask: a cluster; auto: local for "
+                   "a small batch (<= 4.2 MPix in all) unless a cluster is asked for.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Also show library logs and warnings on stderr (always in OUT/geoseg.log).")
 @one_line_errors
 def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
             scheduler: str | None, cluster_profile: str | None, workers: int | None,
             dry_run: bool, summary_path: str | Path | None, dashboard: str | None,
-            verbose: bool, **overrides: Any) -> None:
+            runner: str, verbose: bool, **overrides: Any) -> None:
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
     from geoseg.model.meta import file_sha256, read_meta
@@ -155,7 +159,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     from pipelines.cluster import choose_cluster, describe
     from pipelines.inputs import expand_inputs
     from pipelines.run import dry_run_table
-    from pipelines.session import predict_batch
+    from pipelines.session import choose_runner, predict_batch
 
     options = resolve_options(config, **overrides)
     choice = choose_cluster(scheduler=scheduler, cluster=cluster_profile, workers=workers,
@@ -170,9 +174,12 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
         click.echo(describe(choice))
         click.echo(dry_run_table(paths, out, model=model, options=options, model_sha256=sha))
         return
+    runner = choose_runner(runner, choice, paths,
+                           cluster_asked=bool(workers or cluster_profile))
     prepare_folder(Path(out))  # an unwritable OUT fails here: nothing was written
     try:
         result = predict_batch(choice, paths, Path(out), model=model, model_sha256=sha,
+                               runner=runner,
                                options=options, summary=Path(summary_path or Path(out) / SUMMARY),
                                verbose=verbose or debug_wanted(click.get_current_context()),
                                echo=click.echo)

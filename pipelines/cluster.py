@@ -27,6 +27,10 @@ SLURM_KEYS = {"cores", "processes", "memory", "walltime", "queue", "account", "j
               "local_directory", "log_directory", "interface", "python", "job_cpu", "job_mem",
               "death_timeout", "scheduler_options"}
 SLURM_SCALE_KEYS = {"jobs", "minimum_jobs", "maximum_jobs"}
+RUNNERS = ("auto", "local", "dask")
+"""Who runs a batch (``--runner``): ``local``, every scene in this process with no cluster;
+``dask``, the cluster of ``--scheduler``/``--cluster`` or a local one; ``auto``, local for
+a small batch when no cluster was asked for (``pipelines.local.LOCAL_MAX_PIXELS``)."""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from geoseg.config import PredictOptions
 from geoseg.errors import GeosegError
 from geoseg.names import SceneOutputs, scene_dir
+from geoseg.report import Tally, scene_report
 
-from .manifest import read_manifest
+from .manifest import manifest_path, read_manifest, scene_manifest, write_json
 from .report import SceneOutcome, mark_failed
 from .tasks import ModelRef, SceneJob
 
@@ -120,6 +121,34 @@ def prepare_folder(job: SceneJob, *, out_dir: str | os.PathLike) -> frozenset[tu
     outputs.parts.mkdir(exist_ok=True)
     write_identity(outputs, identity)
     return reuse
+
+
+def complete_scene(planned: PlannedScene, tally: Tally, outputs: dict, *,
+                   started: float) -> None:
+    """A scene's outputs are published: its parts go, its manifest (from the scene report)
+    is written last, and its outcome says done. The same for both runners."""
+    from geoseg.parts import clean_scene_folder
+
+    job, outcome = planned.job, planned.outcome
+    assert job is not None
+    seconds = time.perf_counter() - started
+    report = scene_report(job.flow, tally, outputs, seconds=seconds)
+    manifest = scene_manifest(report, options=job.options, model_path=job.model.path,
+                              timings={"plan_seconds": planned.plan_seconds,
+                                       "wall_seconds": seconds})
+    clean_scene_folder(job.flow.outputs.folder)
+    write_json(manifest_path(job.flow.outputs.folder), manifest)
+    outcome.status, outcome.seconds, outcome.outputs = "done", round(seconds, 3), outputs
+
+
+def remove_scene_leftovers(folder: Path) -> None:
+    """Parts, staging files and, when nothing else is left, the scene's folder (the run
+    made it; an unfinished or failed scene leaves nothing behind)."""
+    from geoseg.parts import clean_scene_folder
+
+    clean_scene_folder(folder)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def scene_state(folder: str | os.PathLike, *, model_sha256: str, identity: dict) -> str:

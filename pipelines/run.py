@@ -20,12 +20,12 @@ from typing import Any
 
 from geoseg.config import PredictOptions
 from geoseg.errors import GeosegError
-from geoseg.report import Tally, scene_report
+from geoseg.report import Tally
 
 from .graph import SceneGraph, submit_scene
-from .manifest import manifest_path, scene_manifest, write_json
 from .report import SceneOutcome, align, connection_lost, mark_failed
-from .resume import PlannedScene, plan_scenes, prepare_folder
+from .resume import (PlannedScene, complete_scene, plan_scenes, prepare_folder,
+                     remove_scene_leftovers)
 from .worker import ModelCache, QuietWarnings
 
 
@@ -145,7 +145,7 @@ def _submit(client: Any, planned: list[PlannedScene], running: list[_Running], *
             reuse = prepare_folder(scene.job, out_dir=out_dir)
         except (GeosegError, OSError) as exc:
             running.remove(state)
-            _remove_scene_leftovers(scene.job.flow.outputs.folder)
+            remove_scene_leftovers(scene.job.flow.outputs.folder)
             mark_failed(outcome, exc)
             scene.job = None
             if on_failure:
@@ -218,16 +218,7 @@ def _interrupt(client: Any, running: list[_Running]) -> None:
             client.cancel([f for f in state.graph.held if f is not None], force=True)
         except Exception:  # noqa: BLE001 - the cluster may be going down already
             pass
-        _remove_scene_leftovers(state.planned.job.flow.outputs.folder)
-
-
-def _remove_scene_leftovers(folder: Path) -> None:
-    """Parts, staging files and, when nothing else is left, the scene's folder."""
-    from geoseg.parts import clean_scene_folder
-
-    clean_scene_folder(folder)
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()  # the run made it; an unfinished scene leaves nothing behind
+        remove_scene_leftovers(state.planned.job.flow.outputs.folder)
 
 
 def _fail(client: Any, state: _Running, exc: BaseException) -> None:
@@ -242,23 +233,12 @@ def _fail(client: Any, state: _Running, exc: BaseException) -> None:
     if connection_lost(exc):  # keep the finished blocks' parts: a rerun resumes from them
         remove_leftovers(state.planned.job.flow.outputs.folder)
     else:
-        _remove_scene_leftovers(state.planned.job.flow.outputs.folder)
+        remove_scene_leftovers(state.planned.job.flow.outputs.folder)
 
 
 def _complete(state: _Running, outputs: dict) -> None:
-    from geoseg.parts import clean_scene_folder
-
-    job, outcome = state.planned.job, state.planned.outcome
-    assert job is not None
-    seconds = time.perf_counter() - state.started
-    report = scene_report(job.flow, state.tally, outputs, seconds=seconds)
-    manifest = scene_manifest(report, options=job.options, model_path=job.model.path,
-                              timings={"plan_seconds": state.planned.plan_seconds,
-                                       "wall_seconds": seconds})
-    clean_scene_folder(job.flow.outputs.folder)
-    write_json(manifest_path(job.flow.outputs.folder), manifest)
+    complete_scene(state.planned, state.tally, outputs, started=state.started)
     state.graph = SceneGraph()
-    outcome.status, outcome.seconds, outcome.outputs = "done", round(seconds, 3), outputs
 
 
 def dry_run_table(scene_paths: list[Path], out_dir: str | os.PathLike, *,

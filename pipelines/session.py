@@ -20,7 +20,7 @@ from typing import Any
 from geoseg.config import PredictOptions
 from geoseg.names import LOG
 
-from .cluster import ClusterChoice, connect
+from .cluster import RUNNERS, ClusterChoice, connect
 from .logs import library_logs
 from .progress import TileProgress
 from .report import SceneOutcome, write_summary
@@ -60,20 +60,51 @@ def stop_on_sigint() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+def choose_runner(runner: str, choice: ClusterChoice, paths: list[Path], *,
+                  cluster_asked: bool) -> str:
+    """Which runner executes the batch (see :data:`RUNNERS`)."""
+    from geoseg.errors import ConfigError
+
+    from .local import LOCAL_MAX_PIXELS, batch_pixels
+
+    if runner not in RUNNERS:
+        raise ConfigError(f"unknown runner {runner!r}; valid: {', '.join(RUNNERS)}")
+    if runner == "local" and (choice.kind != "local" or cluster_asked):
+        raise ConfigError("--runner local runs every scene in this process; it takes no "
+                          "--scheduler, --cluster or --workers")
+    if runner != "auto":
+        return runner
+    if choice.kind != "local" or cluster_asked:
+        return "dask"
+    return "local" if batch_pixels(paths) <= LOCAL_MAX_PIXELS else "dask"
+
+
 def predict_batch(choice: ClusterChoice, paths: list[Path], out: Path, *, model: str,
                   model_sha256: str, options: PredictOptions, summary: Path, verbose: bool,
-                  echo: Callable[[str], object]) -> BatchResult:
-    """Run the batch on the chosen cluster and write its summary. Raises
-    KeyboardInterrupt only when Ctrl-C came before any scene was submitted."""
+                  echo: Callable[[str], object], runner: str = "dask") -> BatchResult:
+    """Run the batch with ``runner`` (``local`` or ``dask``: see :func:`choose_runner`) and
+    write its summary. Raises KeyboardInterrupt only when Ctrl-C came before any scene was
+    submitted."""
+    from .local import run_batch_local
+
     start = time.perf_counter()
     interrupted = False
     with library_logs(out / LOG, verbose=verbose) as log, stop_on_sigint() as stop:
         try:
-            with connect(choice, echo=echo) as client, TileProgress() as progress:
-                outcomes = run_batch(
-                    client, paths, out, model=model, options=options, progress=progress,
-                    echo=progress.write, model_sha256=model_sha256, stop=stop,
-                    on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
+            if runner == "local":
+                echo("local runner: every scene in this process, no cluster to start")
+                with TileProgress() as progress:
+                    outcomes = run_batch_local(
+                        paths, out, model=model, options=options, progress=progress,
+                        echo=progress.write, model_sha256=model_sha256, stop=stop,
+                        on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
+            else:
+                with connect(choice, echo=echo) as client, TileProgress() as progress:
+                    outcomes = run_batch(
+                        client, paths, out, model=model, options=options,
+                        progress=progress, echo=progress.write, model_sha256=model_sha256,
+                        stop=stop,
+                        on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
         except BatchInterrupted as interruption:
             outcomes, interrupted = interruption.outcomes, True
     error = None

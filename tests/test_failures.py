@@ -162,7 +162,8 @@ def test_scenes_are_published_one_after_another_in_input_order(tmp_path, slow_mo
     assert published == sorted(published) and published[0] < published[-1]
 
 
-def test_ctrl_c_stops_fast_keeps_finished_scenes_and_exits_130(tmp_path, slow_model):
+@pytest.mark.parametrize("runner", ["local", "dask"])
+def test_ctrl_c_stops_fast_keeps_finished_scenes_and_exits_130(tmp_path, slow_model, runner):
     import signal
     import time
 
@@ -170,7 +171,8 @@ def test_ctrl_c_stops_fast_keeps_finished_scenes_and_exits_130(tmp_path, slow_mo
              for i in range(6)]
     out = tmp_path / "out"
     proc = subprocess.Popen([*GEOSEG, "predict", *map(str, paths), "-m", str(slow_model),
-                             "-o", str(out), "--batch-size", "1", "--block-size", "64"],
+                             "-o", str(out), "--batch-size", "1", "--block-size", "64",
+                             "--runner", runner],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     first = out / "s0" / "manifest.json"
@@ -362,3 +364,44 @@ def test_a_lost_scheduler_is_one_line_per_scene_and_the_rerun_resumes(tmp_path, 
     assert code == 0, stderr
     manifests = [json.loads((out / f"s{i}" / "manifest.json").read_text()) for i in range(3)]
     assert sum(m.get("blocks_reused", 0) for m in manifests) >= 1
+
+
+def test_small_batches_run_in_process_with_the_same_bytes_as_on_dask(tmp_path, scenes,
+                                                                     model):
+    """`--runner auto` runs a small batch without starting a cluster; the outputs and the
+    manifest's facts are those of the Dask runner, and a bad scene still fails alone."""
+    import json
+
+    root, good, _, truncated = scenes
+    outs = {}
+    for runner in ("auto", "dask"):
+        out = tmp_path / runner
+        code, stdout, stderr = geoseg("predict", good[0], truncated, "-m", model, "-o", out,
+                                      "--vectorize", "--probabilities", "--runner", runner,
+                                      "--block-size", 64)
+        assert code == 1, stderr
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 2 and "may be corrupt" in lines[0], stderr
+        assert ("local runner" in stdout) == (runner == "auto"), stdout
+        outs[runner] = out / "good0"
+    for name in ("classes.tif", "probabilities.tif", "polygons.gpkg"):
+        assert (outs["auto"] / name).read_bytes() == (outs["dask"] / name).read_bytes(), name
+    facts = [json.loads((o / "manifest.json").read_text()) for o in outs.values()]
+    for key in ("outputs", "options", "tiles_in_grid", "tiles_run", "blocks", "class_pixels",
+                "nodata_pixels", "model_sha256"):
+        assert facts[0][key] == facts[1][key], key
+    assert not (tmp_path / "auto" / "truncated").exists()
+
+
+def test_runner_choice():
+    from geoseg.errors import ConfigError
+    from pipelines.cluster import choose_cluster
+    from pipelines.session import choose_runner
+
+    local = choose_cluster()
+    assert choose_runner("auto", local, [], cluster_asked=False) == "local"
+    assert choose_runner("auto", local, [], cluster_asked=True) == "dask"
+    remote = choose_cluster(scheduler="tcp://127.0.0.1:8786")
+    assert choose_runner("auto", remote, [], cluster_asked=False) == "dask"
+    with pytest.raises(ConfigError, match="--runner local"):
+        choose_runner("local", remote, [], cluster_asked=False)

@@ -92,8 +92,9 @@ def test_readme_starts_with_the_two_commands():
 
 BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
                   if isinstance(value, type) and issubclass(value, BaseException)}
-PROTOCOL_RAISES = {("model/__init__.py", "AttributeError")}
-"""Builtin errors that a protocol demands (a module's __getattr__), not user input."""
+PROTOCOL_RAISES = {("model/__init__.py", "AttributeError"), ("flow.py", "KeyboardInterrupt")}
+"""Builtin exceptions that a protocol demands, not user input: a module's __getattr__, and
+the local runner stopping at a block boundary when Ctrl-C set its stop flag."""
 
 
 def test_the_library_raises_geoseg_errors_only():

@@ -1,0 +1,90 @@
+"""A small job through `geoseg predict`: what start-up costs a user with one small scene.
+
+A 512 x 512 crop of the OAM scene, the shipped model, ``--tta none``, `geoseg predict` as a
+process (default runner: in-process for a batch this small) against `geoseg info` of the
+same model (the command's own start-up: Python, click, reading the bundle's header). With
+``--baseline PATH`` (a checkout of another version) its runs are interleaved with these.
+Medians of ``--repeat`` runs; the overhead is predict minus info. Appended to
+benchmarks/results/small_job.md.
+
+    .venv/bin/python -m benchmarks.bench_small_job [--baseline /tmp/base] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import OAM, RESULTS, ROOT, WORK, clean_profile, require, table
+
+MODEL = ROOT / "models" / "buildings-massachusetts.safetensors"
+
+
+def crop(size: int = 512) -> Path:
+    import rasterio
+    from rasterio.windows import Window
+
+    path = WORK / f"oam_crop_{size}.tif"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(require(OAM)) as src:
+            window = Window(0, 0, size, size)
+            profile = clean_profile(src, height=size, width=size,
+                                    transform=src.window_transform(window))
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+    return path
+
+
+def seconds(tree: Path, *args: str) -> float:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", "from pipelines.cli import main; main()",
+                           *args], capture_output=True, text=True, env=env, cwd=tree)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{tree}: geoseg {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return took
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path)
+    args = parser.parse_args(argv)
+    scene = crop()
+    trees = {"this version": ROOT}
+    if args.baseline:
+        trees = {f"baseline ({args.baseline.name})": args.baseline.resolve(), **trees}
+    times: dict = {(n, k): [] for n in trees for k in ("predict", "info")}
+    out = WORK / "small-job-out"
+    for _ in range(args.repeat):
+        for name, tree in trees.items():
+            shutil.rmtree(out, ignore_errors=True)
+            times[name, "predict"].append(seconds(tree, "predict", str(scene), "-m",
+                                                  str(MODEL), "-o", str(out), "--tta",
+                                                  "none"))
+            times[name, "info"].append(seconds(tree, "info", str(MODEL)))
+    shutil.rmtree(out, ignore_errors=True)
+    rows = []
+    for name in trees:
+        predict = statistics.median(times[name, "predict"])
+        info = statistics.median(times[name, "info"])
+        rows.append({"version": name, "runs": args.repeat, "predict s": f"{predict:.1f}",
+                     "info s": f"{info:.1f}", "predict / info": f"{predict / info:.1f}",
+                     "overhead s": f"**{predict - info:.1f}**"})
+    text = table(rows, list(rows[0]))
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "small_job.md", "a") as f:
+        f.write(text + "\n\n")
+
+
+if __name__ == "__main__":
+    main()

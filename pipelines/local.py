@@ -1,0 +1,123 @@
+"""The local runner for a batch: every scene in this process (``geoseg.flow.run_local``), no
+cluster to start.
+
+For small batches the seconds a local Dask cluster takes to start and stop are most of the
+wall time; the same flow run in-process writes the same bytes (both runners call the same
+step functions), the same manifests and summary, and keeps the batch's rules: complete
+scenes skipped, a bad scene fails alone, Ctrl-C keeps finished scenes. Torch uses every
+core in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from geoseg.config import PredictOptions
+from geoseg.errors import GeosegError
+from geoseg.scene import gdal_env
+
+from .report import SceneOutcome, mark_failed
+from .resume import complete_scene, plan_scenes, prepare_folder, remove_scene_leftovers
+from .run import BatchInterrupted
+
+LOCAL_MAX_PIXELS = 2048 * 2048
+"""Batches up to this many scene pixels in all run in-process by default (``--runner
+auto``): below it, starting a local cluster costs more than it saves."""
+
+
+def batch_pixels(scene_paths: list[Path]) -> int:
+    """Pixels of the scenes that can be opened (headers only; bad files count 0)."""
+    from geoseg.scene import read_header
+
+    total = 0
+    for path in scene_paths:
+        try:
+            grid = read_header(path).grid
+        except (GeosegError, OSError):
+            continue
+        total += grid.height * grid.width
+    return total
+
+
+def run_batch_local(scene_paths: list[Path], out_dir: str | os.PathLike, *,
+                    model: str | os.PathLike, options: PredictOptions, progress: Any = None,
+                    echo: Callable[[str], None] | None = None,
+                    on_failure: Callable[[SceneOutcome], None] | None = None,
+                    model_sha256: str | None = None,
+                    stop: threading.Event | None = None) -> list[SceneOutcome]:
+    """:func:`pipelines.run.run_batch` without a cluster: the same planning, outputs,
+    manifests and outcomes, scenes one after another in input order."""
+    from geoseg.flow import run_local
+    from geoseg.model.bundle import load_bundle
+    from geoseg.model.devices import resolve_device
+    from geoseg.model.meta import file_sha256, read_meta
+
+    stop = stop or threading.Event()
+    meta = read_meta(model)
+    sha = model_sha256 or file_sha256(model)
+    options = dataclasses.replace(options, device=resolve_device(options.device))
+    planned = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
+                          model_sha256=sha, options=options)
+    bundle = None
+    for scene in planned:
+        outcome, job = scene.outcome, scene.job
+        if job is None:
+            if echo and outcome.status == "skipped":
+                echo(f"{outcome.scene}: complete for this model and options, skipped")
+            if on_failure and outcome.status == "failed":
+                on_failure(outcome)
+            continue
+        if progress is not None:
+            progress.add_total(len(job.flow.plan.tiles))
+        started = time.perf_counter()
+        try:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            prepare_folder(job, out_dir=out_dir)
+            if bundle is None:
+                bundle = _load(load_bundle, model, options, sha)
+            with gdal_env():
+                tally, outputs = run_local(job.flow, bundle, batch_size=options.batch_size,
+                                           progress=progress.advance if progress else None,
+                                           stop=stop)
+            complete_scene(scene, tally, outputs, started=started)
+        except KeyboardInterrupt as exc:
+            remove_scene_leftovers(job.flow.outputs.folder)
+            for rest in planned:
+                if rest.job is not None and rest.outcome.status == "pending":
+                    rest.outcome.status = "interrupted"
+                    rest.outcome.error = "interrupted (Ctrl-C); rerun to finish"
+            raise BatchInterrupted([s.outcome for s in planned]) from exc
+        except (GeosegError, OSError) as exc:
+            mark_failed(outcome, exc)
+            outcome.seconds = round(time.perf_counter() - started, 3)
+            remove_scene_leftovers(job.flow.outputs.folder)
+            if on_failure:
+                on_failure(outcome)
+            continue
+        if echo:
+            echo(f"{outcome.scene}: {outcome.tiles} tiles in {outcome.seconds:.1f} s -> "
+                 f"{outcome.outputs.get('classes')}")
+    return [s.outcome for s in planned]
+
+
+def _load(load_bundle: Callable[..., Any], model: str | os.PathLike,
+          options: PredictOptions, sha256: str) -> Any:
+    """The model, once for the batch; a file changed since planning is refused."""
+    from geoseg.errors import BundleError
+
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
+    bundle = load_bundle(model, device=options.device)
+    if bundle.sha256 != sha256:
+        raise BundleError(f"{model}: changed while the batch was running; rerun with a "
+                          "fixed model file")
+    return bundle
