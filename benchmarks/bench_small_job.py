@@ -13,15 +13,12 @@ benchmarks/results/small_job.md.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from benchmarks.common import OAM, RESULTS, ROOT, WORK, clean_profile, require, table
+from benchmarks.common import (OAM, RESULTS, ROOT, WORK, clean_profile, geoseg_seconds,
+                               require, table)
 
 MODEL = ROOT / "models" / "buildings-massachusetts.safetensors"
 
@@ -42,17 +39,6 @@ def crop(size: int = 512) -> Path:
     return path
 
 
-def seconds(tree: Path, *args: str) -> float:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", "from pipelines.cli import main; main()",
-                           *args], capture_output=True, text=True, env=env, cwd=tree)
-    took = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{tree}: geoseg {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    return took
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -67,10 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.repeat):
         for name, tree in trees.items():
             shutil.rmtree(out, ignore_errors=True)
-            times[name, "predict"].append(seconds(tree, "predict", str(scene), "-m",
+            times[name, "predict"].append(geoseg_seconds(tree, "predict", str(scene), "-m",
                                                   str(MODEL), "-o", str(out), "--tta",
                                                   "none"))
-            times[name, "info"].append(seconds(tree, "info", str(MODEL)))
+            times[name, "info"].append(geoseg_seconds(tree, "info", str(MODEL)))
     shutil.rmtree(out, ignore_errors=True)
     rows = []
     for name in trees:

@@ -18,15 +18,12 @@ benchmarks/results/vectorized_predict.md.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from benchmarks.common import OAM, RESULTS, ROOT, WORK, mirror_enlarge, require, table
+from benchmarks.common import (OAM, RESULTS, ROOT, WORK, geoseg_seconds, mirror_enlarge,
+                               require, table)
 
 SHIPPED = ROOT / "models" / "buildings-massachusetts.safetensors"
 
@@ -41,18 +38,10 @@ def model_path(name: str) -> Path:
 
 
 def run_predict(tree: Path, model: Path, scene: Path, out: Path, *extra: str) -> float:
-    """Wall seconds of one ``geoseg predict`` process of the geoseg checkout at ``tree``
-    (``pipelines.cli:main``, the console script's entry point, imported from there)."""
+    """Wall seconds of one ``geoseg predict`` process of the checkout at ``tree``."""
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    command = [sys.executable, "-c", "from pipelines.cli import main; main()", "predict",
-               str(scene), "-m", str(model), "-o", str(out), "--tta", "none", *extra]
-    start = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tree)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{tree}: geoseg predict {' '.join(extra)} failed:\n"
-                         f"{proc.stderr[-3000:]}")
+    seconds = geoseg_seconds(tree, "predict", str(scene), "-m", str(model), "-o", str(out),
+                             "--tta", "none", *extra)
     shutil.rmtree(out, ignore_errors=True)
     return seconds
 

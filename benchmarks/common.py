@@ -78,3 +78,22 @@ def table(rows: list[dict], columns: list[str]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def geoseg_seconds(tree: Path, *args: str) -> float:
+    """Wall seconds of one ``geoseg ARGS`` process of the geoseg checkout at ``tree`` (its
+    ``pipelines.cli:main``, the console script's entry point), start-up included; exits
+    with the command's stderr when it fails."""
+    import os
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", "from pipelines.cli import main; main()",
+                           *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=tree)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{tree}: geoseg {' '.join(map(str, args))} failed:\n"
+                         f"{proc.stderr[-3000:]}")
+    return took

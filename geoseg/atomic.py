@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .names import temporary_path
 
@@ -29,3 +30,14 @@ def replacing(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """Plain arrays as one compressed ``.npz`` at ``path``, via :func:`replacing` (a file
+    object, so numpy adds no suffix). Read back with ``np.load(allow_pickle=False)``."""
+    import numpy as np
+
+    path = Path(path)
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .atomic import replacing
+from .atomic import replacing, write_npz
 from .errors import IncompleteRunError
 from .grid import Window
 from .names import SceneOutputs, is_leftover
@@ -40,10 +40,7 @@ def write_part(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Save ``array`` compressed at ``path`` via a temporary name (atomic on one file
     system). The folder must exist: a block of a scene that was given up (its folder
     removed) fails here instead of leaving files behind."""
-    path = Path(path)
-    with replacing(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, data=np.ascontiguousarray(array))
-    return path
+    return write_npz(path, data=np.ascontiguousarray(array))
 
 
 def read_part(path: str | os.PathLike) -> np.ndarray:
@@ -70,9 +67,7 @@ def save_finished(outputs: SceneOutputs, finished: FinishedBlock, spills: dict) 
         arrays[f"spill_{sr}_{sc}_window"] = np.array(
             [window.row, window.col, window.height, window.width], np.int64)
         arrays[f"spill_{sr}_{sc}_strip"] = strip
-    with replacing(outputs.part("done", r, c)) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: a kwarg
-        # named allow_pickle would be a bool; these keys are block, counts and spill_*
+    write_npz(outputs.part("done", r, c), **arrays)
 
 
 def load_done(outputs: SceneOutputs, row: int, col: int) -> tuple[BlockDone, dict]:

@@ -22,7 +22,7 @@ import rasterio
 import shapely
 from rasterio.features import shapes
 
-from .atomic import replacing
+from .atomic import write_npz
 from .coverage import from_rings, ragged_rings, remove_collinear
 from .errors import InvalidInputError
 from .grid import Window
@@ -184,13 +184,11 @@ def save_block(result: BlockResult, path: str | os.PathLike) -> Path:
     if len(p.geoms):
         _, coords, offsets = ragged_rings(p.geoms)
     w = result.window
-    with replacing(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(
-            f, window=np.array([w.row, w.col, w.height, w.width], np.int64), coords=coords,
-            ring_off=offsets[0], part_off=offsets[1], geom_off=offsets[2],
-            class_ids=p.class_ids, pixels=p.pixels, prob_sums=p.prob_sums, first=result.first,
-            top=result.top, bottom=result.bottom, left=result.left, right=result.right)
-    return path
+    return write_npz(
+        path, window=np.array([w.row, w.col, w.height, w.width], np.int64), coords=coords,
+        ring_off=offsets[0], part_off=offsets[1], geom_off=offsets[2], class_ids=p.class_ids,
+        pixels=p.pixels, prob_sums=p.prob_sums, first=result.first, top=result.top,
+        bottom=result.bottom, left=result.left, right=result.right)
 
 
 def load_block(path: str | os.PathLike) -> BlockResult:

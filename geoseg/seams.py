@@ -196,6 +196,12 @@ class SeamStream:
     def done(self) -> bool:
         return self.row >= self.nrows
 
+    def check_complete(self) -> None:
+        """Refuse to end a merge that has not seen every block row."""
+        if not self.done:
+            raise IncompleteRunError(f"blocks missing: merged {self.row} of {self.nrows} "
+                                     "block rows; rerun the scene")
+
     def add(self, result: BlockResult) -> Pieces:
         b_row, b_col = self.blocks.index_of(result.window)
         self.waiting.setdefault(b_row, {})[b_col] = result
@@ -336,9 +342,7 @@ def stream_regions(results: Iterable[BlockResult], *, blocks: BlockGrid, connect
         chunk = stream.add(result)
         if len(chunk.geoms):
             yield chunk
-    if not stream.done:
-        raise IncompleteRunError(f"blocks missing: merged {stream.row} of {stream.nrows} "
-                                 "block rows; rerun the scene")
+    stream.check_complete()
 
 
 def merge_blocks(results: list[BlockResult], *, blocks: BlockGrid, connectivity: int,

@@ -40,7 +40,7 @@ from .class_raster import (ClassRaster, class_name, open_class_raster, probabili
                            resolve_classes)
 from .classes import CLASSES_TAG
 from .coverage import merge_small, simplify_coverage, union_pieces
-from .errors import ConfigError, IncompleteRunError, OutputNotWritableError
+from .errors import ConfigError, OutputNotWritableError
 from .gpkg import LayerWriter, measure
 from .grid import PixelGrid, Window, to_map
 from .polygonize import BlockJob, PieceRules, polygonize_block
@@ -121,9 +121,10 @@ def make_vector_plan(raster: ClassRaster, out_path: str | os.PathLike, blocks: B
                      probabilities_path: str | os.PathLike | None = None,
                      prob_bands: tuple[tuple[int, int], ...] = (),
                      metadata: dict | None = None, layer: str = "polygons") -> VectorizePlan:
-    """A plan over checked inputs (no I/O): the layer metadata names the source raster,
-    the model that wrote it and the options that change the polygons."""
-    check_vector_options(connectivity=connectivity, min_area=min_area, simplify=simplify)
+    """A plan over checked inputs (no I/O; options checked with
+    :func:`check_vector_options` by the caller that took them from a user): the layer
+    metadata names the source raster, the model that wrote it and the options that change
+    the polygons."""
     prob = str(probabilities_path) if probabilities_path else None
     plan = VectorizePlan(raster, Path(out_path), blocks, keep, connectivity, min_area,
                          simplify, prob, tuple(prob_bands), layer)
@@ -241,9 +242,7 @@ class VectorSink:
 
     def _finish(self) -> None:
         plan, grid = self.plan, self.plan.raster.grid
-        if not self.stream.done:
-            raise IncompleteRunError(f"blocks missing: merged {self.stream.row} of "
-                                     f"{self.stream.nrows} block rows; rerun the scene")
+        self.stream.check_complete()
         if not plan.streams:
             pieces = Pieces.concat(self.collected)
             self.collected = []

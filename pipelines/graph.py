@@ -77,6 +77,7 @@ def submit_scene(client: Any, job: tasks.SceneJob, *, resources: dict | None, to
                                        key=f"spills-{name}-{r}-{c}", priority=priority)
         sources = [spills[key] for key in step.sources]
         graph.finishes.append(client.submit(tasks.finish_task, job, predicted, *sources,
+                                            outgoing=spills[(r, c)],
                                             key=f"finish-{name}-{r}-{c}", priority=priority))
         priority -= 1
     graph.parts = [client.submit(tasks.rasters_task, job, *graph.finishes,

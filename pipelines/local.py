@@ -22,7 +22,7 @@ from geoseg.config import PredictOptions
 from geoseg.errors import GeosegError
 from geoseg.scene import gdal_env
 
-from .report import SceneOutcome, mark_failed
+from .report import SceneOutcome, announce_unplanned, mark_failed
 from .resume import complete_scene, plan_scenes, prepare_folder, remove_scene_leftovers
 from .run import BatchInterrupted
 
@@ -68,10 +68,7 @@ def run_batch_local(scene_paths: list[Path], out_dir: str | os.PathLike, *,
     for scene in planned:
         outcome, job = scene.outcome, scene.job
         if job is None:
-            if echo and outcome.status == "skipped":
-                echo(f"{outcome.scene}: complete for this model and options, skipped")
-            if on_failure and outcome.status == "failed":
-                on_failure(outcome)
+            announce_unplanned(outcome, echo=echo, on_failure=on_failure)
             continue
         if progress is not None:
             progress.add_total(len(job.flow.plan.tiles))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -45,6 +46,15 @@ def error_line(exc: BaseException) -> str:
                 "finished blocks are kept: rerun the same command to resume")
     first = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def announce_unplanned(outcome: SceneOutcome, *, echo: Callable[[str], None] | None,
+                       on_failure: Callable[[SceneOutcome], None] | None) -> None:
+    """Tell about a scene that planning skipped (complete) or refused (one error line)."""
+    if echo and outcome.status == "skipped":
+        echo(f"{outcome.scene}: complete for this model and options, skipped")
+    if on_failure and outcome.status == "failed":
+        on_failure(outcome)
 
 
 def mark_failed(outcome: SceneOutcome, exc: BaseException) -> None:

@@ -23,7 +23,7 @@ from geoseg.errors import GeosegError
 from geoseg.report import Tally
 
 from .graph import SceneGraph, submit_scene
-from .report import SceneOutcome, align, connection_lost, mark_failed
+from .report import SceneOutcome, align, announce_unplanned, connection_lost, mark_failed
 from .resume import (PlannedScene, complete_scene, plan_scenes, prepare_folder,
                      remove_scene_leftovers)
 from .worker import ModelCache, QuietWarnings
@@ -134,10 +134,7 @@ def _submit(client: Any, planned: list[PlannedScene], running: list[_Running], *
             raise KeyboardInterrupt
         outcome = scene.outcome
         if scene.job is None:
-            if echo and outcome.status == "skipped":
-                echo(f"{outcome.scene}: complete for this model and options, skipped")
-            if on_failure and outcome.status == "failed":
-                on_failure(outcome)
+            announce_unplanned(outcome, echo=echo, on_failure=on_failure)
             continue
         state = _Running(scene, started=time.perf_counter())
         running.append(state)

@@ -119,14 +119,16 @@ def spills_task(job: SceneJob, predicted: PredictedBlock) -> dict:
 
 
 @portable_errors
-def finish_task(job: SceneJob, predicted: PredictedBlock, *source_spills: dict) -> BlockDone:
-    """Finish a block with the strips of its ``BlockGrid.sources``; save its parts."""
+def finish_task(job: SceneJob, predicted: PredictedBlock, *source_spills: dict,
+                outgoing: dict) -> BlockDone:
+    """Finish a block with the strips of its ``BlockGrid.sources``; save its parts, and in
+    its done record the strips it sends on (``outgoing``: its own spills task's result)."""
     from geoseg.parts import save_finished
 
     key = (predicted.block.row, predicted.block.col)
     incoming = [spill[key] for spill in source_spills if key in spill]
     finished = finish_block(job.flow, predicted, incoming)
-    save_finished(job.flow.outputs, finished, spill_strips(job.flow, predicted))
+    save_finished(job.flow.outputs, finished, outgoing)
     return finished.done
 
 
