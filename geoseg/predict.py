@@ -1,10 +1,11 @@
 """What prediction decides before reading a pixel (:class:`Plan`), and the model step of one
 block: read it with its halo, run its tiles, accumulate.
 
-A block is read once with its halo (boundless), cut into the tiles of the global grid,
-normalized and batched through the network; each tile's probabilities are added into the
-block's integer accumulator (see ``stitch``). Tiles that hold no valid pixel never reach the
-model. What happens to a computed block next (spills, finish, write, polygons) is the scene's
+A block is read once with its halo (boundless) and sent to the model's device in its own
+pixel type; there it is cut into the tiles of the global grid, normalized, batched through
+the network, and each batch's probabilities are weighted into the block's integer
+accumulator (see ``stitch``), which stays on the device. Tiles that hold no valid pixel never
+reach the model. What happens to a computed block next (spills, finish, write, polygons) is the scene's
 flow (:mod:`geoseg.flow`), run by the local runner there or by the Dask runner in
 ``pipelines/``. Peak memory is set by block, tile and batch size, not by the scene.
 """
@@ -12,7 +13,6 @@ flow (:mod:`geoseg.flow`), run by the local runner there or by the Dask runner i
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +20,12 @@ import numpy as np
 
 from .config import PredictOptions
 from .scene import Scene, read_window, select_bands
-from .stitch import accumulate, new_accumulator, tile_weights
 from .tiling import Block, BlockGrid, TileGrid
 from .writers import output_tags
 
 if TYPE_CHECKING:
+    import torch
+
     from .model.bundle import ModelBundle
     from .model.meta import BundleMeta
 
@@ -69,13 +70,20 @@ def read_block(ds: Any, plan: Plan, block: Block) -> tuple[np.ndarray, np.ndarra
 
 @dataclass
 class PredictedBlock:
-    """A computed block: its accumulator over ``block.extent``, the input mask over its
-    window, and how many tiles went through the model."""
+    """A computed block: its int32 accumulator over ``block.extent`` (a tensor on the model's
+    device, or the host after :meth:`on_host`), the input mask over its window, and how many
+    tiles went through the model."""
 
     block: Block
-    acc: np.ndarray
+    acc: torch.Tensor
     valid: np.ndarray
     tiles_run: int
+
+    def on_host(self) -> PredictedBlock:
+        """The same block with its accumulator in host memory (a Dask task's result: it
+        may travel to another worker, and the device's memory is freed at once)."""
+        self.acc = self.acc.cpu()
+        return self
 
 
 def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndarray,
@@ -83,44 +91,33 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
                   progress: Callable[[int], None] | None = None) -> PredictedBlock:
     """Run every tile of ``block`` that holds valid pixels through the model once.
 
-    ``pixels``/``valid`` cover ``plan.blocks.region(block)``. The next batch is normalized in a
-    background thread while the network computes the current one.
+    ``pixels``/``valid`` cover ``plan.blocks.region(block)``; they go to the device once, and
+    every later step of the block runs there a batch at a time.
     """
     import torch
 
-    from .model.inference import forward_probabilities, normalize
+    from .model.inference import forward_probabilities, normalize_tiles, to_device
+    from .stitch import add_tiles, device_weights, new_accumulator
 
-    g, region = plan.tiles, plan.blocks.region(block)
-    acc = new_accumulator(block.extent, plan.n_classes)
+    g, region, device = plan.tiles, plan.blocks.region(block), bundle.device
+    acc = new_accumulator(block.extent, plan.n_classes, device)
     todo = []
     for tile in plan.blocks.block_tiles(block):
         rows, cols = tile.read.slices(within=region)
         if valid[rows, cols].any():
             todo.append((tile, rows, cols))
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-
-    def prepare(batch: list) -> Any:
-        # channels-last buffer: the layout the network runs in, so no copy before forward
-        x = np.empty((len(batch), g.size, g.size, len(plan.bands)), np.float32)
-        for i, (_tile, rows, cols) in enumerate(batch):
-            normalize(pixels[:, rows, cols], valid[rows, cols], bundle.meta,
-                      out=x[i].transpose(2, 0, 1))
-        batch_tensor = torch.from_numpy(x).permute(0, 3, 1, 2)
-        # page-locked memory lets the copy to the GPU run asynchronously (non_blocking)
-        return batch_tensor.pin_memory() if bundle.device.startswith("cuda") else batch_tensor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(prepare, batches[0]) if batches else None
-        for i, batch in enumerate(batches):
-            assert pending is not None  # set whenever there is a batch
-            x = pending.result()
-            if i + 1 < len(batches):
-                pending = pool.submit(prepare, batches[i + 1])
-            probs = forward_probabilities(bundle, x, tta=plan.tta).numpy()
-            for (tile, rows, cols), p in zip(batch, probs, strict=True):
-                weights = tile_weights(plan.stitch, g, tile) * valid[rows, cols]
-                accumulate(acc, block.extent, tile, p, weights)
-            if progress is not None:
-                progress(len(batch))
+    if todo:
+        px, ok = to_device(pixels, valid, device)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        tiles = [tile for tile, _, _ in batch]
+        mask = torch.stack([ok[rows, cols] for _, rows, cols in batch])
+        x = normalize_tiles(torch.stack([px[:, rows, cols] for _, rows, cols in batch]),
+                            mask, bundle.meta)
+        probs = forward_probabilities(bundle, x, tta=plan.tta)
+        weights = torch.stack([device_weights(plan.stitch, g, t, device) for t in tiles])
+        add_tiles(acc, block.extent, tiles, probs, weights * mask)
+        if progress is not None:
+            progress(len(batch))
     w_rows, w_cols = block.window.slices(within=region)
     return PredictedBlock(block, acc, valid[w_rows, w_cols], len(todo))

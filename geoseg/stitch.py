@@ -4,6 +4,14 @@ Every tile adds ``round(weight * probability * 2**20)`` into an int32 accumulato
 addition is exact and order-free, so a pixel's sum is the same whichever block, worker or
 batch its tiles ran in: outputs are byte-identical for any block size (DESIGN.md promise 2).
 
+The accumulator is a torch tensor on the model's device: a batch's probabilities never leave
+it. A batch is weighted and rounded in one operation (:func:`add_tiles`); the finish (add the
+neighbours' strips, argmax, probabilities) runs there too, and only uint8 classes (and
+probabilities) and the int32 spill strips come back to the host. The same code runs on the
+CPU and on CUDA; integer sums make the result independent of the order, and softmax is the
+only step whose bits depend on the device kind. Torch is imported lazily: the weight windows
+and the names stay importable without it.
+
 Weight windows by name (:data:`WEIGHT_WINDOWS`):
 
 * ``blend``: flat-top window on each side that has a neighbour tile: 0 over the outer
@@ -22,14 +30,18 @@ Nodata pixels get weight 0 and the output nodata value.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ConfigError
 from .grid import Window, intersect
 from .tiling import Block, BlockGrid, Tile, TileGrid
+
+if TYPE_CHECKING:
+    import torch
 
 FIXED_POINT = 1 << 20
 """Accumulator units per 1.0 of weight x probability (int32 holds a sum of 1.0 easily)."""
@@ -71,8 +83,6 @@ def check_stitch(name: str) -> str:
 @lru_cache(maxsize=64)
 def _tile_weights(name: str, k_row: int, n_rows: int, k_col: int, n_cols: int, size: int,
                   overlap: int) -> np.ndarray:
-    # Only first/middle/last position matters; callers pass clamped indexes so the cache
-    # stays small.
     axis = WEIGHT_WINDOWS[name]
     w = np.outer(axis(k_row, n_rows, size, overlap), axis(k_col, n_cols, size, overlap))
     w = (w * FIXED_POINT).astype(np.float32)
@@ -80,66 +90,105 @@ def _tile_weights(name: str, k_row: int, n_rows: int, k_col: int, n_cols: int, s
     return w
 
 
-def tile_weights(name: str, grid: TileGrid, tile: Tile) -> np.ndarray:
-    """(size, size) float32 weights of ``tile`` times :data:`FIXED_POINT` (read-only)."""
+def _window_key(name: str, grid: TileGrid, tile: Tile) -> tuple:
+    # Only first/middle/last position matters, so there are at most nine windows per grid.
     def position(k: int, n: int) -> tuple[int, int]:
         return (0 if k == 0 else (2 if k == n - 1 else 1)), min(n, 3)
 
-    k_row, n_rows = position(tile.row, grid.n_rows)
-    k_col, n_cols = position(tile.col, grid.n_cols)
-    return _tile_weights(name, k_row, n_rows, k_col, n_cols, grid.size, grid.overlap)
+    return (name, *position(tile.row, grid.n_rows), *position(tile.col, grid.n_cols),
+            grid.size, grid.overlap)
 
 
-def new_accumulator(extent: Window, n_classes: int) -> np.ndarray:
-    """Zeros (K, H, W) int32 covering a block's extent."""
-    return np.zeros((n_classes, extent.height, extent.width), np.int32)
+def tile_weights(name: str, grid: TileGrid, tile: Tile) -> np.ndarray:
+    """(size, size) float32 weights of ``tile`` times :data:`FIXED_POINT` (read-only)."""
+    return _tile_weights(*_window_key(name, grid, tile))
 
 
-def accumulate(acc: np.ndarray, extent: Window, tile: Tile, probs: np.ndarray,
-               weights: np.ndarray) -> None:
-    """Add one tile: ``probs`` (K, size, size) float32, ``weights`` (size, size) scaled.
+@lru_cache(maxsize=64)
+def _device_weights(key: tuple, device: str) -> torch.Tensor:
+    import torch
 
-    ``weights`` already holds 0 on invalid pixels. The part of the tile outside ``extent``
-    (past the scene edge) is dropped.
-    """
-    part = intersect(tile.read, extent)
-    if part is None:
-        return
-    t_rows, t_cols = part.slices(within=tile.read)
-    a_rows, a_cols = part.slices(within=extent)
-    contribution = probs[:, t_rows, t_cols] * weights[t_rows, t_cols]
-    acc[:, a_rows, a_cols] += np.rint(contribution).astype(np.int32)
+    return torch.from_numpy(_tile_weights(*key).copy()).to(device)
 
 
-def spills(acc: np.ndarray, blocks: BlockGrid, block: Block) -> dict:
+def device_weights(name: str, grid: TileGrid, tile: Tile, device: str) -> torch.Tensor:
+    """:func:`tile_weights` as a float32 tensor on ``device`` (cached: one copy per window
+    kind and device)."""
+    return _device_weights(_window_key(name, grid, tile), device)
+
+
+def new_accumulator(extent: Window, n_classes: int, device: str = "cpu") -> torch.Tensor:
+    """Zeros (K, H, W) int32 covering a block's extent, on ``device``."""
+    import torch
+
+    return torch.zeros((n_classes, extent.height, extent.width), dtype=torch.int32,
+                       device=device)
+
+
+def add_tiles(acc: torch.Tensor, extent: Window, tiles: Sequence[Tile], probs: torch.Tensor,
+              weights: torch.Tensor) -> None:
+    """Add a batch of tiles: ``probs`` (N, K, size, size) float32, ``weights`` (N, size,
+    size) scaled by :data:`FIXED_POINT` and already 0 on invalid pixels, both on the
+    accumulator's device. The parts of tiles outside ``extent`` (past the scene edge) are
+    dropped."""
+    import torch
+
+    contribution = torch.round(probs * weights[:, None]).to(torch.int32)
+    for i, tile in enumerate(tiles):
+        part = intersect(tile.read, extent)
+        if part is None:
+            continue
+        t_rows, t_cols = part.slices(within=tile.read)
+        a_rows, a_cols = part.slices(within=extent)
+        acc[:, a_rows, a_cols] += contribution[i, :, t_rows, t_cols]
+
+
+def spills(acc: torch.Tensor, blocks: BlockGrid, block: Block) -> dict:
     """The parts of a finished accumulator that belong to later blocks, keyed by block
-    (row, col): ``{(row, col): (window, int32 array)}``. They are small strips, at most
-    ``overlap`` pixels wide."""
+    (row, col): ``{(row, col): (window, int32 array)}`` on the host. They are small strips,
+    at most ``overlap`` pixels wide."""
     out = {}
     for key, window in blocks.spills(block):
         rows, cols = window.slices(within=block.extent)
-        out[key] = (window, acc[:, rows, cols].copy())
+        out[key] = (window, acc[:, rows, cols].to("cpu", copy=True).numpy())
     return out
 
 
-def finish(acc: np.ndarray, block: Block, incoming: Iterable[tuple[Window, np.ndarray]],
+def finish(acc: torch.Tensor, block: Block, incoming: Iterable[tuple[Window, np.ndarray]],
            valid: np.ndarray, *, nodata: int,
            probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """A block's final classes (uint8, H, W) and optionally probabilities (uint8, K, H, W).
+    """A block's final classes (uint8, H, W) and optionally probabilities (uint8, K, H, W),
+    computed on the accumulator's device and returned on the host.
 
     ``incoming`` are the spill strips other blocks sent into this block's window, ``valid``
     the input mask over the block's window. Ties go to the lowest class id; nodata pixels get
-    ``nodata`` (and probability 0).
+    ``nodata`` (and probability 0). Probabilities are ``round(255 * sum / FIXED_POINT)`` in
+    integer arithmetic, so no device rounds them differently.
     """
+    import torch
+
     rows, cols = block.window.slices(within=block.extent)
-    total = acc[:, rows, cols].copy()  # acc stays intact: a retried task may reuse it
+    total = acc[:, rows, cols].clone()  # acc stays intact: a retried task may reuse it
     for window, strip in incoming:
         s_rows, s_cols = window.slices(within=block.window)
-        total[:, s_rows, s_cols] += strip
-    classes = np.argmax(total, axis=0).astype(np.uint8)
-    classes[~valid] = nodata
+        total[:, s_rows, s_cols] += torch.from_numpy(strip).to(total.device)
+    invalid = ~torch.from_numpy(np.ascontiguousarray(valid)).to(total.device)
+    classes = _first_argmax(total).masked_fill_(invalid, nodata)
     probs = None
     if probabilities:
-        probs = np.clip(np.rint(total * (255.0 / FIXED_POINT)), 0, 255).astype(np.uint8)
-        probs[:, ~valid] = 0
-    return classes, probs
+        scaled = (total.to(torch.int64) * 255 + FIXED_POINT // 2) // FIXED_POINT
+        probs = scaled.clamp_(0, 255).to(torch.uint8).masked_fill_(invalid, 0).cpu().numpy()
+    return classes.cpu().numpy(), probs
+
+
+def _first_argmax(total: torch.Tensor) -> torch.Tensor:
+    """uint8 index of the largest class sum at each pixel, the lowest class on ties: a pass
+    per class (torch.argmax over the first axis is ~25x slower on the CPU)."""
+    import torch
+
+    best = total[0].clone()
+    classes = torch.zeros(best.shape, dtype=torch.uint8, device=total.device)
+    for k in range(1, total.shape[0]):
+        classes.masked_fill_(total[k] > best, k)
+        torch.maximum(best, total[k], out=best)
+    return classes

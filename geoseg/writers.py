@@ -1,7 +1,8 @@
 """Class and probability rasters: written block by block, published as a COG atomically.
 
 Blocks go into a tiled GeoTIFF under a hidden temporary name beside the final file; when
-every block is in, GDAL's COG driver copies it (overviews: MODE for classes, AVERAGE for
+every block is in, GDAL's COG driver copies it (the COG layout, overviews before the full
+resolution, can only be made by a copy) (overviews: MODE for classes, AVERAGE for
 probabilities) to a second temporary name, which is renamed over the final name. A crash
 leaves the old output or none, never a partial file (DESIGN.md promise 6). Tags hold no
 timestamps or block sizes, so the bytes depend only on the pixels and the model.
@@ -29,7 +30,14 @@ if TYPE_CHECKING:
     from .model.meta import BundleMeta
 
 _STAGING = dict(driver="GTiff", tiled=True, blockxsize=512, blockysize=512,
-                compress="deflate", BIGTIFF="IF_SAFER")
+                compress="zstd", zstd_level=1, num_threads="ALL_CPUS", BIGTIFF="IF_SAFER")
+"""The staging file is read once, by the COG copy: the fastest compression that keeps it
+small (ZSTD level 1, on every core; 8192^2 classes: 0.10 s and 3.4 MB against DEFLATE's
+0.82 s and 2.7 MB)."""
+_COG = dict(driver="COG", compress="DEFLATE", blocksize=512, overviews="AUTO",
+            num_threads="ALL_CPUS", BIGTIFF="IF_SAFER")
+"""The published file: DEFLATE (every GIS reads it), overviews, compressed on every core
+(8192^2 classes with MODE overviews: 1.5 s against 2.8 s on one core)."""
 
 
 def prepare_folder(folder: Path) -> Path:
@@ -121,9 +129,7 @@ class RasterOutput:
         self._ds.close()
         try:
             with replacing(self.path, suffix=".tif") as cog:
-                rasterio.shutil.copy(self.staging, cog, driver="COG", compress="DEFLATE",
-                                     blocksize=512, resampling=self.resampling,
-                                     overviews="AUTO", BIGTIFF="IF_SAFER")
+                rasterio.shutil.copy(self.staging, cog, resampling=self.resampling, **_COG)
         finally:
             self.staging.unlink(missing_ok=True)
         return self.path

@@ -109,7 +109,8 @@ def predict_task(job: SceneJob, row: int, col: int) -> PredictedBlock:
     block = plan.blocks.block(row, col)
     with gdal_env(), open_raster(plan.scene.path) as ds:
         pixels, valid = read_block(ds, plan, block)
-    return predict_block(bundle, plan, block, pixels, valid, batch_size=options.batch_size)
+    return predict_block(bundle, plan, block, pixels, valid,
+                         batch_size=options.batch_size).on_host()
 
 
 @portable_errors

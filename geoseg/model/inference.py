@@ -1,5 +1,10 @@
 """Model input and output on the device: normalization, test-time augmentation views, the
-batched forward pass to class probabilities."""
+batched forward pass to class probabilities.
+
+Prediction sends raw tiles to the device in the scene's own pixel type (uint8 is a quarter
+of float32's transfer) and normalizes them there (:func:`normalize_tiles`); training
+normalizes chips on the host (:func:`normalize`). Both compute ``value * (scale / std) -
+mean / std`` in float32, so they give the same numbers."""
 
 from __future__ import annotations
 
@@ -30,6 +35,38 @@ def normalize(pixels: np.ndarray, valid: np.ndarray, meta: BundleMeta,
     return out
 
 
+HOST_CASTS = {"float64": "float32", "uint32": "int64"}
+"""Pixel types converted on the host before the transfer: float64 halves (the model runs in
+float32), uint32 has no CUDA kernels; every other supported type travels as it is."""
+
+
+def to_device(pixels: np.ndarray, valid: np.ndarray,
+              device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's raw pixels (C, H, W) and validity (H, W) as tensors on ``device``; on CUDA
+    through page-locked memory, copied without blocking the host."""
+    cast = HOST_CASTS.get(pixels.dtype.name)
+    if cast:
+        pixels = pixels.astype(cast)
+    px, ok = torch.from_numpy(np.ascontiguousarray(pixels)), torch.from_numpy(valid)
+    if device.startswith("cuda"):
+        return (px.pin_memory().to(device, non_blocking=True),
+                ok.pin_memory().to(device, non_blocking=True))
+    return px, ok
+
+
+def normalize_tiles(raw: torch.Tensor, valid: torch.Tensor, meta: BundleMeta) -> torch.Tensor:
+    """Raw tiles (N, C, H, W) in any pixel type -> float32 model input on their device;
+    pixels where ``valid`` (N, H, W) is False become 0 (see :func:`normalize`)."""
+    c = raw.shape[1]
+    scale = torch.tensor(meta.scale, dtype=torch.float32).reshape(1, c, 1, 1)
+    mean = torch.tensor(meta.mean, dtype=torch.float32).reshape(1, c, 1, 1)
+    std = torch.tensor(meta.std, dtype=torch.float32).reshape(1, c, 1, 1)
+    gain, offset = (scale / std).to(raw.device), (mean / std).to(raw.device)
+    x = raw.to(torch.float32) * gain - offset
+    # assignment, not multiplication: NaN * 0 is NaN, and nodata must carry no signal
+    return x.masked_fill_(~valid[:, None], 0.0)
+
+
 def _view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     x = torch.rot90(x, k, dims=(2, 3)) if k else x
     return x.flip(3) if flip else x
@@ -42,7 +79,8 @@ def _unview(p: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 
 def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *,
                           tta: str = "none") -> torch.Tensor:
-    """Class probabilities (N, K, H, W) float32 on the CPU for a normalized batch.
+    """Class probabilities (N, K, H, W) float32 on the model's device for a normalized
+    batch.
 
     inference_mode, channels_last; on CUDA non-blocking copies and autocast (bf16 where
     supported, else fp16). The network sees whole tiles; softmax runs in float32. With
@@ -67,4 +105,4 @@ def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *,
         assert total is not None  # TTA modes have one view or more
         if len(views) > 1:
             total = total.div_(len(views)).contiguous()
-        return total.to("cpu")
+        return total
