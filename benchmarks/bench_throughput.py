@@ -6,7 +6,9 @@ on shared machines move by 15% or more between runs.
    weights, seed 0), tile 256, overlap 64, batch 8, ``--tta none``, 2 torch threads:
    * pure forward: a process that loads the same bundle and runs the same number of tiles
      in the same batches from tensors in memory (``predict_child forward``);
-   * `geoseg predict` with its default runner, and with ``--runner dask`` (a local cluster);
+   * `geoseg predict` with its defaults (the in-process runner and ``--precision auto``:
+     bfloat16 on CPUs with AMX/AVX512-BF16), with ``--precision float32``, and with
+     ``--runner dask`` (a local cluster); the forward process runs at the same precisions;
    * pytorch-toolbelt's ImageSlicer + TileMerger over the scene in memory
      (``benchmarks/toolbelt_child.py``; toolbelt installed into benchmarks/work/toolbelt
      with ``pip install --target``, outside geoseg's environment).
@@ -73,16 +75,25 @@ def predict(tree: Path, scene: Path, model: Path, *extra: str) -> float:
 def field(trees: dict, models: dict, size: int, *, toolbelt: bool) -> list[dict]:
     scene = mirror_enlarge(require(OAM), size, WORK / f"oam_{size}.tif")
     model = models["Unet"]
-    forward, _ = process_seconds(["-m", "benchmarks.predict_child", "forward", str(scene),
-                                  str(model), "8", "2"])
-    rows = [{"run": "pure forward (process)", "wall s": f"{forward:.1f}", "ratio": ""}]
+    forward, out = process_seconds(["-m", "benchmarks.predict_child", "forward", str(scene),
+                                    str(model), "8", "2"])
+    precision = json.loads(out.strip().splitlines()[-1])["precision"]
+    forward32, _ = process_seconds(["-m", "benchmarks.predict_child", "forward", str(scene),
+                                    str(model), "8", "2", "float32"])
+    rows = [{"run": f"pure forward (process), {precision} (predict's default here)",
+             "wall s": f"{forward:.1f}", "ratio": ""},
+            {"run": "pure forward (process), float32", "wall s": f"{forward32:.1f}",
+             "ratio": ""}]
     here = next(iter(trees.values()))
     for name, tree in trees.items():
         seconds = predict(tree, scene, model)
         rows.append({"run": f"geoseg predict, {name}", "wall s": f"{seconds:.1f}",
-                     "ratio": f"**{seconds / forward:.3f}** x forward"})
+                     "ratio": f"**{seconds / forward:.3f}** x forward ({precision})"})
         if tree == here:
             mine = seconds
+    mine32 = predict(here, scene, model, "--precision", "float32")
+    rows.append({"run": "geoseg predict --precision float32", "wall s": f"{mine32:.1f}",
+                 "ratio": f"**{mine32 / forward32:.3f}** x forward (float32)"})
     dask = predict(here, scene, model, "--runner", "dask")
     rows.append({"run": "geoseg predict --runner dask (local cluster)",
                  "wall s": f"{dask:.1f}", "ratio": f"{dask / forward:.3f} x forward"})
@@ -94,9 +105,10 @@ def field(trees: dict, models: dict, size: int, *, toolbelt: bool) -> list[dict]
             env={"PYTHONPATH": f"{path}{os.pathsep}{ROOT}"})
         out.unlink(missing_ok=True)
         version = json.loads(stdout.strip().splitlines()[-1])["version"]
-        rows.append({"run": f"pytorch-toolbelt {version} ImageSlicer/TileMerger",
-                     "wall s": f"{seconds:.1f}",
-                     "ratio": f"geoseg predict is **{seconds / mine:.2f}x** faster"})
+        rows.append({"run": f"pytorch-toolbelt {version} ImageSlicer/TileMerger (float32, "
+                            "as its docs run it)", "wall s": f"{seconds:.1f}",
+                     "ratio": f"geoseg predict is **{seconds / mine:.2f}x** faster "
+                              f"({seconds / mine32:.2f}x with --precision float32)"})
     return rows
 
 

@@ -1,7 +1,7 @@
 """One measured run in a fresh process (so peak RSS is its own): prints a JSON line.
 
     python -m benchmarks.predict_child predict SCENE MODEL BLOCK_SIZE BATCH THREADS [TTA]
-    python -m benchmarks.predict_child forward SCENE MODEL BATCH THREADS
+    python -m benchmarks.predict_child forward SCENE MODEL BATCH THREADS [PRECISION]
     python -m benchmarks.predict_child copy SCENE
 """
 
@@ -31,13 +31,15 @@ def predict(scene, model, block_size, batch, threads, tta=None):
             "pixels": summary["height"] * summary["width"]}
 
 
-def forward(scene, model, batch, threads):
-    """Pure model time: the same tiles and batches, inputs already in memory as tensors."""
+def forward(scene, model, batch, threads, precision="auto"):
+    """Pure model time: the same tiles and batches, inputs already in memory as tensors,
+    at the precision `geoseg predict` resolves on this machine (or the one given)."""
     import numpy as np
     import rasterio
     import torch
 
     from geoseg.model import forward_probabilities, load_bundle
+    from geoseg.model.devices import resolve_precision
     from geoseg.tiling import TileGrid
 
     torch.set_num_threads(int(threads))
@@ -50,14 +52,16 @@ def forward(scene, model, batch, threads):
     x = torch.from_numpy(np.random.default_rng(0).standard_normal(
         (batch, bands, grid.size, grid.size), dtype=np.float32))
     n = len(grid)
-    forward_probabilities(bundle, x[:1])  # warm-up, as predict's first batch also pays it
+    precision = resolve_precision(precision, bundle.device)
+    # warm-up, as predict's first batch also pays it
+    forward_probabilities(bundle, x[:1], precision=precision)
     start = time.perf_counter()
     done = 0
     while done < n:
         k = min(batch, n - done)
-        forward_probabilities(bundle, x[:k])
+        forward_probabilities(bundle, x[:k], precision=precision)
         done += k
-    return {"seconds": time.perf_counter() - start, "tiles": n}
+    return {"seconds": time.perf_counter() - start, "tiles": n, "precision": precision}
 
 
 def copy(scene):

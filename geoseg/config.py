@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, InputNotFoundError
-from .model.devices import check_device, device_kind
+from .model.devices import check_device, check_precision, device_kind
 from .model.tta import TTA_MODES, check_tta
 
 __all__ = ["TTA_MODES", "PredictOptions", "check_tta", "load_predict_options", "load_yaml",
@@ -31,6 +31,7 @@ class PredictOptions:
     block_size: int = 1024
     batch_size: int = 8
     device: str = "auto"
+    precision: str = "auto"
     threads: int | None = None
     bands: tuple[int, ...] | None = None
     probabilities: bool = False
@@ -55,12 +56,23 @@ class PredictOptions:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
         check_device(self.device)
+        check_precision(self.precision)
+
+    def resolved(self, device: str | None = None) -> PredictOptions:
+        """These options with ``auto`` decided on this machine: the device (``device`` when
+        the caller chose it for a whole cluster) and the precision for that device, so a
+        batch's plans, manifests and tags name what really ran."""
+        from .model.devices import resolve_device, resolve_precision
+
+        device = device or resolve_device(self.device)
+        return replace(self, device=device,
+                       precision=resolve_precision(self.precision, device))
 
     def identity(self) -> dict:
         """The options that change output bytes (for manifests and resume checks)."""
         return {"tile_size": self.tile_size, "overlap": self.overlap, "stitch": self.stitch,
                 "tta": self.tta,
-                "device": device_kind(self.device),
+                "device": device_kind(self.device), "precision": self.precision,
                 "bands": list(self.bands) if self.bands else None,
                 "probabilities": self.probabilities, "vectorize": self.vectorize}
 

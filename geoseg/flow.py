@@ -283,13 +283,16 @@ def predict_scene(scene_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     input, before anything is written under a final name.
     """
     from .model.bundle import ModelBundle, load_bundle
-    from .model.devices import resolve_device
 
     start = time.perf_counter()
     with gdal_env():
         scene = open_scene(scene_path, allow_no_crs=options.allow_no_crs)
-        bundle = model if isinstance(model, ModelBundle) else load_bundle(
-            model, device=resolve_device(options.device))
+        if isinstance(model, ModelBundle):
+            options = options.resolved(model.device)
+            bundle = model
+        else:
+            options = options.resolved()
+            bundle = load_bundle(model, device=options.device)
         if options.threads:
             import torch
 

@@ -4,10 +4,10 @@ block: read it with its halo, run its tiles, accumulate.
 A block is read once with its halo (boundless) and sent to the model's device in its own
 pixel type; there it is cut into the tiles of the global grid, normalized, batched through
 the network, and each batch's probabilities are weighted into the block's integer
-accumulator (see ``stitch``), which stays on the device. Tiles that hold no valid pixel never
-reach the model. What happens to a computed block next (spills, finish, write, polygons) is the scene's
-flow (:mod:`geoseg.flow`), run by the local runner there or by the Dask runner in
-``pipelines/``. Peak memory is set by block, tile and batch size, not by the scene.
+accumulator (see ``stitch``), which stays on the device. Tiles that hold no valid pixel
+never reach the model. What happens to a computed block next (spills, finish, write,
+polygons) is the scene's flow (:mod:`geoseg.flow`), run by the local runner there or by the
+Dask runner in ``pipelines/``. Peak memory is set by block, tile and batch size, not by the scene.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ class Plan:
     stitch: str
     n_classes: int
     tta: str = "none"
+    precision: str = "float32"
 
     def tags(self, meta: BundleMeta, model_sha256: str) -> dict:
         """The output rasters' tags: the model and the options that shaped the pixels (one
         place for the in-process and the Dask path, whose files must be identical)."""
         return output_tags(meta, model_sha256, GEOSEG_STITCH=self.stitch,
                            GEOSEG_TILE_SIZE=self.tiles.size, GEOSEG_OVERLAP=self.tiles.overlap,
-                           GEOSEG_TTA=self.tta)
+                           GEOSEG_TTA=self.tta, GEOSEG_PRECISION=self.precision)
 
 
 def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
@@ -59,8 +60,10 @@ def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     tiles = TileGrid.build(height=scene.grid.height, width=scene.grid.width, size=size,
                            overlap=overlap, multiple=meta.output_stride)
     blocks = BlockGrid.build(tiles, block_size=options.block_size)
+    if "auto" in (options.device, options.precision):
+        options = options.resolved()
     return Plan(scene, bands, tiles, blocks, options.stitch, len(meta.classes),
-                options.tta or meta.tta)
+                options.tta or meta.tta, options.precision)
 
 
 def read_block(ds: Any, plan: Plan, block: Block) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +117,7 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
         mask = torch.stack([ok[rows, cols] for _, rows, cols in batch])
         x = normalize_tiles(torch.stack([px[:, rows, cols] for _, rows, cols in batch]),
                             mask, bundle.meta)
-        probs = forward_probabilities(bundle, x, tta=plan.tta)
+        probs = forward_probabilities(bundle, x, tta=plan.tta, precision=plan.precision)
         weights = torch.stack([device_weights(plan.stitch, g, t, device) for t in tiles])
         add_tiles(acc, block.extent, tiles, probs, weights * mask)
         if progress is not None:

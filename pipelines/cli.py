@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from geoseg import __version__
-from geoseg.model.devices import DEVICES, check_device
+from geoseg.model.devices import DEVICES, PRECISIONS, check_device
 from geoseg.model.tta import TTA_MODES
 from geoseg.names import SUMMARY
 from geoseg.stitch import WEIGHT_WINDOWS
@@ -95,6 +95,9 @@ def predict_options(function: _F) -> _F:
         click.option("--device", callback=_device,
                      help=f"{', '.join(DEVICES)} or cuda:N; auto: CUDA when present, else "
                           "CPU."),
+        click.option("--precision", type=click.Choice(PRECISIONS),
+                     help="Network compute type; auto: bfloat16 on CUDA and on CPUs with "
+                          "native bfloat16 (AVX512-BF16/AMX), else float32."),
         click.option("--threads", type=int, help="Torch CPU threads per process."),
         click.option("--bands", help="1-based scene bands to feed the model, e.g. 3,2,1."),
         click.option("--probabilities/--no-probabilities", default=None,
@@ -144,7 +147,8 @@ def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
                    "or none (default 127.0.0.1:8787, localhost only).")
 @click.option("--runner", type=click.Choice(RUNNERS), default="auto", show_default=True,
               help="local: every scene in this process; dask: a cluster; auto: local for "
-                   "a small batch (<= 4.2 MPix in all) unless a cluster is asked for.")
+                   "a batch of up to 268 MPix in all (a 16384^2 scene) unless a cluster is "
+                   "asked for.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Also show library logs and warnings on stderr (always in OUT/geoseg.log).")
 @one_line_errors

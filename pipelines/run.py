@@ -99,7 +99,7 @@ def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, 
 
     meta = read_meta(model)
     sha = model_sha256 or file_sha256(model)
-    options = dataclasses.replace(options, device=resolve_cluster_device(client, options.device))
+    options = options.resolved(resolve_cluster_device(client, options.device))
     planned = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
                           model_sha256=sha, options=options)
     client.register_plugin(ModelCache())
@@ -245,7 +245,7 @@ def dry_run_table(scene_paths: list[Path], out_dir: str | os.PathLike, *,
     ``auto`` is resolved on this machine, as a run on the default local cluster would."""
     from geoseg.model.meta import file_sha256, read_meta
 
-    options = dataclasses.replace(options, device=resolve_cluster_device(None, options.device))
+    options = options.resolved(resolve_cluster_device(None, options.device))
     scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(),
                          meta=read_meta(model), model_sha256=model_sha256 or file_sha256(model),
                          options=options)

@@ -76,8 +76,10 @@ def test_dask_outputs_equal_the_in_process_path(client, data, block_size, tmp_pa
     assert [o.status for o in outcomes] == ["done", "done"], [o.error for o in outcomes]
     assert_same_outputs(root / "reference", tmp_path, ["alpha", "beta"])
     manifest = read_manifest(tmp_path / "beta")
-    # device "auto" is resolved once for the batch (no CUDA on the test machine)
-    assert manifest["options"] == replace(options, device="cpu").identity()
+    # device and precision "auto" are resolved once for the batch (no CUDA on the test
+    # machine): the manifest names what ran
+    assert manifest["options"] == options.resolved("cpu").identity()
+    assert manifest["options"]["precision"] != "auto"
     assert manifest["tiles_in_grid"] == outcomes[1].tiles
     assert manifest["class_pixels"]["bg"] + manifest["class_pixels"]["fg"] \
         + manifest["nodata_pixels"] == 150 * 170

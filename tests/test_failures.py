@@ -405,3 +405,51 @@ def test_runner_choice():
     assert choose_runner("auto", remote, [], cluster_asked=False) == "dask"
     with pytest.raises(ConfigError, match="--runner local"):
         choose_runner("local", remote, [], cluster_asked=False)
+
+
+def test_a_batch_larger_than_one_machine_run_goes_to_a_local_cluster(tmp_path):
+    """auto keeps batches up to LOCAL_MAX_PIXELS in-process; a larger one (here one sparse
+    GeoTIFF of 16384 x 16385 pixels, headers only) goes to Dask, whose part files resume."""
+    import rasterio
+
+    from pipelines.cluster import choose_cluster
+    from pipelines.local import LOCAL_MAX_PIXELS
+    from pipelines.session import choose_runner
+
+    def sparse(name, height):
+        path = tmp_path / name
+        with rasterio.open(path, "w", driver="GTiff", height=height, width=16384, count=3,
+                           dtype="uint8", tiled=True, sparse_ok=True):
+            pass
+        return path
+
+    exact, larger = sparse("exact.tif", LOCAL_MAX_PIXELS // 16384), sparse("big.tif", 16385)
+    local = choose_cluster()
+    assert choose_runner("auto", local, [exact], cluster_asked=False) == "local"
+    assert choose_runner("auto", local, [larger], cluster_asked=False) == "dask"
+    assert choose_runner("auto", local, [exact, exact], cluster_asked=False) == "dask"
+
+
+def test_precision_is_resolved_named_in_the_outputs_and_checked(tmp_path, scenes, model):
+    import json
+
+    import rasterio
+
+    from geoseg.model.devices import resolve_precision
+
+    out, scene = tmp_path / "out", scenes[1][0]
+    code, _, stderr = geoseg("predict", scene, "-m", model, "-o", out)
+    assert code == 0, stderr
+    expected = resolve_precision("auto", "cpu")
+    with rasterio.open(out / "good0" / "classes.tif") as ds:
+        assert ds.tags()["GEOSEG_PRECISION"] == expected
+    manifest = json.loads((out / "good0" / "manifest.json").read_text())
+    assert manifest["options"]["precision"] == expected
+    # float32 is another identity: the scene is predicted again
+    code, _, stderr = geoseg("predict", scene, "-m", model, "-o", out, "--precision",
+                             "float32", "--overwrite")
+    assert code == 0, stderr
+    with rasterio.open(out / "good0" / "classes.tif") as ds:
+        assert ds.tags()["GEOSEG_PRECISION"] == "float32"
+    code, _, stderr = geoseg("predict", scene, "-m", model, "-o", out, "--precision", "int8")
+    assert code == 2 and "int8" in stderr

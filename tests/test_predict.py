@@ -11,6 +11,7 @@ from affine import Affine
 from conftest import smooth_noise, write_raster
 from geoseg.config import PredictOptions
 from geoseg.model import forward_probabilities, load_bundle, normalize
+from geoseg.model.devices import resolve_precision
 from geoseg.flow import predict_scene
 from geoseg.tiling import TileGrid
 
@@ -20,9 +21,10 @@ def read_classes(out_dir, stem="scene"):
         return ds.read(1), ds.profile, ds.tags()
 
 
-def whole_image_classes(bundle, pixels, valid):
+def whole_image_classes(bundle, pixels, valid, precision="float32"):
     """One forward pass over the whole scene, padded with the nodata fill (0 after
-    normalization) out to the tile grid's extent: the same padding the edge tiles see."""
+    normalization) out to the tile grid's extent: the same padding the edge tiles see;
+    the network runs at ``precision`` (resolved for the CPU), as the tiles did."""
     meta = bundle.meta
     c, height, width = pixels.shape
     grid = TileGrid.build(height=height, width=width, size=meta.tile_size,
@@ -30,7 +32,8 @@ def whole_image_classes(bundle, pixels, valid):
     x = np.zeros((c, (grid.n_rows - 1) * grid.stride + grid.size,
                   (grid.n_cols - 1) * grid.stride + grid.size), np.float32)
     x[:, :height, :width] = normalize(pixels, valid, meta)
-    probs = forward_probabilities(bundle, torch.from_numpy(x[None])).numpy()[0]
+    probs = forward_probabilities(bundle, torch.from_numpy(x[None]),
+                                  precision=resolve_precision(precision, "cpu")).numpy()[0]
     classes = probs[:, :height, :width].argmax(0).astype(np.uint8)
     classes[~valid] = 255
     return classes
@@ -98,22 +101,25 @@ def test_large_output_is_a_cog_with_mode_overviews(tmp_path, make_bundle):
         assert ds.compression.name.lower() == "deflate"
 
 
+@pytest.mark.parametrize("precision", ["float32", "auto"])
 def test_center_crop_equals_whole_image_when_the_halo_covers_the_receptive_field(
-        tmp_path, make_bundle):
+        tmp_path, make_bundle, precision):
     pixels = smooth_noise((300, 230), seed=3)
     scene = write_raster(tmp_path / "scene.tif", pixels)
     model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)  # rf 7 <= halo 16
     bundle = load_bundle(model)
     assert bundle.meta.receptive_field <= bundle.meta.overlap // 2
     predict_scene(scene, tmp_path / "out", model=bundle,
-                  options=PredictOptions(stitch="center", block_size=64))
+                  options=PredictOptions(stitch="center", block_size=64, precision=precision))
     classes, _, _ = read_classes(tmp_path / "out")
-    whole = whole_image_classes(bundle, pixels, np.ones(pixels.shape[1:], bool))
+    whole = whole_image_classes(bundle, pixels, np.ones(pixels.shape[1:], bool), precision)
     assert (classes == whole).mean() >= 0.9999
 
 
+@pytest.mark.parametrize("precision", ["float32", "auto"])
 @pytest.mark.parametrize("stitch, minimum", [("center", 0.9999), ("blend", 0.999)])
-def test_smp_unet_tiled_agrees_with_whole_image(tmp_path, make_bundle, stitch, minimum):
+def test_smp_unet_tiled_agrees_with_whole_image(tmp_path, make_bundle, stitch, minimum,
+                                                precision):
     """A real smp Unet whose receptive field (about 123 px, 3 encoder stages) fits in the
     halo of a 256 px tile overlapping by 128."""
     pixels = smooth_noise((320, 288), seed=1)
@@ -121,9 +127,10 @@ def test_smp_unet_tiled_agrees_with_whole_image(tmp_path, make_bundle, stitch, m
     model = make_bundle(arch="Unet", encoder="resnet18", tile_size=256, overlap=128,
                         arch_kwargs={"encoder_depth": 3, "decoder_channels": (64, 32, 16)})
     bundle = load_bundle(model)
-    predict_scene(scene, tmp_path / "out", model=bundle, options=PredictOptions(stitch=stitch))
+    predict_scene(scene, tmp_path / "out", model=bundle,
+                  options=PredictOptions(stitch=stitch, precision=precision))
     classes, _, _ = read_classes(tmp_path / "out")
-    whole = whole_image_classes(bundle, pixels, np.ones(pixels.shape[1:], bool))
+    whole = whole_image_classes(bundle, pixels, np.ones(pixels.shape[1:], bool), precision)
     assert 0.02 < (whole == 1).mean() < 0.98, "a model that predicts one class tests nothing"
     assert (classes == whole).mean() >= minimum
 

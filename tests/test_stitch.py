@@ -42,3 +42,52 @@ def test_center_window_is_the_tile_core():
 def test_unknown_stitch_mode_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="valid: blend, center"):
         check_stitch("average")
+
+
+def test_finish_takes_the_lowest_class_on_ties_and_rounds_probabilities_exactly():
+    import torch
+
+    from geoseg.grid import Window
+    from geoseg.stitch import finish
+    from geoseg.tiling import BlockGrid
+
+    grid = TileGrid.build(height=64, width=64, size=64, overlap=0)
+    block = BlockGrid.build(grid, block_size=64).block(0, 0)
+    rng = np.random.default_rng(0)
+    acc = rng.integers(0, 4, (3, 64, 64)).astype(np.int32) * (FIXED_POINT // 4)  # many ties
+    valid = np.ones((64, 64), bool)
+    valid[0, :5] = False
+    strip = np.full((3, 2, 64), FIXED_POINT // 8, np.int32)
+    classes, probs = finish(torch.from_numpy(acc), block, [(Window(10, 0, 2, 64), strip)],
+                            valid, nodata=255, probabilities=True)
+    total = acc.astype(np.int64)
+    total[:, 10:12] += strip
+    expected = np.argmax(total, axis=0).astype(np.uint8)  # numpy: first maximum
+    expected[~valid] = 255
+    np.testing.assert_array_equal(classes, expected)
+    # round half up of 255 * sum / FIXED_POINT, in integers: (k/4 + 1/8) * 255 -> exact
+    exact = np.floor(total * 255 / FIXED_POINT + 0.5).clip(0, 255).astype(np.uint8)
+    exact[:, ~valid] = 0
+    np.testing.assert_array_equal(probs, exact)
+
+
+def test_a_batch_adds_the_same_integers_as_tile_by_tile_and_drops_what_is_outside():
+    import torch
+
+    from geoseg.grid import Window
+    from geoseg.stitch import add_tiles, device_weights, new_accumulator
+
+    grid = TileGrid.build(height=150, width=120, size=64, overlap=32)
+    tiles = list(grid.tiles())
+    extent = Window(0, 0, 150, 120)
+    logits = torch.randn((len(tiles), 2, 64, 64), generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(logits, dim=1)
+    weights = torch.stack([device_weights("blend", grid, t, "cpu") for t in tiles])
+    batch = new_accumulator(extent, 2)
+    add_tiles(batch, extent, tiles, probs, weights)
+    one_by_one = new_accumulator(extent, 2)
+    for i in reversed(range(len(tiles))):  # any order: integer sums
+        add_tiles(one_by_one, extent, tiles[i:i + 1], probs[i:i + 1], weights[i:i + 1])
+    assert torch.equal(batch, one_by_one)
+    # weights sum to FIXED_POINT, probabilities to 1: every pixel sums to ~FIXED_POINT
+    assert (batch.sum(0) - FIXED_POINT).abs().max() <= len(tiles) * 2

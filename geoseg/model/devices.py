@@ -1,5 +1,5 @@
-"""Devices by name: ``auto``, ``cpu``, ``cuda`` and ``cuda:N``; the one list the CLI and YAML
-validation use. Checking a name imports no torch; resolving one does."""
+"""Devices and precisions by name: the one list the CLI and YAML validation use. Checking a
+name imports no torch; resolving one does."""
 
 from __future__ import annotations
 
@@ -15,6 +15,34 @@ def check_device(device: str) -> str:
     if text in DEVICES or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
     raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}, cuda:N")
+
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+"""The network's compute type (``--precision``). ``auto``: bfloat16 on CUDA (float16 where
+the GPU has no bfloat16) and on CPUs with native bfloat16 (AVX512-BF16 or AMX: 2.3x faster
+than float32 for Unet resnet18 on this project's CI machine), float32 on other CPUs.
+Softmax, weighting and stitching always run in float32 and integers."""
+
+
+def check_precision(precision: str) -> str:
+    """Refuse a precision that is none of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> what ``device`` runs fastest without changing what it predicts in
+    practice (see :data:`PRECISIONS`); other names as given."""
+    import torch
+
+    check_precision(precision)
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if native else "float32"
 
 
 def device_kind(device: str) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .bundle import BundleMeta, ModelBundle
+from .devices import device_kind
 from .tta import TTA, check_tta
 
 
@@ -77,25 +78,29 @@ def _unview(p: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.rot90(p, -k, dims=(2, 3)) if k else p
 
 
-def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *,
-                          tta: str = "none") -> torch.Tensor:
+AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *, tta: str = "none",
+                          precision: str = "float32") -> torch.Tensor:
     """Class probabilities (N, K, H, W) float32 on the model's device for a normalized
     batch.
 
-    inference_mode, channels_last; on CUDA non-blocking copies and autocast (bf16 where
-    supported, else fp16). The network sees whole tiles; softmax runs in float32. With
+    inference_mode, channels_last, non-blocking copies; the network runs under autocast to
+    ``precision`` (a resolved name of ``devices.PRECISIONS``; float32: no autocast). The
+    network sees whole tiles; softmax runs in float32. With
     ``tta`` (see :data:`TTA`) the mean of the views' probabilities, summed in a fixed order.
     """
     device = bundle.device
     views = TTA[check_tta(tta)]
+    dtype = AUTOCAST.get(precision)
     with torch.inference_mode():
         x = batch.to(device, non_blocking=True)
         total: torch.Tensor | None = None
         for k, flip in views:
             xv = _view(x, k, flip).contiguous(memory_format=torch.channels_last)
-            if device.startswith("cuda"):
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-                with torch.autocast("cuda", dtype=dtype):
+            if dtype is not None:
+                with torch.autocast(device_kind(device), dtype=dtype):
                     logits = bundle.network(xv)
             else:
                 logits = bundle.network(xv)
