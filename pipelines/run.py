@@ -8,7 +8,6 @@ graph (:mod:`pipelines.graph`), tallies finished blocks as they come in (the sam
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
