@@ -99,7 +99,7 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
     """
     import torch
 
-    from .model.inference import forward_probabilities, normalize_tiles, to_device
+    from .model.inference import forward_probabilities, normalize_region, to_device
     from .stitch import add_tiles, device_weights, new_accumulator
 
     g, region, device = plan.tiles, plan.blocks.region(block), bundle.device
@@ -111,15 +111,18 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
             todo.append((tile, rows, cols))
     if todo:
         px, ok = to_device(pixels, valid, device)
+        inputs = normalize_region(px, ok, bundle.meta)  # (H, W, C), channels-last
+        all_valid = bool(valid.all())
+        del px
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         tiles = [tile for tile, _, _ in batch]
-        mask = torch.stack([ok[rows, cols] for _, rows, cols in batch])
-        x = normalize_tiles(torch.stack([px[:, rows, cols] for _, rows, cols in batch]),
-                            mask, bundle.meta)
+        mask = None if all_valid else torch.stack([ok[rows, cols] for _, rows, cols in batch])
+        # (N, H, W, C) viewed as (N, C, H, W): channels-last memory, no copy before forward
+        x = torch.stack([inputs[rows, cols] for _, rows, cols in batch]).permute(0, 3, 1, 2)
         probs = forward_probabilities(bundle, x, tta=plan.tta, precision=plan.precision)
         weights = torch.stack([device_weights(plan.stitch, g, t, device) for t in tiles])
-        add_tiles(acc, block.extent, tiles, probs, weights * mask)
+        add_tiles(acc, block.extent, tiles, probs, weights if mask is None else weights * mask)
         if progress is not None:
             progress(len(batch))
     w_rows, w_cols = block.window.slices(within=region)

@@ -20,7 +20,7 @@ _HOMES = {
              "META_KEY"),
     "networks": ("Pixelwise", "TinyCNN", "EXTRA_ARCHITECTURES", "build_network",
                  "receptive_field"),
-    "inference": ("normalize", "normalize_tiles", "to_device", "forward_probabilities"),
+    "inference": ("normalize", "normalize_region", "to_device", "forward_probabilities"),
     "tta": ("TTA", "TTA_MODES", "check_tta"),
     "devices": ("DEVICES", "check_device", "device_kind", "resolve_device"),
 }
@@ -30,7 +30,7 @@ __all__ = ["BundleMeta", "DEVICES", "EXTRA_ARCHITECTURES", "FORMAT", "META_KEY",
            "ModelBundle", "Pixelwise", "TTA", "TTA_MODES", "TinyCNN", "build_network",
            "check_device", "check_tta", "create_bundle", "device_kind", "file_sha256",
            "forward_probabilities", "load_bundle", "load_state_dict", "normalize",
-           "normalize_tiles", "read_meta", "receptive_field", "resolve_device", "save_bundle",
+           "normalize_region", "read_meta", "receptive_field", "resolve_device", "save_bundle",
            "to_device", "with_provenance"]
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .meta import (FORMAT, META_KEY, BundleMeta, file_sha256, read_meta,
                        with_provenance)
     from .devices import DEVICES, check_device, device_kind, resolve_device
-    from .inference import forward_probabilities, normalize, normalize_tiles, to_device
+    from .inference import forward_probabilities, normalize, normalize_region, to_device
     from .networks import (EXTRA_ARCHITECTURES, Pixelwise, TinyCNN, build_network,
                            receptive_field)
     from .tta import TTA, TTA_MODES, check_tta

@@ -2,7 +2,7 @@
 batched forward pass to class probabilities.
 
 Prediction sends raw tiles to the device in the scene's own pixel type (uint8 is a quarter
-of float32's transfer) and normalizes them there (:func:`normalize_tiles`); training
+of float32's transfer) and normalizes them there (:func:`normalize_region`); training
 normalizes chips on the host (:func:`normalize`). Both compute ``value * (scale / std) -
 mean / std`` in float32, so they give the same numbers."""
 
@@ -55,17 +55,22 @@ def to_device(pixels: np.ndarray, valid: np.ndarray,
     return px, ok
 
 
-def normalize_tiles(raw: torch.Tensor, valid: torch.Tensor, meta: BundleMeta) -> torch.Tensor:
-    """Raw tiles (N, C, H, W) in any pixel type -> float32 model input on their device;
-    pixels where ``valid`` (N, H, W) is False become 0 (see :func:`normalize`)."""
-    c = raw.shape[1]
-    scale = torch.tensor(meta.scale, dtype=torch.float32).reshape(1, c, 1, 1)
-    mean = torch.tensor(meta.mean, dtype=torch.float32).reshape(1, c, 1, 1)
-    std = torch.tensor(meta.std, dtype=torch.float32).reshape(1, c, 1, 1)
+def normalize_region(raw: torch.Tensor, valid: torch.Tensor, meta: BundleMeta) -> torch.Tensor:
+    """A block's raw pixels (C, H, W) in any pixel type -> float32 model input (H, W, C) on
+    their device, in the channels-last layout the network runs in: tiles cut from it and
+    stacked are already channels-last, and a pixel shared by overlapping tiles is normalized
+    once. Pixels where ``valid`` (H, W) is False become 0 (see :func:`normalize`)."""
+    scale = torch.tensor(meta.scale, dtype=torch.float32)
+    mean = torch.tensor(meta.mean, dtype=torch.float32)
+    std = torch.tensor(meta.std, dtype=torch.float32)
     gain, offset = (scale / std).to(raw.device), (mean / std).to(raw.device)
-    x = raw.to(torch.float32) * gain - offset
+    x = torch.empty((*raw.shape[1:], raw.shape[0]), dtype=torch.float32, device=raw.device)
+    x.copy_(raw.permute(1, 2, 0))
+    x.mul_(gain).sub_(offset)
+    if bool(valid.all()):  # most blocks: no pass over the block for nothing
+        return x
     # assignment, not multiplication: NaN * 0 is NaN, and nodata must carry no signal
-    return x.masked_fill_(~valid[:, None], 0.0)
+    return x.masked_fill_(~valid[:, :, None], 0.0)
 
 
 def _view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
