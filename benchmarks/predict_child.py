@@ -38,12 +38,12 @@ def forward(scene, model, batch, threads, precision="auto"):
     import rasterio
     import torch
 
-    from geoseg.model import forward_probabilities, load_bundle
+    from geoseg.model import forward_probabilities, load_for_prediction
     from geoseg.model.devices import resolve_precision
     from geoseg.tiling import TileGrid
 
     torch.set_num_threads(int(threads))
-    bundle = load_bundle(model)
+    bundle = load_for_prediction(model, device="cpu")  # the network as prediction runs it
     with rasterio.open(scene) as ds:
         grid = TileGrid.build(height=ds.height, width=ds.width, size=bundle.meta.tile_size,
                               overlap=bundle.meta.overlap)

@@ -22,11 +22,19 @@ def main(scene: str, model: str, out: str, batch: str, threads: str) -> dict:
     from pytorch_toolbelt import __version__
     from pytorch_toolbelt.inference.tiles import ImageSlicer, TileMerger
 
-    from geoseg.model import load_bundle
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import load_file
+
+    from geoseg.model import read_meta
 
     torch.set_num_threads(int(threads))
-    bundle = load_bundle(model)
-    meta, net = bundle.meta, bundle.network
+    # the network as a toolbelt user builds it: smp's model, the weights loaded, eval mode
+    meta = read_meta(model)
+    net = smp.create_model(meta.arch, encoder_name=meta.encoder, encoder_weights=None,
+                           in_channels=meta.in_channels, classes=len(meta.classes),
+                           **meta.arch_kwargs)
+    net.load_state_dict(load_file(model))
+    net.eval()
     size, overlap = meta.tile_size, meta.overlap
     with rasterio.open(scene) as ds:
         image = ds.read().transpose(1, 2, 0)  # HWC, the layout ImageSlicer takes

@@ -33,6 +33,7 @@ class PredictOptions:
     device: str = "auto"
     precision: str = "auto"
     threads: int | None = None
+    compile: bool = False
     bands: tuple[int, ...] | None = None
     probabilities: bool = False
     vectorize: bool = False
@@ -52,7 +53,7 @@ class PredictOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ConfigError(f"{name} {value!r} must be an integer >= {minimum}")
-        for name in ("probabilities", "vectorize", "overwrite", "allow_no_crs"):
+        for name in ("probabilities", "vectorize", "overwrite", "allow_no_crs", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
         check_device(self.device)
@@ -73,6 +74,7 @@ class PredictOptions:
         return {"tile_size": self.tile_size, "overlap": self.overlap, "stitch": self.stitch,
                 "tta": self.tta,
                 "device": device_kind(self.device), "precision": self.precision,
+                "compile": self.compile,
                 "bands": list(self.bands) if self.bands else None,
                 "probabilities": self.probabilities, "vectorize": self.vectorize}
 

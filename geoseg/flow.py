@@ -282,17 +282,21 @@ def predict_scene(scene_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     (:meth:`geoseg.report.SceneReport.summary`). Raises ``GeosegError`` subclasses for bad
     input, before anything is written under a final name.
     """
-    from .model.bundle import ModelBundle, load_bundle
+    from .model.bundle import ModelBundle
+    from .model.optimize import for_inference, load_for_prediction
 
     start = time.perf_counter()
     with gdal_env():
         scene = open_scene(scene_path, allow_no_crs=options.allow_no_crs)
         if isinstance(model, ModelBundle):
             options = options.resolved(model.device)
-            bundle = model
+            bundle = for_inference(model, compile=options.compile,
+                                   batch_size=options.batch_size)
         else:
             options = options.resolved()
-            bundle = load_bundle(model, device=options.device)
+            bundle = load_for_prediction(model, device=options.device,
+                                         compile=options.compile,
+                                         batch_size=options.batch_size)
         if options.threads:
             import torch
 

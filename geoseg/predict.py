@@ -42,13 +42,15 @@ class Plan:
     n_classes: int
     tta: str = "none"
     precision: str = "float32"
+    compile: bool = False
 
     def tags(self, meta: BundleMeta, model_sha256: str) -> dict:
         """The output rasters' tags: the model and the options that shaped the pixels (one
         place for the in-process and the Dask path, whose files must be identical)."""
         return output_tags(meta, model_sha256, GEOSEG_STITCH=self.stitch,
                            GEOSEG_TILE_SIZE=self.tiles.size, GEOSEG_OVERLAP=self.tiles.overlap,
-                           GEOSEG_TTA=self.tta, GEOSEG_PRECISION=self.precision)
+                           GEOSEG_TTA=self.tta, GEOSEG_PRECISION=self.precision,
+                           **({"GEOSEG_COMPILE": "inductor"} if self.compile else {}))
 
 
 def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
@@ -63,7 +65,7 @@ def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     if "auto" in (options.device, options.precision):
         options = options.resolved()
     return Plan(scene, bands, tiles, blocks, options.stitch, len(meta.classes),
-                options.tta or meta.tta, options.precision)
+                options.tta or meta.tta, options.precision, options.compile)
 
 
 def read_block(ds: Any, plan: Plan, block: Block) -> tuple[np.ndarray, np.ndarray]:

@@ -99,6 +99,10 @@ def predict_options(function: _F) -> _F:
                      help="Network compute type; auto: bfloat16 on CUDA and on CPUs with "
                           "native bfloat16 (AVX512-BF16/AMX), else float32."),
         click.option("--threads", type=int, help="Torch CPU threads per process."),
+        click.option("--compile/--no-compile", default=None,
+                     help="torch.compile the network: a minute of compiling, then a few "
+                          "percent faster per batch on a CPU; for scenes of thousands of "
+                          "tiles."),
         click.option("--bands", help="1-based scene bands to feed the model, e.g. 3,2,1."),
         click.option("--probabilities/--no-probabilities", default=None,
                      help="Also write probabilities.tif (uint8, one band per class)."),
@@ -162,7 +166,6 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     from geoseg.writers import prepare_folder
     from pipelines.cluster import choose_cluster, describe
     from pipelines.inputs import expand_inputs
-    from pipelines.run import dry_run_table
     from pipelines.session import choose_runner, predict_batch
 
     options = resolve_options(config, **overrides)
@@ -175,6 +178,8 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     read_meta(model)  # a bad model file fails here, before any cluster starts
     sha = file_sha256(model)
     if dry_run:
+        from pipelines.run import dry_run_table  # dask: only where a cluster is described
+
         click.echo(describe(choice))
         click.echo(dry_run_table(paths, out, model=model, options=options, model_sha256=sha))
         return

@@ -21,9 +21,8 @@ from geoseg.config import PredictOptions
 from geoseg.errors import GeosegError
 from geoseg.scene import gdal_env
 
-from .report import SceneOutcome, announce_unplanned, mark_failed
+from .report import BatchInterrupted, SceneOutcome, announce_unplanned, mark_failed
 from .resume import complete_scene, plan_scenes, prepare_folder, remove_scene_leftovers
-from .run import BatchInterrupted
 
 LOCAL_MAX_PIXELS = 16384 * 16384
 """Batches up to this many scene pixels in all (268 MPix) run in-process by default
@@ -59,7 +58,7 @@ def run_batch_local(scene_paths: list[Path], out_dir: str | os.PathLike, *,
     """:func:`pipelines.run.run_batch` without a cluster: the same planning, outputs,
     manifests and outcomes, scenes one after another in input order."""
     from geoseg.flow import run_local
-    from geoseg.model.bundle import load_bundle
+    from geoseg.model.optimize import load_for_prediction
     from geoseg.model.meta import file_sha256, read_meta
 
     stop = stop or threading.Event()
@@ -82,7 +81,7 @@ def run_batch_local(scene_paths: list[Path], out_dir: str | os.PathLike, *,
                 raise KeyboardInterrupt
             prepare_folder(job, out_dir=out_dir)
             if bundle is None:
-                bundle = _load(load_bundle, model, options, sha)
+                bundle = _load(load_for_prediction, model, options, sha)
             with gdal_env():
                 tally, outputs = run_local(job.flow, bundle, batch_size=options.batch_size,
                                            progress=progress.advance if progress else None,
@@ -108,7 +107,7 @@ def run_batch_local(scene_paths: list[Path], out_dir: str | os.PathLike, *,
     return [s.outcome for s in planned]
 
 
-def _load(load_bundle: Callable[..., Any], model: str | os.PathLike,
+def _load(load: Callable[..., Any], model: str | os.PathLike,
           options: PredictOptions, sha256: str) -> Any:
     """The model, once for the batch; a file changed since planning is refused."""
     from geoseg.errors import BundleError
@@ -117,7 +116,8 @@ def _load(load_bundle: Callable[..., Any], model: str | os.PathLike,
         import torch
 
         torch.set_num_threads(options.threads)
-    bundle = load_bundle(model, device=options.device)
+    bundle = load(model, device=options.device, compile=options.compile,
+                  batch_size=options.batch_size)
     if bundle.sha256 != sha256:
         raise BundleError(f"{model}: changed while the batch was running; rerun with a "
                           "fixed model file")

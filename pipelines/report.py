@@ -88,3 +88,12 @@ def align(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=False)) + "  "
                       + r[-1]).rstrip() for r in rows)
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch, with every scene's outcome (finished scenes ``done``, the
+    others ``interrupted`` and cleaned up)."""
+
+    def __init__(self, outcomes: list[SceneOutcome]) -> None:
+        super().__init__("interrupted")
+        self.outcomes = outcomes

@@ -22,19 +22,11 @@ from geoseg.errors import GeosegError
 from geoseg.report import Tally
 
 from .graph import SceneGraph, submit_scene
-from .report import SceneOutcome, align, announce_unplanned, connection_lost, mark_failed
+from .report import (BatchInterrupted, SceneOutcome, align, announce_unplanned,
+                     connection_lost, mark_failed)
 from .resume import (PlannedScene, complete_scene, plan_scenes, prepare_folder,
                      remove_scene_leftovers)
 from .worker import ModelCache, QuietWarnings
-
-
-class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a batch, with every scene's outcome (finished scenes ``done``, the
-    others ``interrupted`` and cleaned up)."""
-
-    def __init__(self, outcomes: list[SceneOutcome]) -> None:
-        super().__init__("interrupted")
-        self.outcomes = outcomes
 
 
 @dataclass

@@ -23,8 +23,7 @@ from geoseg.names import LOG
 from .cluster import RUNNERS, ClusterChoice, connect
 from .logs import library_logs
 from .progress import TileProgress
-from .report import SceneOutcome, write_summary
-from .run import BatchInterrupted, run_batch
+from .report import BatchInterrupted, SceneOutcome, write_summary
 
 
 @dataclass
@@ -99,6 +98,8 @@ def predict_batch(choice: ClusterChoice, paths: list[Path], out: Path, *, model:
                         echo=progress.write, model_sha256=model_sha256, stop=stop,
                         on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
             else:
+                from .run import run_batch  # dask.distributed: only when a cluster runs
+
                 with connect(choice, echo=echo) as client, TileProgress() as progress:
                     outcomes = run_batch(
                         client, paths, out, model=model, options=options,

@@ -17,7 +17,7 @@ PLUGIN_NAME = "geoseg-models"
 
 
 class ModelCache(WorkerPlugin):
-    """Loaded bundles by (sha256, device); ``loads`` lists every load (for tests: a model
+    """Loaded bundles by (sha256, device, compile); ``loads`` lists every load (for tests: a model
     loaded once per process appears once)."""
 
     name = PLUGIN_NAME
@@ -33,22 +33,24 @@ class ModelCache(WorkerPlugin):
     def __setstate__(self, state: dict) -> None:
         type(self).__init__(self)
 
-    def get(self, path: str, sha256: str, *, device: str, threads: int | None) -> Any:
-        """The bundle at ``path``, loaded on first use; a file whose hash changed since the
-        batch was planned is refused."""
+    def get(self, path: str, sha256: str, *, device: str, threads: int | None,
+            compile: bool = False, batch_size: int = 8) -> Any:
+        """The bundle at ``path`` in its inference form, loaded on first use; a file whose
+        hash changed since the batch was planned is refused."""
         with self.lock:
-            key = (sha256, device)
+            key = (sha256, device, compile, batch_size if compile else None)
             bundle = self.bundles.get(key)
             if bundle is None:
                 import torch
 
                 from geoseg.errors import BundleError
-                from geoseg.model.bundle import load_bundle
+                from geoseg.model.optimize import load_for_prediction
                 from geoseg.model.devices import resolve_device
 
                 if threads:
                     torch.set_num_threads(threads)
-                bundle = load_bundle(path, device=resolve_device(device))
+                bundle = load_for_prediction(path, device=resolve_device(device),
+                                             compile=compile, batch_size=batch_size)
                 if bundle.sha256 != sha256:
                     raise BundleError(f"{path}: changed while the batch was running "
                                       f"(sha256 {bundle.sha256[:12]}, expected "

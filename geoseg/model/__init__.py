@@ -23,13 +23,15 @@ _HOMES = {
     "inference": ("normalize", "normalize_region", "to_device", "forward_probabilities"),
     "tta": ("TTA", "TTA_MODES", "check_tta"),
     "devices": ("DEVICES", "check_device", "device_kind", "resolve_device"),
+    "optimize": ("fold_batch_norm", "for_inference", "load_for_prediction"),
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = ["BundleMeta", "DEVICES", "EXTRA_ARCHITECTURES", "FORMAT", "META_KEY",
            "ModelBundle", "Pixelwise", "TTA", "TTA_MODES", "TinyCNN", "build_network",
            "check_device", "check_tta", "create_bundle", "device_kind", "file_sha256",
-           "forward_probabilities", "load_bundle", "load_state_dict", "normalize",
+           "fold_batch_norm", "for_inference", "forward_probabilities", "load_bundle",
+           "load_for_prediction", "load_state_dict", "normalize",
            "normalize_region", "read_meta", "receptive_field", "resolve_device", "save_bundle",
            "to_device", "with_provenance"]
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from .meta import (FORMAT, META_KEY, BundleMeta, file_sha256, read_meta,
                        with_provenance)
     from .devices import DEVICES, check_device, device_kind, resolve_device
+    from .optimize import fold_batch_norm, for_inference, load_for_prediction
     from .inference import forward_probabilities, normalize, normalize_region, to_device
     from .networks import (EXTRA_ARCHITECTURES, Pixelwise, TinyCNN, build_network,
                            receptive_field)

@@ -23,12 +23,18 @@ from .tta import check_tta
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """A network in eval mode with its metadata; ``sha256`` is the bundle file's hash."""
+    """A network in eval mode with its metadata; ``sha256`` is the bundle file's hash.
+
+    ``prepared``: the network is the inference form prediction runs
+    (:func:`geoseg.model.optimize.for_inference`); ``fixed_batch``: every batch must have
+    this many tiles (a compiled network), shorter ones are padded."""
 
     meta: BundleMeta
     network: nn.Module
     sha256: str = ""
     device: str = "cpu"
+    prepared: bool = False
+    fixed_batch: int | None = None
 
 
 def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],

@@ -99,8 +99,13 @@ def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *, tta: str 
     device = bundle.device
     views = TTA[check_tta(tta)]
     dtype = AUTOCAST.get(precision)
+    n = batch.shape[0]
     with torch.inference_mode():
         x = batch.to(device, non_blocking=True)
+        if bundle.fixed_batch is not None and n < bundle.fixed_batch:
+            # a compiled network runs one batch size; zeros pad the rest and are dropped
+            pad = x.new_zeros((bundle.fixed_batch - n, *x.shape[1:]))
+            x = torch.cat([x, pad])
         total: torch.Tensor | None = None
         for k, flip in views:
             xv = _view(x, k, flip).contiguous(memory_format=torch.channels_last)
@@ -115,4 +120,4 @@ def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *, tta: str 
         assert total is not None  # TTA modes have one view or more
         if len(views) > 1:
             total = total.div_(len(views)).contiguous()
-        return total
+        return total if total.shape[0] == n else total[:n]

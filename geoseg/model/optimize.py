@@ -1,0 +1,66 @@
+"""A bundle's network in the form prediction runs: batch norm folded into the convolution
+before it and, with ``compile``, compiled by ``torch.compile``.
+
+Both are inference-only rewrites of the same function. Folding (``torch.fx``'s
+``optimization.fuse``) removes a pass over every activation after each convolution: Unet
+resnet18, batch 8 of 256 px, 2 CPU threads: 0.98 s -> 0.92 s per batch. A network fx cannot
+trace keeps its layers as they are. ``torch.compile`` (inductor) saved a further 3% on the
+same CPU (0.89 s per batch) after 53 s of compiling, so it pays only for scenes of
+thousands of tiles; a compiled network runs every batch at one fixed size (the last batch
+of a block is padded), because each new batch size would compile again.
+
+Prediction always uses the prepared network (the local runner, the Dask workers and
+``predict_scene`` alike), so their outputs stay byte-identical; training and the bundle
+file keep the plain network.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from .bundle import ModelBundle, load_bundle
+
+log = logging.getLogger(__name__)
+
+
+def fold_batch_norm(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` (eval mode) with each BatchNorm2d that follows a Conv2d folded
+    into the convolution's weights; the network itself when fx cannot trace it."""
+    from torch.fx.experimental.optimization import fuse
+
+    if not any(isinstance(m, nn.BatchNorm2d) for m in network.modules()):
+        return network
+    try:
+        plain = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+        folded = fuse(plain.eval())
+    except Exception as exc:  # noqa: BLE001 - any tracing failure: run the network as it is
+        log.debug("batch norm not folded (%s: %s)", type(exc).__name__, exc)
+        return network
+    return folded.to(memory_format=torch.channels_last)
+
+
+def for_inference(bundle: ModelBundle, *, compile: bool = False,
+                  batch_size: int = 8) -> ModelBundle:
+    """``bundle`` with its network prepared for prediction (idempotent)."""
+    if bundle.prepared:
+        return bundle
+    network = fold_batch_norm(bundle.network)
+    fixed = None
+    if compile:
+        # an OptimizedModule: an nn.Module that calls the compiled graph
+        network = torch.compile(network, dynamic=False)  # type: ignore[assignment]
+        fixed = batch_size
+    return replace(bundle, network=network, prepared=True, fixed_batch=fixed)
+
+
+def load_for_prediction(path: str | os.PathLike, *, device: str, compile: bool = False,
+                        batch_size: int = 8) -> ModelBundle:
+    """:func:`~geoseg.model.bundle.load_bundle` then :func:`for_inference`."""
+    return for_inference(load_bundle(path, device=device), compile=compile,
+                         batch_size=batch_size)
