@@ -35,6 +35,13 @@ class PredictOptions:
     threads: int | None = None
     compile: bool = False
     bands: tuple[int, ...] | None = None
+    stretch: tuple[float, float] | None = None
+    """Percentiles (low, high) of each band mapped onto the model's input range."""
+    input_range: tuple[float, float] | None = None
+    """The scene's raw value range (low, high), mapped onto the model's input range."""
+    resample: str = "auto"
+    """auto: scenes at another pixel size than the model's are refused with the fix;
+    off: predicted at their own pixel size (see geoseg.fit)."""
     probabilities: bool = False
     vectorize: bool = False
     overwrite: bool = False
@@ -58,6 +65,22 @@ class PredictOptions:
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
         check_device(self.device)
         check_precision(self.precision)
+        from .fit import RESAMPLE_MODES, parse_pair
+
+        if self.stretch is not None:
+            low, high = parse_pair(self.stretch, what="stretch") or (0, 0)
+            if not 0 <= low < high <= 100:
+                raise ConfigError(f"stretch {low:g},{high:g} must be percentiles 0 <= LOW < "
+                                  "HIGH <= 100, e.g. 2,98")
+            object.__setattr__(self, "stretch", (low, high))
+        if self.input_range is not None:
+            object.__setattr__(self, "input_range",
+                               parse_pair(self.input_range, what="input range"))
+        if self.stretch is not None and self.input_range is not None:
+            raise ConfigError("give --stretch or --input-range, not both")
+        if self.resample not in RESAMPLE_MODES:
+            raise ConfigError(f"unknown resample mode {self.resample!r}; valid: "
+                              f"{', '.join(RESAMPLE_MODES)}")
 
     def resolved(self, device: str | None = None) -> PredictOptions:
         """These options with ``auto`` decided on this machine: the device (``device`` when
@@ -76,6 +99,9 @@ class PredictOptions:
                 "device": device_kind(self.device), "precision": self.precision,
                 "compile": self.compile,
                 "bands": list(self.bands) if self.bands else None,
+                "stretch": list(self.stretch) if self.stretch else None,
+                "input_range": list(self.input_range) if self.input_range else None,
+                "resample": self.resample,
                 "probabilities": self.probabilities, "vectorize": self.vectorize}
 
 

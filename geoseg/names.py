@@ -33,8 +33,10 @@ reused."""
 
 
 def scene_dir(out_dir: str | os.PathLike, scene_path: str | os.PathLike) -> Path:
-    """``OUT/<scene stem>/``."""
-    return Path(out_dir) / Path(scene_path).stem
+    """``OUT/<scene stem>/`` (for a URL, the stem of its last path part)."""
+    from .sources import source_stem
+
+    return Path(out_dir) / source_stem(scene_path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ Dask runner in ``pipelines/``. Peak memory is set by block, tile and batch size,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import PredictOptions
-from .scene import Scene, read_window, select_bands
+from .scene import Scene, open_raster, read_window, select_bands
 from .tiling import Block, BlockGrid, TileGrid
 from .writers import output_tags
 
@@ -43,6 +44,10 @@ class Plan:
     tta: str = "none"
     precision: str = "float32"
     compile: bool = False
+    rescale: tuple[tuple[float, ...], ...] | None = None
+    """Per band (gain, offset, low, high) applied to raw values before normalization
+    (``--stretch``/``--input-range``, see :mod:`geoseg.fit`); None: as they are."""
+    rescaled_from: tuple[tuple[float, float], ...] | None = None
 
     def tags(self, meta: BundleMeta, model_sha256: str) -> dict:
         """The output rasters' tags: the model and the options that shaped the pixels (one
@@ -50,13 +55,23 @@ class Plan:
         return output_tags(meta, model_sha256, GEOSEG_STITCH=self.stitch,
                            GEOSEG_TILE_SIZE=self.tiles.size, GEOSEG_OVERLAP=self.tiles.overlap,
                            GEOSEG_TTA=self.tta, GEOSEG_PRECISION=self.precision,
-                           **({"GEOSEG_COMPILE": "inductor"} if self.compile else {}))
+                           **({"GEOSEG_COMPILE": "inductor"} if self.compile else {}),
+                           **({"GEOSEG_RESCALED_FROM": json.dumps(self.rescaled_from)}
+                              if self.rescaled_from else {}))
 
 
 def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     """Tile and block grids for ``scene`` with ``options`` (tile size from the model's
-    metadata unless overridden); checks the bands against the model."""
+    metadata unless overridden); checks the bands, the pixel size and the radiometry
+    against the model (:mod:`geoseg.fit`)."""
+    from .fit import check_resolution, expected_range, fit_radiometry, rescale_terms
+
     bands = select_bands(scene, options.bands, expected=meta.in_channels, names=meta.bands)
+    check_resolution(scene, meta, resample=options.resample)
+    with open_raster(scene.path) as ds:
+        source = fit_radiometry(ds, scene, bands, meta, options)
+    expected = expected_range(meta)
+    rescale = rescale_terms(source, expected) if source and expected else None
     size = options.tile_size or meta.tile_size
     overlap = meta.overlap if options.overlap is None else options.overlap
     tiles = TileGrid.build(height=scene.grid.height, width=scene.grid.width, size=size,
@@ -65,7 +80,8 @@ def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     if "auto" in (options.device, options.precision):
         options = options.resolved()
     return Plan(scene, bands, tiles, blocks, options.stitch, len(meta.classes),
-                options.tta or meta.tta, options.precision, options.compile)
+                options.tta or meta.tta, options.precision, options.compile, rescale,
+                source)
 
 
 def read_block(ds: Any, plan: Plan, block: Block) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +129,7 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
             todo.append((tile, rows, cols))
     if todo:
         px, ok = to_device(pixels, valid, device)
-        inputs = normalize_region(px, ok, bundle.meta)  # (H, W, C), channels-last
+        inputs = normalize_region(px, ok, bundle.meta, rescale=plan.rescale)  # (H, W, C)
         all_valid = bool(valid.all())
         del px
     for start in range(0, len(todo), batch_size):

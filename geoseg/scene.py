@@ -22,6 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOEr
 
 from .errors import InputNotFoundError, InvalidInputError
 from .grid import PixelGrid, Window, intersect
+from .sources import gdal_path, is_virtual
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -37,29 +38,34 @@ class Scene:
     nodata: float | None
     data_bands: tuple[int, ...]
     """1-based band indexes that hold data (alpha bands left out)."""
+    descriptions: tuple[str, ...] = ()
+    """Band descriptions (names) as the file gives them, '' where none."""
 
 
 @dataclass(frozen=True, slots=True)
 class RasterHeader:
-    """What opening a raster file tells before any pixel is read."""
+    """What opening a raster file tells before any pixel is read. ``path`` is the text the
+    user gave (a local path, a URL or a ``/vsi*`` path; see :mod:`geoseg.sources`)."""
 
-    path: Path
+    path: str
     grid: PixelGrid
     count: int
     dtype: str
     nodata: float | None
     tags: dict
     alpha_bands: frozenset
+    descriptions: tuple[str, ...] = ()
 
 
 @contextmanager
 def open_raster(path: str | os.PathLike) -> Iterator[Any]:
     """``rasterio.open`` for reading, without rasterio's NotGeoreferencedWarning: geoseg
     checks georeferencing itself (:func:`require_crs`, ``--allow-no-crs``) and says so in
-    its own words, so the library's two-line warning never reaches the user."""
+    its own words, so the library's two-line warning never reaches the user. URLs open
+    through GDAL's network file systems (:func:`geoseg.sources.gdal_path`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        ds = rasterio.open(path)
+        ds = rasterio.open(gdal_path(path))
     with ds:
         yield ds
 
@@ -67,19 +73,25 @@ def open_raster(path: str | os.PathLike) -> Iterator[Any]:
 def read_header(path: str | os.PathLike, *,
                 hint: str = "give a GeoTIFF or another GDAL raster") -> RasterHeader:
     """Open ``path`` with GDAL and read its header; one-line errors for a missing file, a
-    folder, or a file GDAL cannot read (``hint`` says what to give instead)."""
-    path = Path(path)
-    if not path.exists():
+    folder, or a file GDAL cannot read (``hint`` says what to give instead). URLs and
+    ``/vsi*`` paths are opened without a local check."""
+    path = os.fspath(path)
+    remote = is_virtual(path)
+    if not remote and not Path(path).exists():
         raise InputNotFoundError(f"{path}: file not found; check the path")
-    if path.is_dir():
+    if not remote and Path(path).is_dir():
         raise InvalidInputError(f"{path}: is a folder, not a raster file")
     try:
         with open_raster(path) as ds:
             alpha = frozenset(i + 1 for i, ci in enumerate(ds.colorinterp)
                               if ci == ColorInterp.alpha)
             return RasterHeader(path, PixelGrid.of(ds), ds.count, ds.dtypes[0], ds.nodata,
-                                ds.tags(), alpha)
+                                ds.tags(), alpha, tuple(d or "" for d in ds.descriptions))
     except RasterioIOError as exc:
+        if remote:
+            raise InvalidInputError(f"{path}: cannot open ({_first_line(exc)}); check the "
+                                    "URL, that the server allows range requests, and the "
+                                    "credentials (AWS_*, GS_*, AZURE_* variables)") from exc
         raise InvalidInputError(f"{path}: not a raster GDAL can read ({_first_line(exc)}); "
                                 f"{hint}") from exc
 
@@ -104,17 +116,21 @@ def open_scene(path: str | os.PathLike, *, allow_no_crs: bool = False) -> Scene:
                                 f"of {', '.join(SUPPORTED_DTYPES)}")
     require_crs(header, allow_no_crs=allow_no_crs)
     data_bands = tuple(b for b in range(1, count + 1) if b not in header.alpha_bands)
-    return Scene(str(path), grid, count, dtype, header.nodata, data_bands)
+    return Scene(path, grid, count, dtype, header.nodata, data_bands, header.descriptions)
 
 
 def select_bands(scene: Scene, bands: Iterable[int] | None, *, expected: int,
                  names: Sequence[str] = ()) -> tuple[int, ...]:
     """1-based band indexes to feed a model that expects ``expected`` bands.
 
-    ``bands`` (e.g. ``(3, 2, 1)``) is used as given after checks; by default the scene's
-    data bands (alpha left out) are used when their number fits.
+    ``bands`` (e.g. ``(3, 2, 1)``) is used as given after checks; by default the bands
+    whose descriptions are the model's band names (any order, case-insensitive), else the
+    scene's data bands (alpha left out) when their number fits.
     """
     label = f" ({', '.join(names)})" if names else ""
+    described = {d.strip().lower(): i + 1 for i, d in enumerate(scene.descriptions) if d}
+    if not bands and names and all(n.lower() in described for n in names):
+        return tuple(described[n.lower()] for n in names)
     if bands:
         bands = tuple(int(b) for b in bands)
         bad = [b for b in bands if not 1 <= b <= scene.count]

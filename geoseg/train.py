@@ -36,6 +36,7 @@ from .model.meta import BundleMeta, file_sha256
 from .model.inference import normalize
 from .recipe import Recipe, SceneEntry
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou
+from .fit import training_gsd, training_radiometry
 
 @dataclass
 class TrainResult:
@@ -168,13 +169,17 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     train_scenes, val_scenes = prepare_data(recipe, classes)
     scale = default_scale(train_scenes[0].pixels.dtype.name, len(recipe.bands))
     mean, std = band_statistics(train_scenes, scale=scale)
+    input_dtype, input_range = training_radiometry(
+        [(s.pixels, s.valid & s.region) for s in train_scenes])
     sampler = make_sampler(train_scenes, size=recipe.chip_size, num_classes=num_classes,
                            background=background_id(classes))
     # what the bundle is, besides its weights and provenance: the same at start and end
     bundle_args: dict[str, Any] = dict(
         arch=recipe.arch, encoder=recipe.encoder, classes=classes, bands=recipe.bands,
         scale=scale, mean=mean, std=std, tile_size=recipe.tile_size, overlap=recipe.overlap,
-        tta=recipe.tta, arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed)
+        tta=recipe.tta, arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed,
+        gsd=training_gsd([e.image for e in recipe.train]), input_dtype=input_dtype,
+        input_range=input_range)
     bundle = create_bundle(**bundle_args)
     meta, network = bundle.meta, bundle.network.train()
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr,

@@ -104,6 +104,16 @@ def predict_options(function: _F) -> _F:
                           "percent faster per batch on a CPU; for scenes of thousands of "
                           "tiles."),
         click.option("--bands", help="1-based scene bands to feed the model, e.g. 3,2,1."),
+        click.option("--stretch", metavar="LOW,HIGH",
+                     help="Map each band's LOW-th..HIGH-th percentile (from overviews) onto "
+                          "the model's input range, e.g. 2,98 for uint16 reflectance."),
+        click.option("--input-range", metavar="LOW,HIGH",
+                     help="The scene's value range, mapped onto the model's input range, "
+                          "e.g. 0,10000."),
+        click.option("--resample", type=click.Choice(["auto", "off"]),
+                     help="auto: a scene at another pixel size than the model's is refused "
+                          "with the gdalwarp line that fits it; off: predict at the scene's "
+                          "own pixel size."),
         click.option("--probabilities/--no-probabilities", default=None,
                      help="Also write probabilities.tif (uint8, one band per class)."),
         click.option("--vectorize/--no-vectorize", default=None,
@@ -153,13 +163,21 @@ def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
               help="local: every scene in this process; dask: a cluster; auto: local for "
                    "a batch of up to 268 MPix in all (a 16384^2 scene) unless a cluster is "
                    "asked for.")
+@click.option("--assets", metavar="KEY,KEY,...",
+              help="STAC inputs: the asset keys holding the model's bands, in its band "
+                   "order (default: matched by asset key, eo:bands name or common name).")
+@click.option("--mosaic", is_flag=True,
+              help="Predict the scenes as one: adjacent scenes in one CRS on one pixel grid "
+                   "become OUT/mosaic.vrt, predicted into OUT/mosaic/ with no seam at their "
+                   "borders.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Also show library logs and warnings on stderr (always in OUT/geoseg.log).")
 @one_line_errors
 def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
             scheduler: str | None, cluster_profile: str | None, workers: int | None,
             dry_run: bool, summary_path: str | Path | None, dashboard: str | None,
-            runner: str, verbose: bool, **overrides: Any) -> None:
+            runner: str, assets: str | None, mosaic: bool, verbose: bool,
+            **overrides: Any) -> None:
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
     from geoseg.model.meta import file_sha256, read_meta
@@ -175,8 +193,10 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     if not paths:
         fail(f"no raster found in {', '.join(map(str, scenes))}; give scene files, folders "
              "that hold .tif files, globs or a .txt list of paths")
-    read_meta(model)  # a bad model file fails here, before any cluster starts
+    meta = read_meta(model)  # a bad model file fails here, before any cluster starts
     sha = file_sha256(model)
+    paths = virtual_scenes(paths, Path(out), band_names=meta.bands, assets=assets,
+                           mosaic=mosaic, dry_run=dry_run)
     if dry_run:
         from pipelines.run import dry_run_table  # dask: only where a cluster is described
 
@@ -196,6 +216,28 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
         click.echo("error: interrupted before any scene started; nothing was kept", err=True)
         sys.exit(130)
     report_batch(result)
+
+
+def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],
+                   assets: str | None, mosaic: bool, dry_run: bool) -> list[str]:
+    """STAC documents -> one VRT scene per item (OUT/.stac/); with ``mosaic``, every scene
+    -> one VRT (OUT/mosaic.vrt). A dry run writes them in a temporary folder."""
+    from geoseg.stac import expand_stac, is_stac
+    from geoseg.vrt import mosaic_vrt
+    from geoseg.writers import prepare_folder
+
+    if not mosaic and not any(is_stac(p) for p in paths):
+        return paths
+    if dry_run:
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="geoseg-dry-run-"))
+    prepare_folder(out)
+    keys = [k.strip() for k in assets.split(",")] if assets else None
+    paths = expand_stac(paths, band_names, out / ".stac", assets=keys)
+    if mosaic:
+        paths = [str(mosaic_vrt(paths, out / "mosaic.vrt"))]
+    return paths
 
 
 def report_batch(result: BatchResult) -> None:
@@ -244,6 +286,12 @@ def info(model: str, as_json: bool) -> None:
             ("std", ", ".join(f"{v:g}" for v in meta.std)),
             ("classes", ", ".join(f"{c.id}={c.name} ({c.color})" for c in meta.classes)),
             ("nodata class", meta.nodata_class),
+            ("ground sample distance",
+             "unknown" if meta.gsd is None else f"{meta.gsd:g} m/px"),
+            ("input", f"{meta.input_dtype or 'unknown type'}, "
+                      + ("range unknown" if meta.input_range is None else
+                         "; ".join(f"{b} {lo:g}-{hi:g}" for b, (lo, hi)
+                                   in zip(meta.bands, meta.input_range, strict=True)))),
             ("tile size / overlap", f"{meta.tile_size} / {meta.overlap} px"),
             ("test-time augmentation", meta.tta),
             ("output stride", meta.output_stride),
@@ -276,13 +324,21 @@ def model() -> None:
 @click.option("--scale", help="Per-band multiplier to [0, 1], comma separated (default 1/255).")
 @click.option("--mean", help="Per-band mean after scaling, comma separated (default 0.5).")
 @click.option("--std", help="Per-band std after scaling, comma separated (default 0.25).")
+@click.option("--gsd", type=float,
+              help="Ground sample distance of the training data, metres per pixel.")
+@click.option("--input-dtype", type=click.Choice(["uint8", "uint16", "int16", "float32"]),
+              help="Pixel type of the training data (default uint8 with --scale 1/255).")
+@click.option("--input-range", metavar="LOW,HIGH",
+              help="Raw value range of the training data, one LOW,HIGH for every band or "
+                   "LOW,HIGH;LOW,HIGH;... per band (default 0,255 with --scale 1/255).")
 @click.option("--name", default=None, help="Model name (default: the output file's stem).")
 @click.option("--seed", default=0, show_default=True, help="Seed for untrained weights.")
 @click.option("--overwrite", is_flag=True)
 @one_line_errors
 def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights: str | None,
            tile_size: int, overlap: int, tta: str, scale: str | None, mean: str | None,
-           std: str | None, name: str | None, seed: int, overwrite: bool) -> None:
+           std: str | None, gsd: float | None, input_dtype: str | None,
+           input_range: str | None, name: str | None, seed: int, overwrite: bool) -> None:
     """Make a bundle: untrained, or around an existing smp state_dict."""
     from geoseg.classes import make_classes
     from geoseg.errors import ConfigError
@@ -306,6 +362,9 @@ def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights:
                            bands=band_names, scale=floats(scale), mean=floats(mean),
                            std=floats(std), tile_size=tile_size, overlap=overlap, tta=tta,
                            state_dict=state, name=name or out_path.stem, seed=seed,
+                           gsd=gsd, input_dtype=input_dtype,
+                           input_range=[floats(r) or [] for r in input_range.split(";")]
+                           if input_range else None,
                            provenance={"source": "weights: " + str(weights) if weights
                                        else "untrained (random weights)"})
     digest = save_bundle(bundle, out_path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ whose part files let an interrupted run resume finished blocks: at a CPU's ~0.5 
 a batch runs for minutes to hours, where the cluster's start is under 2% of the time."""
 
 
-def batch_pixels(scene_paths: list[Path]) -> int:
+def batch_pixels(scene_paths: Sequence[str | os.PathLike]) -> int:
     """Pixels of the scenes that can be opened (headers only; bad files count 0)."""
     from geoseg.scene import read_header
 
@@ -49,7 +49,7 @@ def batch_pixels(scene_paths: list[Path]) -> int:
     return total
 
 
-def run_batch_local(scene_paths: list[Path], out_dir: str | os.PathLike, *,
+def run_batch_local(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                     model: str | os.PathLike, options: PredictOptions, progress: Any = None,
                     echo: Callable[[str], None] | None = None,
                     on_failure: Callable[[SceneOutcome], None] | None = None,

@@ -9,6 +9,8 @@ only (no pixels), into the :class:`~geoseg.flow.SceneFlow` their tasks run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import os
 import time
 from dataclasses import dataclass
@@ -38,17 +40,18 @@ class PlannedScene:
     plan_seconds: float = 0.0
 
 
-def plan_scenes(scene_paths: list[Path], out_dir: str | os.PathLike, *,
+def plan_scenes(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                 model_path: str | os.PathLike, meta: BundleMeta, model_sha256: str,
                 options: PredictOptions) -> list[PlannedScene]:
     """Check and plan every scene on the client (metadata only, no pixels)."""
     from geoseg.flow import plan_flow
     from geoseg.scene import open_scene
 
-    stems: dict[str, Path]
+    stems: dict[str, str]
     identity, stems, scenes = options.identity(), {}, []
-    for path in scene_paths:
-        planned = PlannedScene(SceneOutcome(str(path)))
+    for scene_path in scene_paths:
+        path = os.fspath(scene_path)
+        planned = PlannedScene(SceneOutcome(path))
         outcome = planned.outcome
         scenes.append(planned)
         start = time.perf_counter()
@@ -137,8 +140,28 @@ def complete_scene(planned: PlannedScene, tally: Tally, outputs: dict, *,
                               timings={"plan_seconds": planned.plan_seconds,
                                        "wall_seconds": seconds})
     clean_scene_folder(job.flow.outputs.folder)
+    write_scene_item(job, outputs)
     write_json(manifest_path(job.flow.outputs.folder), manifest)
     outcome.status, outcome.seconds, outcome.outputs = "done", round(seconds, 3), outputs
+
+
+def write_scene_item(job: SceneJob, outputs: dict) -> None:
+    """``item.json`` beside a scene's outputs (before its manifest: the manifest comes
+    last); a scene made from a STAC item links back to it."""
+    from geoseg import __version__
+    from geoseg.classes import NODATA_CLASS
+    from geoseg.scene import read_header
+    from geoseg.stac import STAC_TAG, scene_item, write_item
+
+    flow = job.flow
+    source = None
+    if flow.scene.lower().endswith(".vrt"):
+        source = read_header(flow.scene).tags.get(STAC_TAG) or None
+    item = scene_item(stem=flow.outputs.folder.name, grid=flow.plan.scene.grid,
+                      outputs=outputs, classes=flow.classes, nodata=NODATA_CLASS,
+                      model_path=job.model.path, model_sha256=job.model.sha256,
+                      source=source, version=__version__)
+    write_item(item, flow.outputs.folder)
 
 
 def remove_scene_leftovers(folder: Path) -> None:

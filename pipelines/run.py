@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ def model_resources(client: Any, device: str) -> dict | None:
     return {"GPU": 1}
 
 
-def run_batch(client: Any, scene_paths: list[Path], out_dir: str | os.PathLike, *,
+def run_batch(client: Any, scene_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
               model: str | os.PathLike, options: PredictOptions,
               progress: Any = None, echo: Callable[[str], None] | None = None,
               on_failure: Callable[[SceneOutcome], None] | None = None,
@@ -229,7 +229,7 @@ def _complete(state: _Running, outputs: dict) -> None:
     state.graph = SceneGraph()
 
 
-def dry_run_table(scene_paths: list[Path], out_dir: str | os.PathLike, *,
+def dry_run_table(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                   model: str | os.PathLike, options: PredictOptions,
                   model_sha256: str | None = None) -> str:
     """What a run would do, per scene (run, skip or fail, tiles, blocks); writes nothing.

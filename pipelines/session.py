@@ -8,10 +8,12 @@ is set for the batch and restored after it.
 
 from __future__ import annotations
 
+import os
+
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,7 @@ def stop_on_sigint() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def choose_runner(runner: str, choice: ClusterChoice, paths: list[Path], *,
+def choose_runner(runner: str, choice: ClusterChoice, paths: Sequence[str | os.PathLike], *,
                   cluster_asked: bool) -> str:
     """Which runner executes the batch (see :data:`RUNNERS`)."""
     from geoseg.errors import ConfigError
@@ -78,9 +80,10 @@ def choose_runner(runner: str, choice: ClusterChoice, paths: list[Path], *,
     return "local" if batch_pixels(paths) <= LOCAL_MAX_PIXELS else "dask"
 
 
-def predict_batch(choice: ClusterChoice, paths: list[Path], out: Path, *, model: str,
-                  model_sha256: str, options: PredictOptions, summary: Path, verbose: bool,
-                  echo: Callable[[str], object], runner: str = "dask") -> BatchResult:
+def predict_batch(choice: ClusterChoice, paths: Sequence[str | os.PathLike], out: Path, *,
+                  model: str, model_sha256: str, options: PredictOptions, summary: Path,
+                  verbose: bool, echo: Callable[[str], object],
+                  runner: str = "dask") -> BatchResult:
     """Run the batch with ``runner`` (``local`` or ``dask``: see :func:`choose_runner`) and
     write its summary. Raises KeyboardInterrupt only when Ctrl-C came before any scene was
     submitted."""
@@ -110,6 +113,11 @@ def predict_batch(choice: ClusterChoice, paths: list[Path], out: Path, *, model:
             outcomes, interrupted = interruption.outcomes, True
     error = None
     try:
+        from geoseg.names import scene_dir
+        from geoseg.stac import write_item_collection
+
+        write_item_collection([scene_dir(out, o.scene) for o in outcomes
+                               if o.status in ("done", "skipped")], out)
         write_summary(summary, outcomes, model=model, model_sha256=model_sha256,
                       options=options, seconds=time.perf_counter() - start)
     except OSError as exc:

@@ -41,14 +41,17 @@ def smooth_noise(shape, *, seed=0, bands=3, dtype="uint8"):
 
 @pytest.fixture
 def make_bundle(tmp_path):
-    """``make_bundle(arch="tinycnn", bands=3, classes=("a","b"), ...) -> path``."""
+    """``make_bundle(arch="tinycnn", bands=3, classes=("a","b"), ...) -> path``; ``bands``
+    a count (named band1, band2, ...) or the band names."""
     from geoseg.classes import make_classes
     from geoseg.model import create_bundle, save_bundle
 
     def make(arch="tinycnn", encoder="-", bands=3, classes=("background", "building"),
              tile_size=64, overlap=32, name="tiny", seed=0, **kwargs):
+        names = (tuple(f"band{i + 1}" for i in range(bands)) if isinstance(bands, int)
+                 else tuple(bands))
         bundle = create_bundle(arch=arch, encoder=encoder, classes=make_classes(classes),
-                               bands=tuple(f"band{i + 1}" for i in range(bands)),
+                               bands=names,
                                tile_size=tile_size, overlap=overlap, name=name, seed=seed,
                                **kwargs)
         path = tmp_path / f"{name}-{arch}-{seed}.safetensors"
@@ -78,3 +81,41 @@ def tiny_model_file(tmp_path_factory) -> Path:
     save_bundle(create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
                               bands=("r", "g", "b"), tile_size=64, overlap=32), path)
     return path
+
+
+HTTP_SERVER = """
+import functools, sys
+from http.server import ThreadingHTTPServer
+from RangeHTTPServer import RangeRequestHandler
+
+class Handler(RangeRequestHandler):
+    def log_message(self, format, *args):
+        print(self.headers.get("Range") or "whole file", file=sys.stderr, flush=True)
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=sys.argv[1]))
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A folder served over HTTP with Range support on 127.0.0.1 (a free port) by a server
+    process of its own (GDAL's reads hold the GIL at times: a server thread in the test's
+    process could starve), with the Range headers it saw; stopped with the test."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "www"
+    root.mkdir()
+    log = tmp_path / "http.log"
+    with open(log, "w") as err:
+        server = subprocess.Popen([sys.executable, "-c", HTTP_SERVER, str(root)],
+                                  stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        yield root, f"http://127.0.0.1:{port}", log
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

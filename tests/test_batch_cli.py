@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -84,9 +85,9 @@ def test_inputs_from_folders_globs_and_lists(tmp_path):
     for name in ("a.tif", "b.tif", "c.TIF", "notes.md"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "list.txt").write_text("# scenes\na.tif\n\n" + str(tmp_path / "b.tif") + "\n")
-    assert [p.name for p in expand_inputs([tmp_path])] == ["a.tif", "b.tif", "c.TIF"]
-    assert [p.name for p in expand_inputs([tmp_path / "*.tif"])] == ["a.tif", "b.tif"]
-    assert [p.name for p in expand_inputs([tmp_path / "list.txt", tmp_path / "a.tif"])] == [
+    assert [Path(p).name for p in expand_inputs([tmp_path])] == ["a.tif", "b.tif", "c.TIF"]
+    assert [Path(p).name for p in expand_inputs([tmp_path / "*.tif"])] == ["a.tif", "b.tif"]
+    assert [Path(p).name for p in expand_inputs([tmp_path / "list.txt", tmp_path / "a.tif"])] == [
         "a.tif", "b.tif"]
 
 
@@ -135,7 +136,8 @@ def test_killed_client_then_rerun_skips_complete_and_finishes_the_rest(tmp_path,
         folder = out / scene.stem
         assert (folder / "classes.tif").read_bytes() == \
             (tmp_path / "reference" / scene.stem / "classes.tif").read_bytes()
-        assert sorted(p.name for p in folder.iterdir()) == ["classes.tif", "manifest.json"]
+        assert sorted(p.name for p in folder.iterdir()) == ["classes.tif", "item.json",
+                                                            "manifest.json"]
 
 
 def test_dry_run_after_a_complete_run_says_skip(tmp_path, model, scheduler):

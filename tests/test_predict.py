@@ -198,7 +198,9 @@ def test_alpha_band_masks_and_is_not_a_model_input(tmp_path, make_bundle):
 def test_input_pixel_types(tmp_path, make_bundle, dtype):
     data = smooth_noise((70, 130), dtype="uint16").astype(dtype)
     scene = write_raster(tmp_path / "scene.tif", data)
-    summary = predict_scene(scene, tmp_path / "out", model=make_bundle())
+    # a model trained on such data: its pixel type, a 0-4095 range (12-bit sensor values)
+    model = make_bundle(scale=(1 / 4095,) * 3, input_dtype=dtype, input_range=(0, 4095))
+    summary = predict_scene(scene, tmp_path / "out", model=model)
     assert summary["tiles_run"] == summary["tiles_in_grid"]
     classes, _, _ = read_classes(tmp_path / "out")
     assert classes.shape == (70, 130)

@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO
 
 CONDA_NAMES = {"pytorch": "torch"}
-TORCH_MODULES = {"bundle.py", "networks.py", "inference.py", "train.py"}
+TORCH_MODULES = {"bundle.py", "networks.py", "inference.py", "optimize.py", "train.py"}
 """The model package's modules that need torch to be imported at all, and train.py."""
 
 

@@ -41,9 +41,12 @@ def test_real_scene_predicts_with_exact_georeferencing(tmp_path, make_bundle, re
     with rasterio.open(scene) as src:
         bands, crs, transform, shape = src.count, src.crs, src.transform, src.shape
         masks = src.dataset_mask()
+        dtype = src.dtypes[0]
     model = make_bundle(arch="pixelwise", bands=bands, tile_size=256, overlap=64)
+    # a uint8 model (scale 1/255): uint16 scenes need a stretch, or are refused (test_fit)
+    stretch = (2, 98) if dtype != "uint8" else None
     summary = predict_scene(scene, tmp_path, model=model,
-                            options=PredictOptions(block_size=1024))
+                            options=PredictOptions(block_size=1024, stretch=stretch))
     assert summary["tiles_run"] <= summary["tiles_in_grid"]
     with rasterio.open(tmp_path / scene.stem / "classes.tif") as out:
         assert out.crs == crs and out.transform == transform and out.shape == shape

@@ -43,8 +43,15 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
                   tile_size: int = 256, overlap: int = 64, tta: str = "none",
                   arch_kwargs: dict | None = None,
                   state_dict: dict | None = None, name: str = "model",
-                  provenance: dict | None = None, seed: int = 0) -> ModelBundle:
-    """A bundle around a new network (seeded random weights) or a given smp state_dict."""
+                  provenance: dict | None = None, seed: int = 0, gsd: float | None = None,
+                  input_dtype: str | None = None,
+                  input_range: Sequence[Sequence[float]] | None = None) -> ModelBundle:
+    """A bundle around a new network (seeded random weights) or a given smp state_dict.
+
+    ``gsd`` (metres per pixel), ``input_dtype`` and ``input_range`` (per band, or one
+    (low, high) for every band) describe the data it was trained on (see
+    :mod:`geoseg.fit`)."""
+    from ..fit import check_input_range
     from ..tiling import check_tiling
 
     n = len(bands)
@@ -56,6 +63,9 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
         raise ConfigError(f"std values {std} must all be positive")
     check_tiling(size=tile_size, overlap=overlap)
     check_tta(tta)
+    ranges = check_input_range(input_range, bands=n)
+    if gsd is not None and not gsd > 0:
+        raise ConfigError(f"gsd {gsd!r} must be a positive number of metres per pixel")
     torch.manual_seed(seed)
     network = build_network(arch, encoder=encoder, in_channels=n, classes=len(classes),
                             arch_kwargs=arch_kwargs)
@@ -74,7 +84,9 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     meta = BundleMeta(arch=arch, encoder=encoder, bands=tuple(bands), classes=tuple(classes),
                       scale=scale, mean=mean, std=std, tile_size=tile_size, overlap=overlap,
                       tta=tta, receptive_field=receptive_field(network, in_channels=n),
-                      arch_kwargs=dict(arch_kwargs or {}), name=name, provenance=prov)
+                      arch_kwargs=dict(arch_kwargs or {}), name=name, provenance=prov,
+                      gsd=None if gsd is None else float(gsd), input_dtype=input_dtype,
+                      input_range=ranges)
     return ModelBundle(meta, network)
 
 

@@ -55,17 +55,27 @@ def to_device(pixels: np.ndarray, valid: np.ndarray,
     return px, ok
 
 
-def normalize_region(raw: torch.Tensor, valid: torch.Tensor, meta: BundleMeta) -> torch.Tensor:
+def normalize_region(raw: torch.Tensor, valid: torch.Tensor, meta: BundleMeta, *,
+                     rescale: tuple[tuple[float, ...], ...] | None = None) -> torch.Tensor:
     """A block's raw pixels (C, H, W) in any pixel type -> float32 model input (H, W, C) on
     their device, in the channels-last layout the network runs in: tiles cut from it and
     stacked are already channels-last, and a pixel shared by overlapping tiles is normalized
-    once. Pixels where ``valid`` (H, W) is False become 0 (see :func:`normalize`)."""
+    once. Pixels where ``valid`` (H, W) is False become 0 (see :func:`normalize`).
+
+    ``rescale``: per band (gain, offset, low, high); raw values become ``clip(value * gain +
+    offset, low, high)`` first (``--stretch``, ``--input-range``: geoseg.fit)."""
     scale = torch.tensor(meta.scale, dtype=torch.float32)
     mean = torch.tensor(meta.mean, dtype=torch.float32)
     std = torch.tensor(meta.std, dtype=torch.float32)
     gain, offset = (scale / std).to(raw.device), (mean / std).to(raw.device)
     x = torch.empty((*raw.shape[1:], raw.shape[0]), dtype=torch.float32, device=raw.device)
     x.copy_(raw.permute(1, 2, 0))
+    if rescale is not None:
+        g, o, lo, hi = (torch.tensor(v, dtype=torch.float32, device=raw.device)
+                        for v in zip(*rescale, strict=True))
+        x.mul_(g).add_(o)
+        torch.maximum(x, lo, out=x)
+        torch.minimum(x, hi, out=x)
     x.mul_(gain).sub_(offset)
     if bool(valid.all()):  # most blocks: no pass over the block for nothing
         return x

@@ -38,6 +38,14 @@ class BundleMeta:
     nodata_class: int = NODATA_CLASS
     name: str = "model"
     provenance: dict = field(default_factory=dict)
+    gsd: float | None = None
+    """Ground sample distance the model was trained at, metres per pixel (None: unknown, a
+    bundle from before geoseg recorded it)."""
+    input_dtype: str | None = None
+    """Pixel type of the training scenes (None: unknown)."""
+    input_range: tuple[tuple[float, float], ...] | None = None
+    """Per band (low, high) raw values seen in training (None: unknown; then a bundle whose
+    scale is 1/255 is taken to expect 0-255)."""
 
     @property
     def in_channels(self) -> int:
@@ -56,6 +64,8 @@ class BundleMeta:
         d["classes"] = tuple(ClassInfo(**c) for c in d["classes"])
         for key in ("bands", "scale", "mean", "std"):
             d[key] = tuple(d[key])
+        if d.get("input_range") is not None:
+            d["input_range"] = tuple((float(lo), float(hi)) for lo, hi in d["input_range"])
         check_tta(d.get("tta", "none"))  # a ConfigError is a ValueError: read_meta names the file
         return cls(**d)
 

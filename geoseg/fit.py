@@ -1,0 +1,236 @@
+"""Does a scene fit a model: its pixel size against the model's ground sample distance, its
+pixel values against the radiometry the model was trained on; and the linear rescale that
+makes them fit when the user asks for one (``--stretch``, ``--input-range``).
+
+Checked when a scene is planned, before any block is predicted, so a misfit is one line
+and no output (DESIGN.md promise 10: never predicted as if it fitted).
+
+* Pixel size: metres per pixel from the CRS's linear unit, or geodesic metres per degree
+  at the scene's centre for geographic CRSs. Within :data:`GSD_TOLERANCE` of the model's
+  GSD a scene fits. Coarser by more than :data:`COARSEST` it is refused outright (a 30 m
+  Landsat scene cannot show what a 1 m building model looks for); any other difference is
+  refused with the ``gdalwarp`` line that makes it fit. ``--resample off`` predicts at the
+  scene's own pixel size anyway.
+* Radiometry: the range the model expects per band (its recorded ``input_range``; for
+  bundles from before it was recorded, 0-255 when their scale is 1/255). A scene whose
+  pixel type is the model's fits without a read; otherwise its values are sampled from a
+  decimated read (overviews where the file has them, at most :data:`SAMPLE_SIDE` px a side)
+  and must lie in that range. ``--stretch LOW,HIGH`` maps each band's LOW-th..HIGH-th
+  percentile of that sample onto the expected range; ``--input-range LOW,HIGH`` maps a
+  known range. Values outside are clipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError, InvalidInputError
+
+if TYPE_CHECKING:
+    from .config import PredictOptions
+    from .grid import PixelGrid
+    from .model.meta import BundleMeta
+    from .scene import Scene
+
+GSD_TOLERANCE = 1.5
+"""A scene whose pixel size is within this factor of the model's GSD fits as it is."""
+COARSEST = 4.0
+"""Scenes coarser than the model's GSD by more than this are refused, never upsampled."""
+SAMPLE_SIDE = 1024
+"""The decimated read a scene's value range is measured on, in pixels a side."""
+RANGE_SLACK = 0.02
+"""Share of the expected range a scene's 0.5th/99.5th percentile may pass it by."""
+RESAMPLE_MODES = ("auto", "off")
+
+Ranges = tuple[tuple[float, float], ...]
+
+
+def check_input_range(value: Sequence[Sequence[float]] | Sequence[float] | None, *,
+                      bands: int) -> Ranges | None:
+    """``(low, high)`` for every band, or one ``(low, high)`` per band -> per band ranges;
+    refused unless each low < high."""
+    if value is None:
+        return None
+    items = list(value)
+    if len(items) == 2 and all(isinstance(v, (int, float)) for v in items):
+        items = [items] * bands
+    elif len(items) == 1:
+        items = items * bands
+    message = f"input range {value!r} must be LOW,HIGH or one LOW,HIGH per band"
+    try:
+        ranges = tuple((float(pair[0]), float(pair[1]))  # type: ignore[index]
+                       for pair in items if len(pair) == 2)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(message) from None
+    if len(ranges) != len(items):
+        raise ConfigError(message)
+    if len(ranges) != bands:
+        raise ConfigError(f"input range has {len(ranges)} band ranges; the model has "
+                          f"{bands} bands")
+    bad = [r for r in ranges if not r[0] < r[1]]
+    if bad:
+        raise ConfigError(f"input range {bad[0][0]:g},{bad[0][1]:g}: LOW must be below HIGH")
+    return ranges
+
+
+def parse_pair(text: str | Sequence[float] | None, *, what: str) -> tuple[float, float] | None:
+    """``"2,98"`` or ``[2, 98]`` -> ``(2.0, 98.0)``; None stays None."""
+    if text is None or text == "":
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        low, high = (float(v) for v in items)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} must be two numbers LOW,HIGH") from None
+    if not low < high:
+        raise ConfigError(f"{what} {text!r}: LOW must be below HIGH")
+    return low, high
+
+
+def training_radiometry(pixels: Sequence[tuple[np.ndarray, np.ndarray]]
+                        ) -> tuple[str, Ranges]:
+    """(pixel type, per band (low, high)) of training scenes given as (pixels (C, H, W),
+    valid (H, W)): uint8's full 0-255 (its 1/255 scale covers it), else the values seen."""
+    dtype = pixels[0][0].dtype
+    n = pixels[0][0].shape[0]
+    if dtype == np.uint8:
+        return dtype.name, ((0.0, 255.0),) * n
+    low, high = np.full(n, np.inf), np.full(n, -np.inf)
+    for data, valid in pixels:
+        if valid.any():
+            values = data[:, valid]
+            low = np.minimum(low, values.min(axis=1))
+            high = np.maximum(high, values.max(axis=1))
+    return dtype.name, tuple((float(lo), float(max(hi, lo + 1)))
+                             for lo, hi in zip(low, high, strict=True))
+
+
+def training_gsd(paths: Sequence[str]) -> float | None:
+    """The median pixel size in metres of the training scenes (None without CRSs)."""
+    from .scene import read_header
+
+    sizes = [g for g in (metres_per_pixel(read_header(p).grid) for p in paths) if g]
+    return float(np.median(sizes)) if sizes else None
+
+
+def expected_range(meta: BundleMeta) -> Ranges | None:
+    """The raw values the model expects per band (see the module's docstring)."""
+    if meta.input_range is not None:
+        return meta.input_range
+    if all(math.isclose(s, 1 / 255, rel_tol=1e-6) for s in meta.scale):
+        return ((0.0, 255.0),) * meta.in_channels
+    return None
+
+
+def metres_per_pixel(grid: PixelGrid) -> float | None:
+    """The mean of a grid's pixel width and height in metres (None without a CRS)."""
+    crs = grid.crs
+    if crs is None:
+        return None
+    t = grid.transform
+    x_size, y_size = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    if crs.is_geographic:
+        from pyproj import Geod
+
+        geod = Geod(ellps="WGS84")
+        lon, lat = t * (grid.width / 2, grid.height / 2)
+        _, _, dx = geod.inv(lon, lat, lon + x_size, lat)
+        _, _, dy = geod.inv(lon, lat, lon, lat + y_size)
+        return (abs(dx) + abs(dy)) / 2
+    factor = crs.linear_units_factor[1]
+    return (x_size + y_size) / 2 * factor
+
+
+def check_resolution(scene: Scene, meta: BundleMeta, *, resample: str) -> None:
+    """Refuse a scene whose pixel size does not fit the model's GSD (unless
+    ``resample='off'``); see the module's docstring."""
+    if resample not in RESAMPLE_MODES:
+        raise ConfigError(f"unknown resample mode {resample!r}; valid: "
+                          f"{', '.join(RESAMPLE_MODES)}")
+    if meta.gsd is None or resample == "off":
+        return
+    gsd = metres_per_pixel(scene.grid)
+    if gsd is None:
+        return
+    ratio = gsd / meta.gsd
+    if 1 / GSD_TOLERANCE <= ratio <= GSD_TOLERANCE:
+        return
+    if ratio > COARSEST:
+        raise InvalidInputError(
+            f"{scene.path}: pixels are {_metres(gsd)}, {ratio:.0f}x coarser than the "
+            f"{_metres(meta.gsd)} the model was trained at, too coarse to show what it "
+            f"looks for; use a model trained near {_metres(gsd)}, or pass --resample off to "
+            "predict anyway")
+    raise InvalidInputError(
+        f"{scene.path}: pixels are {_metres(gsd)}; the model was trained at "
+        f"{_metres(meta.gsd)}: resample the scene to it (gdalwarp -tr {meta.gsd:g} "
+        f"{meta.gsd:g} -r average), or pass --resample off to predict at {_metres(gsd)}")
+
+
+def _metres(value: float) -> str:
+    return f"{value:.3g} m"
+
+
+def sample_values(ds: Any, bands: Sequence[int]) -> np.ndarray:
+    """(C, N) valid pixel values of ``bands`` from a decimated read (GDAL picks the
+    overview that fits, so a large scene costs a small read)."""
+    scale = max(ds.height, ds.width) / SAMPLE_SIDE
+    shape = (len(bands), max(1, round(ds.height / max(scale, 1))),
+             max(1, round(ds.width / max(scale, 1))))
+    data = ds.read(list(bands), out_shape=shape, masked=True)
+    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    if data.dtype.kind == "f":
+        valid &= ~np.isnan(data.data).any(axis=0)
+    return np.asarray(data.data)[:, valid]
+
+
+def fit_radiometry(ds: Any, scene: Scene, bands: Sequence[int], meta: BundleMeta,
+                   options: PredictOptions) -> Ranges | None:
+    """The per band source ranges to rescale from (None: the scene fits as it is); refuses
+    a scene whose values do not fit and for which no rescale was asked."""
+    expected = expected_range(meta)
+    if options.stretch is None and options.input_range is None:
+        if expected is None or scene.dtype == (meta.input_dtype or "uint8"):
+            return None
+        values = sample_values(ds, bands)
+        if values.size == 0:
+            return None
+        low, high = np.percentile(values, [0.5, 99.5], axis=1)
+        for i, (lo, hi) in enumerate(expected):
+            slack = RANGE_SLACK * (hi - lo)
+            if low[i] < lo - slack or high[i] > hi + slack:
+                raise InvalidInputError(
+                    f"{scene.path}: {scene.dtype} values reach {low[i]:g}-{high[i]:g} in "
+                    f"band {bands[i]} (0.5-99.5th percentile); the model expects "
+                    f"{meta.input_dtype or 'uint8'} values in {lo:g}-{hi:g}: pass --stretch "
+                    "2,98 (each band's 2nd-98th percentile onto that range) or "
+                    "--input-range LOW,HIGH (the scene's known range, e.g. 0,10000)")
+        return None
+    if expected is None:
+        raise InvalidInputError(f"the model records no input range, so {scene.path} cannot "
+                                "be rescaled to it; give the model one (geoseg model "
+                                "create --input-range) or predict without --stretch and "
+                                "--input-range")
+    if options.input_range is not None:
+        return (options.input_range,) * len(bands)
+    assert options.stretch is not None
+    values = sample_values(ds, bands)
+    if values.size == 0:
+        raise InvalidInputError(f"{scene.path}: no valid pixel to compute --stretch from")
+    low, high = np.percentile(values, options.stretch, axis=1)
+    return tuple((float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+                 for lo, hi in zip(low, high, strict=True))
+
+
+def rescale_terms(source: Ranges, expected: Ranges) -> tuple[tuple[float, ...], ...]:
+    """Per band ``(gain, offset, low, high)``: ``clip(value * gain + offset, low, high)``
+    maps ``source`` linearly onto ``expected``."""
+    out = []
+    for (s_lo, s_hi), (e_lo, e_hi) in zip(source, expected, strict=True):
+        gain = (e_hi - e_lo) / (s_hi - s_lo)
+        out.append((gain, e_lo - s_lo * gain, e_lo, e_hi))
+    return tuple(out)

@@ -1,0 +1,207 @@
+"""A scene fits a model or is refused in one line: pixel size against the model's GSD,
+pixel values against its radiometry; --stretch and --input-range rescale on the device."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+
+from conftest import shared_data, smooth_noise, write_raster
+from geoseg.config import PredictOptions
+from geoseg.errors import ConfigError, InvalidInputError
+from geoseg.fit import check_resolution, metres_per_pixel
+from geoseg.flow import predict_scene
+from geoseg.grid import PixelGrid
+from geoseg.model import read_meta
+from geoseg.model.meta import BundleMeta
+from geoseg.scene import open_scene
+from pipelines.cli import cli
+
+GEOSEG = [sys.executable, "-c", "from pipelines.cli import main; main()"]
+
+
+def grid(crs, size, *, origin=(500000.0, 5000000.0), shape=(64, 64)):
+    return PixelGrid(shape[0], shape[1], Affine(size, 0, origin[0], 0, -size, origin[1]),
+                     rasterio.crs.CRS.from_user_input(crs))
+
+
+def test_metres_per_pixel_in_metres_feet_and_degrees():
+    assert metres_per_pixel(grid("EPSG:32633", 0.5)) == pytest.approx(0.5)
+    # Massachusetts State Plane in US survey feet: 3.28 ft is a metre
+    assert metres_per_pixel(grid("EPSG:2249", 3.2808333)) == pytest.approx(1.0, rel=1e-4)
+    # 1e-5 degree at 45 N: 0.79 m east-west, 1.11 m north-south
+    assert metres_per_pixel(grid("EPSG:4326", 1e-5, origin=(10.0, 45.0))) == \
+        pytest.approx((0.788 + 1.111) / 2, rel=0.01)
+    assert metres_per_pixel(PixelGrid(8, 8, Affine.identity(), None)) is None
+
+
+def meta_at(gsd):
+    return BundleMeta(arch="pixelwise", encoder="-", bands=("r", "g", "b"), classes=(),
+                      scale=(1 / 255,) * 3, mean=(0.5,) * 3, std=(0.25,) * 3, gsd=gsd)
+
+
+@pytest.mark.parametrize("size, fits", [(1.0, True), (1.3, True), (0.7, True)])
+def test_pixel_sizes_near_the_models_fit(tmp_path, size, fits):
+    scene = write_raster(tmp_path / "s.tif", smooth_noise((32, 32)),
+                         transform=Affine(size, 0, 500000, 0, -size, 5000000))
+    check_resolution(open_scene(scene), meta_at(1.0), resample="auto")
+
+
+def test_a_far_coarser_scene_is_refused_not_upsampled(tmp_path):
+    scene = write_raster(tmp_path / "landsat.tif", smooth_noise((32, 32)),
+                         transform=Affine(30, 0, 500000, 0, -30, 5000000))
+    with pytest.raises(InvalidInputError, match=r"landsat.tif: pixels are 30 m, 30x coarser "
+                                                r"than the 1 m the model was trained at"):
+        check_resolution(open_scene(scene), meta_at(1.0), resample="auto")
+    check_resolution(open_scene(scene), meta_at(1.0), resample="off")
+    check_resolution(open_scene(scene), meta_at(None), resample="auto")  # old bundle
+
+
+def test_a_finer_scene_is_refused_with_the_gdalwarp_line_that_fits_it(tmp_path):
+    scene = write_raster(tmp_path / "nrcan.tif", smooth_noise((32, 32)),
+                         transform=Affine(0.3, 0, 500000, 0, -0.3, 5000000))
+    with pytest.raises(InvalidInputError, match=r"pixels are 0.3 m; the model was trained at "
+                                                r"1 m: .*gdalwarp -tr 1 1 -r average"):
+        check_resolution(open_scene(scene), meta_at(1.0), resample="auto")
+
+
+def uint16_scene(tmp_path, name="refl.tif"):
+    """The uint8 texture as uint16 reflectance: value * 40 + 1000 (1000..11200)."""
+    pixels = smooth_noise((96, 80), seed=5)
+    refl = pixels.astype(np.uint16) * 40 + 1000
+    return (write_raster(tmp_path / "u8.tif", pixels),
+            write_raster(tmp_path / name, refl))
+
+
+def classes_of(folder, stem):
+    with rasterio.open(folder / stem / "classes.tif") as ds:
+        return ds.read(1), ds.tags()
+
+
+def test_uint16_reflectance_into_a_uint8_model_is_refused_with_what_fits(tmp_path,
+                                                                         make_bundle):
+    _, scene = uint16_scene(tmp_path)
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)
+    with pytest.raises(InvalidInputError) as err:
+        predict_scene(scene, tmp_path / "out", model=model)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "refl.tif: uint16 values reach" in message and "expects uint8 values in 0-255" \
+        in message and "--stretch 2,98" in message and "--input-range" in message
+    assert not (tmp_path / "out" / "refl").exists()
+
+
+def test_input_range_rescales_exactly_onto_the_models_range(tmp_path, make_bundle):
+    u8, scene = uint16_scene(tmp_path)
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)
+    predict_scene(u8, tmp_path / "out", model=model)
+    predict_scene(scene, tmp_path / "out", model=model,
+                  options=PredictOptions(input_range=(1000, 1000 + 255 * 40)))
+    plain, _ = classes_of(tmp_path / "out", "u8")
+    rescaled, tags = classes_of(tmp_path / "out", "refl")
+    assert 0.02 < (plain == 1).mean() < 0.98
+    assert (rescaled == plain).mean() >= 0.999
+    assert json.loads(tags["GEOSEG_RESCALED_FROM"]) == [[1000.0, 11200.0]] * 3
+
+
+def test_stretch_maps_each_bands_percentiles(tmp_path, make_bundle):
+    _, scene = uint16_scene(tmp_path)
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)
+    summary = predict_scene(scene, tmp_path / "out", model=model,
+                            options=PredictOptions(stretch=(2, 98)))
+    _, tags = classes_of(tmp_path / "out", "refl")
+    with rasterio.open(scene) as ds:
+        data = ds.read()
+    expected = [[float(np.percentile(b, 2)), float(np.percentile(b, 98))] for b in data]
+    assert np.allclose(json.loads(tags["GEOSEG_RESCALED_FROM"]), expected)
+    assert summary["tiles_run"] > 0
+
+
+def test_a_uint16_scene_holding_0_255_fits_as_it_is(tmp_path, make_bundle):
+    pixels = smooth_noise((64, 64), seed=2).astype(np.uint16)
+    scene = write_raster(tmp_path / "wide.tif", pixels)
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)
+    predict_scene(scene, tmp_path / "out", model=model)
+    _, tags = classes_of(tmp_path / "out", "wide")
+    assert "GEOSEG_RESCALED_FROM" not in tags
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(stretch=(98, 2)), "LOW must be below HIGH"),
+    (dict(stretch=(2, 101)), "percentiles 0 <= LOW < HIGH <= 100"),
+    (dict(stretch="2,x"), "must be two numbers"),
+    (dict(stretch=(2, 98), input_range=(0, 1)), "not both"),
+    (dict(resample="bilinear"), "valid: auto, off"),
+])
+def test_bad_rescale_options_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        PredictOptions(**options)
+
+
+def test_the_bundle_records_gsd_and_radiometry_and_old_bundles_still_load(tmp_path):
+    out = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(cli, ["model", "create", "--arch", "pixelwise", "--encoder",
+                                      "-", "--classes", "bg,fg", "--bands", "red,green,nir",
+                                      "--gsd", "0.5", "--input-dtype", "uint16",
+                                      "--input-range", "0,10000", "--scale", "1e-4,1e-4,1e-4",
+                                      "-o", str(out)], obj={})
+    assert result.exit_code == 0, result.output
+    meta = read_meta(out)
+    assert meta.gsd == 0.5 and meta.input_dtype == "uint16"
+    assert meta.input_range == ((0.0, 10000.0),) * 3
+    info = CliRunner().invoke(cli, ["info", str(out)], obj={}).output
+    assert "0.5 m/px" in info and "uint16, red 0-10000; green 0-10000; nir 0-10000" in info
+    # a bundle written before these fields existed
+    old = json.loads(meta.to_json())
+    for key in ("gsd", "input_dtype", "input_range"):
+        del old[key]
+    from safetensors.numpy import load_file, save_file
+
+    legacy = tmp_path / "legacy.safetensors"
+    save_file(load_file(str(out)), str(legacy), metadata={"geoseg": json.dumps(old)})
+    meta = read_meta(legacy)
+    assert meta.gsd is None and meta.input_range is None and meta.input_dtype is None
+    info = CliRunner().invoke(cli, ["info", str(legacy)], obj={}).output
+    assert re.search(r"ground sample distance\s+unknown", info)
+    assert "unknown type, range unknown" in info
+
+
+@pytest.mark.integration
+def test_landsat_uint16_is_refused_plainly_and_predicts_with_stretch(tmp_path, make_bundle):
+    """The real uint16, 30 m Landsat scene and a 1 m uint8 model: one line and exit 1 with
+    no options; with --stretch and --resample off (predict at 30 m anyway) a prediction."""
+    scene = shared_data("landsat", "LC08_L1TP_224078_20200518_20200518_01_RT.TIF")
+    model = make_bundle(arch="pixelwise", tile_size=256, overlap=64)
+    model_1m = tmp_path / "m1.safetensors"
+    from geoseg.model import load_bundle, save_bundle
+    from dataclasses import replace
+
+    bundle = load_bundle(model)
+    save_bundle(replace(bundle, meta=replace(bundle.meta, gsd=1.0, input_dtype="uint8",
+                                             input_range=((0.0, 255.0),) * 3)), model_1m)
+    base = [*GEOSEG, "predict", str(scene), "-m", str(model_1m), "-o", str(tmp_path / "out")]
+    plain = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 1
+    errors = [line for line in plain.stderr.splitlines() if line.startswith("error:")]
+    # the scene's line, then the batch's closing line; no traceback
+    assert "pixels are 30 m, 30x coarser" in errors[0], plain.stderr
+    assert "1 of 1 scene(s) failed" in errors[-1] and "Traceback" not in plain.stderr
+    no_gsd = subprocess.run([*base, "--resample", "off"], capture_output=True, text=True,
+                            timeout=300)
+    assert no_gsd.returncode == 1 and "uint16 values reach" in no_gsd.stderr
+    assert "--stretch 2,98" in no_gsd.stderr
+    done = subprocess.run([*base, "--resample", "off", "--stretch", "2,98"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with rasterio.open(tmp_path / "out" / scene.stem / "classes.tif") as ds, \
+            rasterio.open(scene) as src:
+        assert ds.shape == src.shape and ds.transform == src.transform
+        assert "GEOSEG_RESCALED_FROM" in ds.tags()

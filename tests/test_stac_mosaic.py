@@ -1,0 +1,224 @@
+"""STAC items in (assets picked by band names, stacked on one grid) and out (an item per
+scene, an ItemCollection per batch); adjacent scenes predicted as one mosaic without seams;
+bands picked by their descriptions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+
+from conftest import smooth_noise, write_raster
+from geoseg.errors import InvalidInputError
+from geoseg.vrt import mosaic_vrt
+from pipelines.cli import cli
+
+pystac = pytest.importorskip("pystac")
+
+ORIGIN = Affine(1.0, 0, 500000, 0, -1.0, 5000000)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], obj={})
+
+
+@pytest.fixture
+def rgb_model(make_bundle):
+    """A tiny model whose bands are named as STAC common names are."""
+    return make_bundle(arch="tinycnn", bands=("red", "green", "blue"), name="rgb")
+
+
+def classes(path):
+    with rasterio.open(path) as ds:
+        return ds.read(1), ds.transform, ds.crs
+
+
+# --- mosaics -----------------------------------------------------------------------------
+
+def pieces(tmp_path, pixels, cuts):
+    """Adjacent pieces of ``pixels`` (rows, cols split at ``cuts``), each its own file."""
+    (r, c) = cuts
+    out = []
+    for i, (r0, r1) in enumerate(((0, r), (r, pixels.shape[1]))):
+        for j, (c0, c1) in enumerate(((0, c), (c, pixels.shape[2]))):
+            out.append(write_raster(tmp_path / f"piece{i}{j}.tif", pixels[:, r0:r1, c0:c1],
+                                    transform=ORIGIN * Affine.translation(c0, r0)))
+    return out
+
+
+def test_a_mosaic_predicts_like_the_whole_scene_and_pieces_do_not(tmp_path,
+                                                                  tiny_model_file):
+    pixels = smooth_noise((190, 230), seed=11)
+    whole = write_raster(tmp_path / "whole.tif", pixels, transform=ORIGIN)
+    parts = pieces(tmp_path, pixels, (77, 101))
+    assert run("predict", whole, "-m", tiny_model_file, "-o", tmp_path / "a").exit_code == 0
+    result = run("predict", *parts, "-m", tiny_model_file, "-o", tmp_path / "b", "--mosaic")
+    assert result.exit_code == 0, result.output
+    expected, transform, crs = classes(tmp_path / "a" / "whole" / "classes.tif")
+    mosaic, m_transform, m_crs = classes(tmp_path / "b" / "mosaic" / "classes.tif")
+    assert (m_transform, m_crs, mosaic.shape) == (transform, crs, expected.shape)
+    assert np.array_equal(mosaic, expected)
+    # one by one, the pieces disagree with the whole near their borders: the seams
+    assert run("predict", *parts, "-m", tiny_model_file, "-o", tmp_path / "c").exit_code == 0
+    separate = np.zeros_like(expected)
+    for path in parts:
+        data, t, _ = classes(tmp_path / "c" / path.stem / "classes.tif")
+        col, row = ~ORIGIN * (t.c, t.f)
+        separate[round(row):round(row) + data.shape[0], round(col):round(col) + data.shape[1]] \
+            = data
+    assert (separate != expected).any()
+    assert (tmp_path / "b" / "items.json").is_file()
+
+
+def test_gaps_between_mosaic_pieces_are_nodata(tmp_path, tiny_model_file):
+    pixels = smooth_noise((128, 128), seed=3)
+    a = write_raster(tmp_path / "a.tif", pixels[:, :64, :64], transform=ORIGIN)
+    b = write_raster(tmp_path / "b.tif", pixels[:, 64:, 64:],
+                     transform=ORIGIN * Affine.translation(64, 64))
+    assert run("predict", a, b, "-m", tiny_model_file, "-o", tmp_path / "out",
+               "--mosaic").exit_code == 0
+    data, _, _ = classes(tmp_path / "out" / "mosaic" / "classes.tif")
+    assert data.shape == (128, 128)
+    assert (data[:64, 64:] == 255).all() and (data[64:, :64] == 255).all()
+    assert (data[:64, :64] != 255).all() and (data[64:, 64:] != 255).all()
+
+
+@pytest.mark.parametrize("second, message", [
+    (dict(crs="EPSG:32634"), "is in EPSG:32634"),
+    (dict(transform=ORIGIN * Affine.translation(64.5, 0)), "not on the pixel grid"),
+    (dict(transform=Affine(2.0, 0, 500064, 0, -2.0, 5000000)), "resample them to one pixel"),
+])
+def test_scenes_that_do_not_share_a_grid_are_refused(tmp_path, second, message):
+    pixels = smooth_noise((64, 64), seed=1)
+    a = write_raster(tmp_path / "a.tif", pixels, transform=ORIGIN)
+    kwargs = dict(transform=ORIGIN * Affine.translation(64, 0))
+    kwargs.update(second)
+    b = write_raster(tmp_path / "b.tif", pixels, **kwargs)
+    with pytest.raises(InvalidInputError, match=message):
+        mosaic_vrt([str(a), str(b)], tmp_path / "m.vrt")
+
+
+# --- bands by description ----------------------------------------------------------------
+
+def test_bands_are_picked_by_their_descriptions(tmp_path, make_bundle):
+    from geoseg.config import PredictOptions
+    from geoseg.flow import predict_scene
+
+    pixels = smooth_noise((64, 64), seed=2, bands=4)
+    scene = write_raster(tmp_path / "bgrn.tif", pixels)
+    with rasterio.open(scene, "r+") as ds:
+        for i, name in enumerate(("Blue", "green", "RED", "nir"), start=1):
+            ds.set_band_description(i, name)
+    model = make_bundle(arch="pixelwise", bands=("red", "green", "blue"), tile_size=64,
+                        overlap=32)
+    reordered = write_raster(tmp_path / "rgb.tif", pixels[[2, 1, 0]])
+    predict_scene(scene, tmp_path / "out", model=model)
+    predict_scene(reordered, tmp_path / "out", model=model, options=PredictOptions())
+    assert np.array_equal(classes(tmp_path / "out" / "bgrn" / "classes.tif")[0],
+                          classes(tmp_path / "out" / "rgb" / "classes.tif")[0])
+
+
+# --- STAC --------------------------------------------------------------------------------
+
+def band_files(tmp_path, pixels, *, names=("red", "green", "blue")):
+    folder = tmp_path / "assets"
+    folder.mkdir(exist_ok=True)
+    return {n: write_raster(folder / f"{n}.tif", pixels[i], transform=ORIGIN)
+            for i, n in enumerate(names)}
+
+
+def make_item(item_id, files, *, eo=True, keys=None):
+    from pystac.extensions.eo import Band, EOExtension
+
+    item = pystac.Item(id=item_id, geometry={"type": "Point", "coordinates": [15.0, 45.0]},
+                       bbox=[15, 45, 15, 45], datetime=pystac.utils.str_to_datetime(
+                           "2024-05-01T10:00:00Z"), properties={})
+    for (name, path), key in zip(files.items(), keys or files, strict=True):
+        asset = pystac.Asset(href=str(path), media_type=pystac.MediaType.GEOTIFF,
+                             roles=["data"])
+        item.add_asset(key, asset)
+        if eo:
+            EOExtension.ext(asset, add_if_missing=True).bands = [
+                Band.create(name=f"B-{name}", common_name=name)]
+    return item
+
+
+def test_a_stac_item_predicts_like_the_stacked_scene(tmp_path, rgb_model):
+    pixels = smooth_noise((150, 130), seed=9)
+    direct = write_raster(tmp_path / "rgb.tif", pixels, transform=ORIGIN)
+    item = make_item("scene-2024", band_files(tmp_path, pixels), keys=["b4", "b3", "b2"])
+    item_path = tmp_path / "catalog" / "scene-2024.json"
+    item.set_self_href(str(item_path))
+    item.save_object(include_self_link=True)
+    result = run("predict", item_path, "-m", rgb_model, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    run("predict", direct, "-m", rgb_model, "-o", tmp_path / "direct")
+    got = classes(tmp_path / "out" / "scene-2024" / "classes.tif")
+    want = classes(tmp_path / "direct" / "rgb" / "classes.tif")
+    assert np.array_equal(got[0], want[0]) and got[1:] == want[1:]
+    out_item = json.loads((tmp_path / "out" / "scene-2024" / "item.json").read_text())
+    assert out_item["properties"]["proj:code"] == "EPSG:32633"  # projection v2
+    assert out_item["properties"]["proj:shape"] == [150, 130]
+    assert out_item["properties"]["datetime"] == "2024-05-01T10:00:00Z"
+    assert out_item["properties"]["processing:software"]["geoseg"]
+    classes_asset = out_item["assets"]["classes"]
+    assert classes_asset["href"] == "./classes.tif"
+    names = [c["name"] for c in classes_asset["classification:classes"]]
+    assert names == ["background", "building"]
+    assert classes_asset["file:checksum"].startswith("1220")
+    assert classes_asset["raster:bands"][0]["nodata"] == 255
+    rels = {link["rel"]: link["href"] for link in out_item["links"]}
+    assert rels["derived_from"] == str(item_path) and "ml-model" in rels
+    collection = json.loads((tmp_path / "out" / "items.json").read_text())
+    assert [f["id"] for f in collection["features"]] == ["scene-2024"]
+    assert collection["features"][0]["assets"]["classes"]["href"] == \
+        "./scene-2024/classes.tif"
+
+
+def test_a_collection_over_http_with_bands_at_two_resolutions(tmp_path, rgb_model,
+                                                              http_root):
+    root, url, _ = http_root
+    pixels = smooth_noise((128, 128), seed=4)
+    files = band_files(root, pixels)
+    coarse = pixels[2].reshape(64, 2, 64, 2).mean(axis=(1, 3)).astype(np.uint8)
+    files["blue"] = write_raster(root / "assets" / "blue-2m.tif", coarse,
+                                 transform=Affine(2.0, 0, 500000, 0, -2.0, 5000000))
+    collection = pystac.Collection(id="c", description="test", extent=pystac.Extent(
+        pystac.SpatialExtent([[15, 45, 15, 45]]), pystac.TemporalExtent([[None, None]])))
+    for item_id in ("north", "south"):
+        item = make_item(item_id, {n: f"{url}/assets/{Path(p).name}"
+                                   for n, p in files.items()})
+        collection.add_item(item)
+    collection.normalize_hrefs(str(root / "stac"))
+    collection.make_all_asset_hrefs_absolute()
+    collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    result = run("predict", f"{url}/stac/collection.json", "-m", rgb_model, "-o",
+                 tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    for item_id in ("north", "south"):
+        data, transform, _ = classes(tmp_path / "out" / item_id / "classes.tif")
+        assert data.shape == (128, 128) and transform == ORIGIN  # the finest band's grid
+    features = json.loads((tmp_path / "out" / "items.json").read_text())["features"]
+    assert sorted(f["id"] for f in features) == ["north", "south"]
+
+
+def test_assets_without_band_names_need_assets_option(tmp_path, rgb_model):
+    pixels = smooth_noise((64, 64), seed=5)
+    item = make_item("plain", band_files(tmp_path, pixels), eo=False, keys=["b4", "b3", "b2"])
+    item_path = tmp_path / "plain.json"
+    item.set_self_href(str(item_path))
+    item.save_object()
+    result = run("predict", item_path, "-m", rgb_model, "-o", tmp_path / "out")
+    assert result.exit_code != 0
+    assert "no asset holds band 'red'" in result.output and "--assets" in result.output
+    result = run("predict", item_path, "-m", rgb_model, "-o", tmp_path / "out",
+                 "--assets", "b4,b3,b2")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "plain" / "classes.tif").is_file()
+    shutil.rmtree(tmp_path / "out")
