@@ -188,15 +188,23 @@ def sample_values(ds: Any, bands: Sequence[int]) -> np.ndarray:
     return np.asarray(data.data)[:, valid]
 
 
-def fit_radiometry(ds: Any, scene: Scene, bands: Sequence[int], meta: BundleMeta,
+def _sample(scene: Scene, bands: Sequence[int]) -> np.ndarray:
+    from .scene import open_raster
+
+    with open_raster(scene.path) as ds:
+        return sample_values(ds, bands)
+
+
+def fit_radiometry(scene: Scene, bands: Sequence[int], meta: BundleMeta,
                    options: PredictOptions) -> Ranges | None:
     """The per band source ranges to rescale from (None: the scene fits as it is); refuses
-    a scene whose values do not fit and for which no rescale was asked."""
+    a scene whose values do not fit and for which no rescale was asked. The scene is read
+    (a decimated sample) only when its type is not the model's or a stretch is asked."""
     expected = expected_range(meta)
     if options.stretch is None and options.input_range is None:
         if expected is None or scene.dtype == (meta.input_dtype or "uint8"):
             return None
-        values = sample_values(ds, bands)
+        values = _sample(scene, bands)
         if values.size == 0:
             return None
         low, high = np.percentile(values, [0.5, 99.5], axis=1)
@@ -218,7 +226,7 @@ def fit_radiometry(ds: Any, scene: Scene, bands: Sequence[int], meta: BundleMeta
     if options.input_range is not None:
         return (options.input_range,) * len(bands)
     assert options.stretch is not None
-    values = sample_values(ds, bands)
+    values = _sample(scene, bands)
     if values.size == 0:
         raise InvalidInputError(f"{scene.path}: no valid pixel to compute --stretch from")
     low, high = np.percentile(values, options.stretch, axis=1)

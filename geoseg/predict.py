@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import PredictOptions
-from .scene import Scene, open_raster, read_window, select_bands
+from .scene import Scene, read_window, select_bands
 from .tiling import Block, BlockGrid, TileGrid
 from .writers import output_tags
 
@@ -68,8 +68,7 @@ def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
 
     bands = select_bands(scene, options.bands, expected=meta.in_channels, names=meta.bands)
     check_resolution(scene, meta, resample=options.resample)
-    with open_raster(scene.path) as ds:
-        source = fit_radiometry(ds, scene, bands, meta, options)
+    source = fit_radiometry(scene, bands, meta, options)
     expected = expected_range(meta)
     rescale = rescale_terms(source, expected) if source and expected else None
     size = options.tile_size or meta.tile_size

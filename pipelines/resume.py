@@ -9,10 +9,9 @@ only (no pixels), into the :class:`~geoseg.flow.SceneFlow` their tasks run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING

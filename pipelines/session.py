@@ -9,7 +9,6 @@ is set for the batch and restored after it.
 from __future__ import annotations
 
 import os
-
 import signal
 import threading
 import time
