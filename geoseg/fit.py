@@ -147,10 +147,8 @@ def metres_per_pixel(grid: PixelGrid) -> float | None:
 
 def check_resolution(scene: Scene, meta: BundleMeta, *, resample: str) -> None:
     """Refuse a scene whose pixel size does not fit the model's GSD (unless
-    ``resample='off'``); see the module's docstring."""
-    if resample not in RESAMPLE_MODES:
-        raise ConfigError(f"unknown resample mode {resample!r}; valid: "
-                          f"{', '.join(RESAMPLE_MODES)}")
+    ``resample='off'``, a mode :class:`~geoseg.config.PredictOptions` checked); see the
+    module's docstring."""
     if meta.gsd is None or resample == "off":
         return
     gsd = metres_per_pixel(scene.grid)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .grid import PixelGrid
 
 STAC_TAG = "GEOSEG_STAC_ITEM"
+STAC_DATETIME_TAG = "GEOSEG_STAC_DATETIME"
 STAC_TYPES = ("Feature", "FeatureCollection", "Collection", "Catalog")
 EXTENSIONS = {
     "processing": "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
@@ -68,8 +69,8 @@ def stac_items(href: str) -> list[pystac.Item]:
         raise InvalidInputError(f"{href}: not a STAC item, collection or catalog (type "
                                 f"{kind!r}); give a raster or a STAC JSON file")
     if kind == "FeatureCollection":
-        return list(pystac.ItemCollection.from_file(href))
-    obj = pystac.read_file(href)
+        return list(pystac.ItemCollection.from_dict(data))
+    obj = pystac.read_dict(data, href=href)  # the document read once, above
     if isinstance(obj, pystac.Item):
         return [obj]
     assert isinstance(obj, pystac.Catalog)  # Collection is a Catalog
@@ -156,7 +157,8 @@ def item_scene(item: pystac.Item, band_names: Sequence[str], folder: Path, *,
     path = folder / f"{item.id}.vrt"
     write_vrt(path, grid, [[s] for s in sources], dtype=sources[0].dtype,
               nodata=nodata.pop() if len(nodata) == 1 else None, resampling=resampling,
-              metadata={STAC_TAG: item.get_self_href() or ""})
+              metadata={STAC_TAG: item.get_self_href() or "",
+                        STAC_DATETIME_TAG: item.datetime.isoformat() if item.datetime else ""})
     return str(path)
 
 
@@ -197,8 +199,10 @@ def _checksum(path: Path) -> str:
 
 def scene_item(*, stem: str, grid: PixelGrid, outputs: dict[str, str],
                classes: Sequence[ClassInfo], nodata: int, model_path: str, model_sha256: str,
-               source: str | None, version: str) -> pystac.Item:
-    """The STAC Item describing one scene's outputs (hrefs relative to its folder)."""
+               source: str | None, version: str,
+               when: _dt.datetime | None = None) -> pystac.Item:
+    """The STAC Item describing one scene's outputs (hrefs relative to its folder);
+    ``when``: the source item's datetime (else the time of processing)."""
     import pystac
     from pystac.extensions.classification import Classification, ClassificationExtension
     from pystac.extensions.file import FileExtension
@@ -206,12 +210,6 @@ def scene_item(*, stem: str, grid: PixelGrid, outputs: dict[str, str],
     from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 
     geometry, bbox = _footprint(grid)
-    when = None
-    if source:
-        try:
-            when = pystac.Item.from_file(source).datetime
-        except Exception:  # noqa: BLE001 - a source item that moved: the output still stands
-            when = None
     item = pystac.Item(id=stem, geometry=geometry, bbox=bbox,
                        datetime=when or _dt.datetime.now(_dt.timezone.utc),
                        properties={"processing:software": {"geoseg": version}})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,16 +151,18 @@ def write_scene_item(job: SceneJob, outputs: dict) -> None:
     from geoseg import __version__
     from geoseg.classes import NODATA_CLASS
     from geoseg.scene import read_header
-    from geoseg.stac import STAC_TAG, scene_item, write_item
+    from geoseg.stac import STAC_DATETIME_TAG, STAC_TAG, scene_item, write_item
 
     flow = job.flow
-    source = None
-    if flow.scene.lower().endswith(".vrt"):
-        source = read_header(flow.scene).tags.get(STAC_TAG) or None
+    tags: dict = {}
+    if flow.scene.lower().endswith(".vrt"):  # a STAC item's VRT names the item (geoseg.stac)
+        tags = read_header(flow.scene).tags
+    stamp = tags.get(STAC_DATETIME_TAG)
     item = scene_item(stem=flow.outputs.folder.name, grid=flow.plan.scene.grid,
                       outputs=outputs, classes=flow.classes, nodata=NODATA_CLASS,
                       model_path=job.model.path, model_sha256=job.model.sha256,
-                      source=source, version=__version__)
+                      source=tags.get(STAC_TAG) or None, version=__version__,
+                      when=datetime.fromisoformat(stamp) if stamp else None)
     write_item(item, flow.outputs.folder)
 
 
