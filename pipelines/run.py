@@ -105,6 +105,7 @@ def run_batch(client: Any, scene_paths: Sequence[str | os.PathLike], out_dir: st
                                  stop=stop)
         _collect(client, pending, owner, progress=progress, echo=echo, on_failure=on_failure,
                  stop=stop)
+        _sweep_failed(running)
     except KeyboardInterrupt as exc:
         _interrupt(client, running)
         raise BatchInterrupted([s.outcome for s in planned]) from exc
@@ -207,6 +208,17 @@ def _interrupt(client: Any, running: list[_Running]) -> None:
         except Exception:  # noqa: BLE001 - the cluster may be going down already
             pass
         remove_scene_leftovers(state.planned.job.flow.outputs.folder)
+
+
+def _sweep_failed(running: list[_Running]) -> None:
+    """Failed scenes' folders once more at the end of the batch: ``client.cancel`` does not
+    stop a task already running, which may write a part file after :func:`_fail` cleaned
+    the folder (scenes whose scheduler was lost keep their parts for the rerun)."""
+    for state in running:
+        outcome, job = state.planned.outcome, state.planned.job
+        if outcome.status == "failed" and job is not None and not (
+                outcome.exception is not None and connection_lost(outcome.exception)):
+            remove_scene_leftovers(job.flow.outputs.folder)
 
 
 def _fail(client: Any, state: _Running, exc: BaseException) -> None:
