@@ -8,9 +8,13 @@ and no output (DESIGN.md promise 10: never predicted as if it fitted).
 * Pixel size: metres per pixel from the CRS's linear unit, or geodesic metres per degree
   at the scene's centre for geographic CRSs. Within :data:`GSD_TOLERANCE` of the model's
   GSD a scene fits. Coarser by more than :data:`COARSEST` it is refused outright (a 30 m
-  Landsat scene cannot show what a 1 m building model looks for); any other difference is
-  refused with the ``gdalwarp`` line that makes it fit. ``--resample off`` predicts at the
-  scene's own pixel size anyway.
+  Landsat scene cannot show what a 1 m building model looks for). Any other difference is
+  predicted at the model's GSD: the global tile grid is laid on the scene's own pixels with
+  tiles of ``tile size x zoom`` scene pixels (:func:`model_zoom`), each tile is resampled
+  to the network's tile on the device and its probabilities resampled back
+  (:func:`geoseg.model.inference.resize_tiles`), so blocks, seams, stitching and every
+  output stay on the scene's grid. ``--resample off`` predicts at the scene's own pixel
+  size anyway.
 * Radiometry: the range the model expects per band (its recorded ``input_range``; for
   bundles from before it was recorded, 0-255 when their scale is 1/255). A scene whose
   pixel type is the model's fits without a read; otherwise its values are sampled from a
@@ -36,8 +40,9 @@ if TYPE_CHECKING:
     from .model.meta import BundleMeta
     from .scene import Scene
 
-GSD_TOLERANCE = 1.5
-"""A scene whose pixel size is within this factor of the model's GSD fits as it is."""
+GSD_TOLERANCE = 1.25
+"""A scene whose pixel size is within this factor of the model's GSD is predicted at its own
+pixel size; beyond it, at the model's GSD."""
 COARSEST = 4.0
 """Scenes coarser than the model's GSD by more than this are refused, never upsampled."""
 SAMPLE_SIDE = 1024
@@ -145,28 +150,27 @@ def metres_per_pixel(grid: PixelGrid) -> float | None:
     return (x_size + y_size) / 2 * factor
 
 
-def check_resolution(scene: Scene, meta: BundleMeta, *, resample: str) -> None:
-    """Refuse a scene whose pixel size does not fit the model's GSD (unless
-    ``resample='off'``, a mode :class:`~geoseg.config.PredictOptions` checked); see the
-    module's docstring."""
+def model_zoom(scene: Scene, meta: BundleMeta, *, resample: str) -> float:
+    """Scene pixels per model pixel along each axis: 1.0 when the scene is predicted at its
+    own pixel size (it fits, ``resample='off'``, or the model or scene has no GSD), else
+    ``model GSD / scene GSD`` (> 1: a finer scene, its tiles shrunk for the network; < 1: a
+    coarser one, enlarged). Refuses scenes coarser than :data:`COARSEST` times the model's
+    GSD (see the module's docstring)."""
     if meta.gsd is None or resample == "off":
-        return
+        return 1.0
     gsd = metres_per_pixel(scene.grid)
     if gsd is None:
-        return
+        return 1.0
     ratio = gsd / meta.gsd
-    if 1 / GSD_TOLERANCE <= ratio <= GSD_TOLERANCE:
-        return
     if ratio > COARSEST:
         raise InvalidInputError(
             f"{scene.path}: pixels are {_metres(gsd)}, {ratio:.0f}x coarser than the "
             f"{_metres(meta.gsd)} the model was trained at, too coarse to show what it "
             f"looks for; use a model trained near {_metres(gsd)}, or pass --resample off to "
             "predict anyway")
-    raise InvalidInputError(
-        f"{scene.path}: pixels are {_metres(gsd)}; the model was trained at "
-        f"{_metres(meta.gsd)}: resample the scene to it (gdalwarp -tr {meta.gsd:g} "
-        f"{meta.gsd:g} -r average), or pass --resample off to predict at {_metres(gsd)}")
+    if 1 / GSD_TOLERANCE <= ratio <= GSD_TOLERANCE:
+        return 1.0
+    return 1 / ratio
 
 
 def _metres(value: float) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import PredictOptions
 from .scene import Scene, read_window, select_bands
-from .tiling import Block, BlockGrid, TileGrid
+from .tiling import Block, BlockGrid, TileGrid, check_tiling
 from .writers import output_tags
 
 if TYPE_CHECKING:
@@ -48,6 +48,10 @@ class Plan:
     """Per band (gain, offset, low, high) applied to raw values before normalization
     (``--stretch``/``--input-range``, see :mod:`geoseg.fit`); None: as they are."""
     rescaled_from: tuple[tuple[float, float], ...] | None = None
+    model_tile: int | None = None
+    """The network's tile side when the scene is predicted at the model's GSD: each tile of
+    ``tiles`` (scene pixels) is resampled to it and its probabilities back (see
+    :mod:`geoseg.fit`); None: tiles go to the network as they are."""
 
     def tags(self, meta: BundleMeta, model_sha256: str) -> dict:
         """The output rasters' tags: the model and the options that shaped the pixels (one
@@ -57,30 +61,37 @@ class Plan:
                            GEOSEG_TTA=self.tta, GEOSEG_PRECISION=self.precision,
                            **({"GEOSEG_COMPILE": "inductor"} if self.compile else {}),
                            **({"GEOSEG_RESCALED_FROM": json.dumps(self.rescaled_from)}
-                              if self.rescaled_from else {}))
+                              if self.rescaled_from else {}),
+                           **({"GEOSEG_MODEL_TILE": self.model_tile}
+                              if self.model_tile else {}))
 
 
 def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     """Tile and block grids for ``scene`` with ``options`` (tile size from the model's
     metadata unless overridden); checks the bands, the pixel size and the radiometry
     against the model (:mod:`geoseg.fit`)."""
-    from .fit import check_resolution, expected_range, fit_radiometry, rescale_terms
+    from .fit import expected_range, fit_radiometry, model_zoom, rescale_terms
 
     bands = select_bands(scene, options.bands, expected=meta.in_channels, names=meta.bands)
-    check_resolution(scene, meta, resample=options.resample)
+    zoom = model_zoom(scene, meta, resample=options.resample)
     source = fit_radiometry(scene, bands, meta, options)
     expected = expected_range(meta)
     rescale = rescale_terms(source, expected) if source and expected else None
     size = options.tile_size or meta.tile_size
     overlap = meta.overlap if options.overlap is None else options.overlap
+    check_tiling(size=size, overlap=overlap, multiple=meta.output_stride)
+    model_tile = None
+    if zoom != 1.0:  # the same grid in scene pixels: tiles of size * zoom (see geoseg.fit)
+        model_tile, scene_size = size, max(2, round(size * zoom))
+        size, overlap = scene_size, min(round(overlap * zoom), scene_size // 2)
     tiles = TileGrid.build(height=scene.grid.height, width=scene.grid.width, size=size,
-                           overlap=overlap, multiple=meta.output_stride)
+                           overlap=overlap, multiple=1 if model_tile else meta.output_stride)
     blocks = BlockGrid.build(tiles, block_size=options.block_size)
     if "auto" in (options.device, options.precision):
         options = options.resolved()
     return Plan(scene, bands, tiles, blocks, options.stitch, len(meta.classes),
                 options.tta or meta.tta, options.precision, options.compile, rescale,
-                source)
+                source, model_tile)
 
 
 def read_block(ds: Any, plan: Plan, block: Block) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +127,8 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
     """
     import torch
 
-    from .model.inference import forward_probabilities, normalize_region, to_device
+    from .model.inference import (forward_probabilities, normalize_region, resize_tiles,
+                                  to_device)
     from .stitch import add_tiles, device_weights, new_accumulator
 
     g, region, device = plan.tiles, plan.blocks.region(block), bundle.device
@@ -135,11 +147,21 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
         batch = todo[start:start + batch_size]
         tiles = [tile for tile, _, _ in batch]
         mask = None if all_valid else torch.stack([ok[rows, cols] for _, rows, cols in batch])
-        # (N, H, W, C) viewed as (N, C, H, W): channels-last memory, no copy before forward
-        x = torch.stack([inputs[rows, cols] for _, rows, cols in batch]).permute(0, 3, 1, 2)
+        if plan.model_tile:  # each tile resampled to the network's size on its own
+            x = torch.cat([resize_tiles(inputs[rows, cols].permute(2, 0, 1)[None],
+                                        plan.model_tile) for _, rows, cols in batch])
+        else:  # (N, H, W, C) viewed as (N, C, H, W): channels-last, no copy before forward
+            x = torch.stack([inputs[rows, cols] for _, rows, cols in batch]).permute(0, 3, 1, 2)
         probs = forward_probabilities(bundle, x, tta=plan.tta, precision=plan.precision)
         weights = torch.stack([device_weights(plan.stitch, g, t, device) for t in tiles])
-        add_tiles(acc, block.extent, tiles, probs, weights if mask is None else weights * mask)
+        if mask is not None:
+            weights = weights * mask
+        if plan.model_tile:  # back on the scene's pixels a tile at a time: bounded memory
+            for i, tile in enumerate(tiles):
+                add_tiles(acc, block.extent, [tile], resize_tiles(probs[i:i + 1], g.size),
+                          weights[i:i + 1])
+        else:
+            add_tiles(acc, block.extent, tiles, probs, weights)
         if progress is not None:
             progress(len(batch))
     w_rows, w_cols = block.window.slices(within=region)

@@ -111,9 +111,9 @@ def predict_options(function: _F) -> _F:
                      help="The scene's value range, mapped onto the model's input range, "
                           "e.g. 0,10000."),
         click.option("--resample", type=click.Choice(["auto", "off"]),
-                     help="auto: a scene at another pixel size than the model's is refused "
-                          "with the gdalwarp line that fits it; off: predict at the scene's "
-                          "own pixel size."),
+                     help="auto: a scene more than 1.25x off the model's pixel size is "
+                          "predicted at the model's (tiles resampled on the fly, outputs on "
+                          "the scene's grid); off: predict at the scene's own pixel size."),
         click.option("--probabilities/--no-probabilities", default=None,
                      help="Also write probabilities.tif (uint8, one band per class)."),
         click.option("--vectorize/--no-vectorize", default=None,

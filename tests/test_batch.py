@@ -36,16 +36,21 @@ def client(request):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """A tiny model, two scenes (one with a nodata corner) and their in-process outputs."""
+    """A tiny 2 m model, two scenes and their in-process outputs: one at 2 m, one at 1 m
+    with a nodata corner (predicted at the model's 2 m: tiles of 128 px shrunk to 64)."""
+    from affine import Affine
+
     root = tmp_path_factory.mktemp("batch")
     bundle = create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
-                           bands=("r", "g", "b"), tile_size=64, overlap=32, name="tiny")
+                           bands=("r", "g", "b"), tile_size=64, overlap=32, name="tiny",
+                           gsd=2.0)
     model = root / "tiny.safetensors"
     save_bundle(bundle, model)
     pixels = smooth_noise((150, 170), seed=3)
     pixels[:, :40, :50] = 0
     scenes = [write_raster(root / "alpha.tif", smooth_noise((200, 130), seed=1)),
-              write_raster(root / "beta.tif", pixels, nodata=0)]
+              write_raster(root / "beta.tif", pixels, nodata=0,
+                           transform=Affine(1.0, 0, 500000.0, 0, -1.0, 4000000.0))]
     # flips: test-time augmentation travels with the plan to the workers
     options = PredictOptions(probabilities=True, vectorize=True, tta="flips")
     for scene in scenes:
@@ -81,6 +86,7 @@ def test_dask_outputs_equal_the_in_process_path(client, data, block_size, tmp_pa
     assert manifest["options"] == options.resolved("cpu").identity()
     assert manifest["options"]["precision"] != "auto"
     assert manifest["tiles_in_grid"] == outcomes[1].tiles
+    assert manifest["tile_size"] == 128  # beta: at the model's GSD
     assert manifest["class_pixels"]["bg"] + manifest["class_pixels"]["fg"] \
         + manifest["nodata_pixels"] == 150 * 170
     assert manifest["nodata_pixels"] == 40 * 50

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import shared_data, smooth_noise, write_raster
 from geoseg.config import PredictOptions
 from geoseg.errors import ConfigError, InvalidInputError
-from geoseg.fit import check_resolution, metres_per_pixel
+from geoseg.fit import metres_per_pixel, model_zoom
 from geoseg.flow import predict_scene
 from geoseg.grid import PixelGrid
 from geoseg.model import read_meta
@@ -48,11 +48,16 @@ def meta_at(gsd):
                       scale=(1 / 255,) * 3, mean=(0.5,) * 3, std=(0.25,) * 3, gsd=gsd)
 
 
-@pytest.mark.parametrize("size, fits", [(1.0, True), (1.3, True), (0.7, True)])
-def test_pixel_sizes_near_the_models_fit(tmp_path, size, fits):
+@pytest.mark.parametrize("size, zoom", [(1.0, 1.0), (1.2, 1.0), (0.85, 1.0), (0.3, 1 / 0.3),
+                                         (0.1, 10.0), (2.0, 0.5), (3.9, 1 / 3.9)])
+def test_scenes_off_the_models_gsd_are_predicted_at_it(tmp_path, size, zoom):
+    """Within 1.25x a scene goes as it is; finer or up to 4x coarser it is zoomed to the
+    model's GSD (scene pixels per model pixel)."""
     scene = write_raster(tmp_path / "s.tif", smooth_noise((32, 32)),
                          transform=Affine(size, 0, 500000, 0, -size, 5000000))
-    check_resolution(open_scene(scene), meta_at(1.0), resample="auto")
+    assert model_zoom(open_scene(scene), meta_at(1.0), resample="auto") == pytest.approx(zoom)
+    assert model_zoom(open_scene(scene), meta_at(1.0), resample="off") == 1.0
+    assert model_zoom(open_scene(scene), meta_at(None), resample="auto") == 1.0  # old bundle
 
 
 def test_a_far_coarser_scene_is_refused_not_upsampled(tmp_path):
@@ -60,17 +65,94 @@ def test_a_far_coarser_scene_is_refused_not_upsampled(tmp_path):
                          transform=Affine(30, 0, 500000, 0, -30, 5000000))
     with pytest.raises(InvalidInputError, match=r"landsat.tif: pixels are 30 m, 30x coarser "
                                                 r"than the 1 m the model was trained at"):
-        check_resolution(open_scene(scene), meta_at(1.0), resample="auto")
-    check_resolution(open_scene(scene), meta_at(1.0), resample="off")
-    check_resolution(open_scene(scene), meta_at(None), resample="auto")  # old bundle
+        model_zoom(open_scene(scene), meta_at(1.0), resample="auto")
+    assert model_zoom(open_scene(scene), meta_at(1.0), resample="off") == 1.0
 
 
-def test_a_finer_scene_is_refused_with_the_gdalwarp_line_that_fits_it(tmp_path):
-    scene = write_raster(tmp_path / "nrcan.tif", smooth_noise((32, 32)),
-                         transform=Affine(0.3, 0, 500000, 0, -0.3, 5000000))
-    with pytest.raises(InvalidInputError, match=r"pixels are 0.3 m; the model was trained at "
-                                                r"1 m: .*gdalwarp -tr 1 1 -r average"):
-        check_resolution(open_scene(scene), meta_at(1.0), resample="auto")
+def texture_at(tmp_path, name, factor, *, crs="EPSG:32633", size=1.0, shape=(96, 112)):
+    """A 1 m texture enlarged ``factor`` times (nearest): the same ground at size/factor m."""
+    pixels = smooth_noise(shape, seed=11)
+    if factor > 1:
+        pixels = pixels.repeat(factor, axis=1).repeat(factor, axis=2)
+    step = size / factor
+    return write_raster(tmp_path / name, pixels, crs=crs,
+                        transform=Affine(step, 0, 500000 if crs != "EPSG:4326" else 10.0, 0,
+                                         -step, 5000000 if crs != "EPSG:4326" else 45.0))
+
+
+def agreement(a, b):
+    return float((a == b).mean())
+
+
+def test_a_finer_scene_is_predicted_at_the_models_gsd_on_its_own_grid(tmp_path, make_bundle):
+    """A 0.25 m scene of the same ground as a 1 m one: predicted at 1 m, its classes are the
+    1 m prediction's probabilities enlarged bilinearly (up to uint8 rounding and ties); as
+    it is (--resample off) the 1 m model sees 4x larger shapes and agrees far less with the
+    1 m classes. Every output stays on the scene's own grid."""
+    import torch
+
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32, gsd=1.0)
+    one = texture_at(tmp_path, "one.tif", 1)
+    fine = texture_at(tmp_path, "fine.tif", 4)
+    predict_scene(one, tmp_path / "out", model=model, options=PredictOptions(probabilities=True))
+    zoomed = predict_scene(fine, tmp_path / "out", model=model,
+                           options=PredictOptions(probabilities=True))
+    predict_scene(fine, tmp_path / "off", model=model, options=PredictOptions(resample="off"))
+    base, _ = classes_of(tmp_path / "out", "one")
+    at_1m, tags = classes_of(tmp_path / "out", "fine")
+    as_is, _ = classes_of(tmp_path / "off", "fine")
+    with rasterio.open(tmp_path / "out" / "one" / "probabilities.tif") as ds:
+        probs = torch.from_numpy(ds.read().astype(np.float32))[None]
+    enlarged = torch.nn.functional.interpolate(probs, scale_factor=4, mode="bilinear",
+                                               align_corners=False)[0].argmax(0).numpy()
+    nearest = base.repeat(4, axis=0).repeat(4, axis=1)
+    assert 0.05 < (base == 1).mean() < 0.95
+    assert agreement(at_1m, enlarged) >= 0.98
+    assert agreement(as_is, nearest) < agreement(at_1m, nearest) - 0.05
+    assert tags["GEOSEG_MODEL_TILE"] == "64" and tags["GEOSEG_TILE_SIZE"] == "256"
+    with rasterio.open(fine) as src:
+        for name in ("classes.tif", "probabilities.tif"):
+            with rasterio.open(tmp_path / "out" / "fine" / name) as ds:
+                assert (ds.crs, ds.transform, ds.shape) == (src.crs, src.transform, src.shape)
+    # each tile of the global grid went through the network once
+    assert zoomed["tiles_run"] == zoomed["tiles_in_grid"]
+
+
+def test_resampled_prediction_is_byte_identical_across_block_sizes(tmp_path, make_bundle):
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32, gsd=1.0)
+    fine = texture_at(tmp_path, "fine.tif", 3, shape=(70, 90))
+    digests = set()
+    for block in (64, 200, 1024):
+        out = tmp_path / f"b{block}"
+        predict_scene(fine, out, model=model,
+                      options=PredictOptions(block_size=block, probabilities=True))
+        digests.add(tuple((out / "fine" / n).read_bytes()
+                          for n in ("classes.tif", "probabilities.tif")))
+    assert len(digests) == 1
+
+
+def test_a_coarser_scene_is_enlarged_to_the_models_gsd(tmp_path, make_bundle):
+    """2 m pixels into a 1 m model: tiles of 32 scene px enlarged to the network's 64."""
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32, gsd=1.0)
+    coarse = texture_at(tmp_path, "coarse.tif", 1, size=2.0)
+    predict_scene(coarse, tmp_path / "out", model=model)
+    classes, tags = classes_of(tmp_path / "out", "coarse")
+    assert tags["GEOSEG_MODEL_TILE"] == "64" and tags["GEOSEG_TILE_SIZE"] == "32"
+    with rasterio.open(coarse) as src:
+        assert classes.shape == src.shape
+
+
+def test_a_geographic_scene_is_zoomed_by_its_metres_per_degree(tmp_path, make_bundle):
+    """2.5e-6 degree pixels at 45 N (0.2 m east-west, 0.28 m north-south): predicted at 1 m,
+    written on the scene's own lon/lat grid."""
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32, gsd=1.0)
+    scene = texture_at(tmp_path, "wgs84.tif", 4, crs="EPSG:4326", size=1e-5, shape=(40, 48))
+    predict_scene(scene, tmp_path / "out", model=model)
+    _, tags = classes_of(tmp_path / "out", "wgs84")
+    assert int(tags["GEOSEG_TILE_SIZE"]) == pytest.approx(64 / ((0.197 + 0.278) / 2), abs=2)
+    with rasterio.open(scene) as src, \
+            rasterio.open(tmp_path / "out" / "wgs84" / "classes.tif") as ds:
+        assert (ds.crs, ds.transform, ds.shape) == (src.crs, src.transform, src.shape)
 
 
 def uint16_scene(tmp_path, name="refl.tif"):

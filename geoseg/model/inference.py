@@ -83,6 +83,21 @@ def normalize_region(raw: torch.Tensor, valid: torch.Tensor, meta: BundleMeta, *
     return x.masked_fill_(~valid[:, :, None], 0.0)
 
 
+def resize_tiles(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, size, size) in float32: the area average of the pixels each
+    output pixel covers when shrinking (GDAL's ``average``; no aliasing), bilinear
+    interpolation of pixel centres when enlarging. Used both ways around the network when
+    a scene is predicted at the model's GSD (:func:`geoseg.fit.model_zoom`): tiles of the
+    scene to the network's size, probabilities back to the scene's pixels (a convex
+    combination, so they still sum to 1)."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    if x.shape[-1] > size:
+        return torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                           align_corners=False)
+
+
 def _view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     x = torch.rot90(x, k, dims=(2, 3)) if k else x
     return x.flip(3) if flip else x
