@@ -77,7 +77,8 @@ def write_vrt(path: str | os.PathLike, grid: PixelGrid, bands: Sequence[Sequence
     """Write a VRT on ``grid``: output band i is the union of ``bands[i]`` (each placed by
     its georeferencing, in order: a later source wins where two overlap). Sources must
     share the grid's CRS and be north-up. ``mask``: a dataset mask made of the sources'
-    own masks, so pixels no source covers are invalid (a mosaic's gaps)."""
+    own masks, so pixels no source covers are invalid (a mosaic's gaps), and sources
+    composite through their masks (a source's masked pixels never hide another's)."""
     if resampling not in RESAMPLINGS:
         raise InvalidInputError(f"unknown resampling {resampling!r}; valid: "
                                 f"{', '.join(RESAMPLINGS)}")
@@ -97,11 +98,12 @@ def write_vrt(path: str | os.PathLike, grid: PixelGrid, bands: Sequence[Sequence
             lines.append(f"    <NoDataValue>{nodata!r}</NoDataValue>")
         if sources and sources[0].description:
             lines.append(f"    <Description>{escape(sources[0].description)}</Description>")
-        lines += _sources(sources, grid, resampling)
+        lines += _sources(sources, grid, resampling, composite=mask)
         lines.append("  </VRTRasterBand>")
     if mask and bands:
         lines += ['  <MaskBand>', '    <VRTRasterBand dataType="Byte">']
-        lines += ["  " + line for line in _sources(bands[0], grid, "nearest", mask=True)]
+        lines += ["  " + line for line in _sources(bands[0], grid, "nearest", mask=True,
+                                                   composite=True)]
         lines += ["    </VRTRasterBand>", "  </MaskBand>"]
     lines.append("</VRTDataset>")
     out = Path(path)
@@ -113,8 +115,13 @@ def write_vrt(path: str | os.PathLike, grid: PixelGrid, bands: Sequence[Sequence
 
 
 def _sources(sources: Sequence[BandSource], grid: PixelGrid, resampling: str, *,
-             mask: bool = False) -> list[str]:
-    """The VRT source elements placing ``sources`` on ``grid`` (their masks with ``mask``)."""
+             mask: bool = False, composite: bool = False) -> list[str]:
+    """The VRT source elements placing ``sources`` on ``grid`` (their masks with ``mask``).
+
+    A source's nodata pixels never overwrite what an earlier source put there (``NODATA``).
+    ``composite`` (a mosaic of sources without nodata): neither do its masked pixels
+    (alpha, outside a warped footprint): data sources composite through their mask band
+    (``UseMaskBand``), mask sources skip their zeros."""
     lines = []
     for s in sources:
             if not _same_crs(s.grid, grid):
@@ -122,7 +129,8 @@ def _sources(sources: Sequence[BandSource], grid: PixelGrid, resampling: str, *,
                                         "reproject it to theirs first (gdalwarp -t_srs)")
             check_axis_aligned(s.grid, s.path)
             col, row, width, height = _dst_rect(s.grid, grid)
-            kind = "ComplexSource" if s.nodata is not None and not mask else "SimpleSource"
+            with_nodata = s.nodata is not None and not mask
+            kind = "ComplexSource" if composite or with_nodata else "SimpleSource"
             band = f"mask,{s.band}" if mask else str(s.band)
             lines += [f'    <{kind} resampling="{resampling}">',
                       f'      <SourceFilename relativeToVRT="0">{escape(gdal_path(s.path))}'
@@ -132,8 +140,12 @@ def _sources(sources: Sequence[BandSource], grid: PixelGrid, resampling: str, *,
                       f'ySize="{s.grid.height}"/>',
                       f'      <DstRect xOff="{col!r}" yOff="{row!r}" xSize="{width!r}" '
                       f'ySize="{height!r}"/>']
-            if kind == "ComplexSource":
+            if with_nodata:
                 lines.append(f"      <NODATA>{s.nodata!r}</NODATA>")
+            elif mask and composite:
+                lines.append("      <NODATA>0</NODATA>")
+            elif composite:
+                lines.append("      <UseMaskBand>true</UseMaskBand>")
             lines.append(f"    </{kind}>")
     return lines
 
@@ -159,14 +171,75 @@ def union_grid(grids: Sequence[PixelGrid], *, pixel: tuple[float, float] | None 
     return PixelGrid(height, width, Affine(px, 0, left, 0, py, top), grids[0].crs)
 
 
-def mosaic_vrt(paths: Sequence[str], out: str | os.PathLike) -> Path:
+@dataclass(frozen=True, slots=True)
+class Warp:
+    """Where ``--mosaic --crs`` puts every scene: a CRS, a pixel size in its units and the
+    resampling that reads the scenes onto it."""
+
+    crs: str
+    resolution: float
+    resampling: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+
+        try:
+            CRS.from_user_input(self.crs)
+        except (CRSError, ValueError):  # rasterio: "EPSG:nope" is a ValueError
+            raise InvalidInputError(f"--crs {self.crs!r} is not a CRS GDAL knows; give e.g. "
+                                    "EPSG:32618 or a WKT/PROJ string") from None
+        if not self.resolution > 0:
+            raise InvalidInputError(f"--resolution {self.resolution:g} must be a positive "
+                                    "pixel size in the CRS's units")
+        if self.resampling not in RESAMPLINGS:
+            raise InvalidInputError(f"unknown resampling {self.resampling!r}; valid: "
+                                    f"{', '.join(RESAMPLINGS)}")
+
+
+def warped_vrt(path: str, out: str | os.PathLike, warp: Warp) -> Path:
+    """``path`` warped onto ``warp``'s CRS at its pixel size as a VRT at ``out`` (GDAL's
+    warped VRT, read window by window): pixels on multiples of the pixel size (gdalwarp
+    ``-tap``), so scenes warped alike share one grid; an alpha band masks the pixels the
+    scene does not cover or has as nodata (the same for every scene, with or without
+    nodata, so they mosaic)."""
+    import rasterio
+    import rasterio.shutil
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.warp import transform_bounds
+
+    res = warp.resolution
+    with rasterio.open(gdal_path(path)) as src:
+        left, bottom, right, top = transform_bounds(src.crs, warp.crs, *src.bounds,
+                                                    densify_pts=21)
+        x0, y0 = math.floor(left / res) * res, math.ceil(top / res) * res
+        width = max(1, math.ceil((right - x0) / res - 1e-9))
+        height = max(1, math.ceil((y0 - bottom) / res - 1e-9))
+        with WarpedVRT(src, crs=warp.crs, transform=Affine(res, 0, x0, 0, -res, y0),
+                       width=width, height=height, resampling=Resampling[warp.resampling],
+                       add_alpha=True) as vrt:
+            target = Path(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            rasterio.shutil.copy(vrt, str(target), driver="VRT")
+    return target
+
+
+def mosaic_vrt(paths: Sequence[str], out: str | os.PathLike, *,
+               warp: Warp | None = None) -> Path:
     """Write the mosaic of ``paths`` (adjacent scenes in one CRS on one pixel grid) as a VRT
     at ``out``; scenes that differ in CRS, pixel size, grid alignment, bands, pixel type or
-    nodata are refused in one line that names them."""
+    nodata are refused in one line that names them. With ``warp`` every scene is first
+    warped onto its CRS and pixel grid (:func:`warped_vrt`, beside ``out``)."""
     from .scene import read_header
+    from .sources import source_stem
 
     if len(paths) < 2:
         raise InvalidInputError("--mosaic needs two scenes or more")
+    if warp is not None:
+        folder = Path(out).parent / ".warped"
+        paths = [str(warped_vrt(p, folder / f"{i}-{source_stem(p)}.vrt", warp))
+                 for i, p in enumerate(paths)]
     headers = [read_header(p) for p in paths]
     first = headers[0]
     t0 = first.grid.transform
@@ -176,18 +249,19 @@ def mosaic_vrt(paths: Sequence[str], out: str | os.PathLike) -> Path:
         if not _same_crs(h.grid, first.grid):
             raise InvalidInputError(
                 f"--mosaic: {h.path} is in {h.grid.crs}, {first.path} in {first.grid.crs}; "
-                "reproject them to one CRS (gdalwarp -t_srs) or predict them one by one")
+                "warp them to one with --crs CRS --resolution PIXEL_SIZE, or predict them "
+                "one by one")
         if not (math.isclose(t.a, t0.a, rel_tol=1e-9) and math.isclose(t.e, t0.e, rel_tol=1e-9)):
             raise InvalidInputError(
                 f"--mosaic: {h.path} has {abs(t.a):g} x {abs(t.e):g} pixels, {first.path} "
-                f"{abs(t0.a):g} x {abs(t0.e):g}; resample them to one pixel size "
-                "(gdalwarp -tr) or predict them one by one")
+                f"{abs(t0.a):g} x {abs(t0.e):g}; resample them to one with --crs "
+                f"{first.grid.crs} --resolution PIXEL_SIZE, or predict them one by one")
         shift = ((t.c - t0.c) / t0.a, (t.f - t0.f) / t0.e)
         if any(abs(v - round(v)) > 1e-6 for v in shift):
             raise InvalidInputError(
                 f"--mosaic: {h.path} is not on the pixel grid of {first.path} (offset by "
-                f"{shift[0] % 1:.3f}, {shift[1] % 1:.3f} px); align them (gdalwarp -tap) or "
-                "predict them one by one")
+                f"{shift[0] % 1:.3f}, {shift[1] % 1:.3f} px); align them with --crs "
+                f"{first.grid.crs} --resolution {abs(t0.a):g}, or predict them one by one")
         if (h.count, h.dtype, h.nodata, h.alpha_bands) != (first.count, first.dtype,
                                                            first.nodata, first.alpha_bands):
             raise InvalidInputError(
@@ -195,8 +269,9 @@ def mosaic_vrt(paths: Sequence[str], out: str | os.PathLike) -> Path:
                 f"{first.path} {first.count} {first.dtype} (nodata {first.nodata}); mosaic "
                 "scenes of one kind")
     grid = union_grid([h.grid for h in headers])
-    # alpha bands become the mosaic's mask (with the gaps no scene covers)
+    # scenes with nodata: gaps are nodata and a pixel is valid as in each scene (not every
+    # band nodata); without: alpha bands and masks become the mosaic's mask, gaps included
     bands = [[BandSource(h.path, b, h.grid, h.dtype, h.nodata) for h in headers]
              for b in range(1, first.count + 1) if b not in first.alpha_bands]
     return write_vrt(out, grid, bands, dtype=first.dtype, nodata=first.nodata,
-                     resampling="nearest", mask=True)
+                     resampling="nearest", mask=first.nodata is None)

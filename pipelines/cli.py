@@ -25,6 +25,7 @@ from .errors import debug_wanted, one_line_errors
 
 if TYPE_CHECKING:
     from geoseg.config import PredictOptions
+    from geoseg.vrt import Warp
     from pipelines.session import BatchResult
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -170,13 +171,23 @@ def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
               help="Predict the scenes as one: adjacent scenes in one CRS on one pixel grid "
                    "become OUT/mosaic.vrt, predicted into OUT/mosaic/ with no seam at their "
                    "borders.")
+@click.option("--crs", "mosaic_crs", metavar="CRS",
+              help="With --mosaic: warp every scene to this CRS (e.g. EPSG:32618) on one "
+                   "pixel grid first, on the fly (GDAL warped VRTs); needs --resolution.")
+@click.option("--resolution", type=float, metavar="PIXEL_SIZE",
+              help="With --crs: the mosaic's pixel size in the CRS's units.")
+@click.option("--warp-resampling", type=click.Choice(["nearest", "bilinear", "cubic",
+                                                      "average"]),
+              default="bilinear", show_default=True,
+              help="With --crs: how the scenes are read onto the mosaic's grid.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Also show library logs and warnings on stderr (always in OUT/geoseg.log).")
 @one_line_errors
 def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
             scheduler: str | None, cluster_profile: str | None, workers: int | None,
             dry_run: bool, summary_path: str | Path | None, dashboard: str | None,
-            runner: str, assets: str | None, mosaic: bool, verbose: bool,
+            runner: str, assets: str | None, mosaic: bool, mosaic_crs: str | None,
+            resolution: float | None, warp_resampling: str, verbose: bool,
             **overrides: Any) -> None:
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
@@ -187,6 +198,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     from pipelines.session import choose_runner, predict_batch
 
     options = resolve_options(config, **overrides)
+    warp = mosaic_warp(mosaic, mosaic_crs, resolution, warp_resampling)
     choice = choose_cluster(scheduler=scheduler, cluster=cluster_profile, workers=workers,
                             dashboard=dashboard)
     paths = expand_inputs(scenes)
@@ -196,7 +208,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     meta = read_meta(model)  # a bad model file fails here, before any cluster starts
     sha = file_sha256(model)
     paths = virtual_scenes(paths, Path(out), band_names=meta.bands, assets=assets,
-                           mosaic=mosaic, dry_run=dry_run)
+                           mosaic=mosaic, warp=warp, dry_run=dry_run)
     if dry_run:
         from pipelines.run import dry_run_table  # dask: only where a cluster is described
 
@@ -218,10 +230,33 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     report_batch(result)
 
 
+def mosaic_warp(mosaic: bool, crs: str | None, resolution: float | None,
+                resampling: str) -> Warp | None:
+    """``--crs``/``--resolution`` as a checked :class:`~geoseg.vrt.Warp` (None without
+    them); a usage error (exit 2) where one lacks the other or --mosaic."""
+    from geoseg.errors import GeosegError
+    from geoseg.vrt import Warp
+
+    if crs is None and resolution is None:
+        return None
+    if not mosaic:
+        raise click.UsageError("--crs and --resolution warp the scenes of a --mosaic; add "
+                               "--mosaic (a single scene is predicted on its own grid)")
+    if crs is None or resolution is None:
+        raise click.UsageError("--crs and --resolution go together: the CRS to warp the "
+                               "scenes to and its pixel size")
+    try:
+        return Warp(crs, resolution, resampling)
+    except GeosegError as err:
+        raise click.UsageError(str(err)) from None
+
+
 def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],
-                   assets: str | None, mosaic: bool, dry_run: bool) -> list[str]:
+                   assets: str | None, mosaic: bool, dry_run: bool,
+                   warp: Warp | None = None) -> list[str]:
     """STAC documents -> one VRT scene per item (OUT/.stac/); with ``mosaic``, every scene
-    -> one VRT (OUT/mosaic.vrt). A dry run writes them in a temporary folder."""
+    -> one VRT (OUT/mosaic.vrt; warped onto ``warp``'s grid first when given). A dry run
+    writes them in a temporary folder."""
     from geoseg.stac import expand_stac, is_stac
     from geoseg.vrt import mosaic_vrt
     from geoseg.writers import prepare_folder
@@ -236,7 +271,7 @@ def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],
     keys = [k.strip() for k in assets.split(",")] if assets else None
     paths = expand_stac(paths, band_names, out / ".stac", assets=keys)
     if mosaic:
-        paths = [str(mosaic_vrt(paths, out / "mosaic.vrt"))]
+        paths = [str(mosaic_vrt(paths, out / "mosaic.vrt", warp=warp))]
     return paths
 
 

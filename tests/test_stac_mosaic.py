@@ -41,14 +41,15 @@ def classes(path):
 
 # --- mosaics -----------------------------------------------------------------------------
 
-def pieces(tmp_path, pixels, cuts):
+def pieces(tmp_path, pixels, cuts, nodata=None):
     """Adjacent pieces of ``pixels`` (rows, cols split at ``cuts``), each its own file."""
     (r, c) = cuts
     out = []
     for i, (r0, r1) in enumerate(((0, r), (r, pixels.shape[1]))):
         for j, (c0, c1) in enumerate(((0, c), (c, pixels.shape[2]))):
             out.append(write_raster(tmp_path / f"piece{i}{j}.tif", pixels[:, r0:r1, c0:c1],
-                                    transform=ORIGIN * Affine.translation(c0, r0)))
+                                    transform=ORIGIN * Affine.translation(c0, r0),
+                                    nodata=nodata))
     return out
 
 
@@ -76,6 +77,23 @@ def test_a_mosaic_predicts_like_the_whole_scene_and_pieces_do_not(tmp_path,
     assert (tmp_path / "b" / "items.json").is_file()
 
 
+def test_a_mosaic_of_scenes_with_nodata_keeps_their_validity(tmp_path, tiny_model_file):
+    """Pieces with nodata 0 (a nodata corner, and pixels where one band alone is 0, as on
+    Landsat's edges): the mosaic reads every pixel, valid or not, as the whole file does."""
+    pixels = smooth_noise((150, 170), seed=4)
+    pixels[:, :30, :40] = 0
+    pixels[0, 60:90, 50:120] = 0  # one band 0: still valid
+    whole = write_raster(tmp_path / "whole.tif", pixels, transform=ORIGIN, nodata=0)
+    parts = pieces(tmp_path, pixels, (71, 83), nodata=0)
+    assert run("predict", whole, "-m", tiny_model_file, "-o", tmp_path / "a").exit_code == 0
+    assert run("predict", *parts, "-m", tiny_model_file, "-o", tmp_path / "b",
+               "--mosaic").exit_code == 0
+    expected, _, _ = classes(tmp_path / "a" / "whole" / "classes.tif")
+    mosaic, _, _ = classes(tmp_path / "b" / "mosaic" / "classes.tif")
+    assert (expected == 255).sum() == 30 * 40
+    assert np.array_equal(mosaic, expected)
+
+
 def test_gaps_between_mosaic_pieces_are_nodata(tmp_path, tiny_model_file):
     pixels = smooth_noise((128, 128), seed=3)
     a = write_raster(tmp_path / "a.tif", pixels[:, :64, :64], transform=ORIGIN)
@@ -90,9 +108,9 @@ def test_gaps_between_mosaic_pieces_are_nodata(tmp_path, tiny_model_file):
 
 
 @pytest.mark.parametrize("second, message", [
-    (dict(crs="EPSG:32634"), "is in EPSG:32634"),
-    (dict(transform=ORIGIN * Affine.translation(64.5, 0)), "not on the pixel grid"),
-    (dict(transform=Affine(2.0, 0, 500064, 0, -2.0, 5000000)), "resample them to one pixel"),
+    (dict(crs="EPSG:32634"), "is in EPSG:32634.*warp them to one with --crs"),
+    (dict(transform=ORIGIN * Affine.translation(64.5, 0)), "not on the pixel grid.*--resolution 1,"),
+    (dict(transform=Affine(2.0, 0, 500064, 0, -2.0, 5000000)), "resample them to one with --crs EPSG:32633"),
 ])
 def test_scenes_that_do_not_share_a_grid_are_refused(tmp_path, second, message):
     pixels = smooth_noise((64, 64), seed=1)
@@ -102,6 +120,63 @@ def test_scenes_that_do_not_share_a_grid_are_refused(tmp_path, second, message):
     b = write_raster(tmp_path / "b.tif", pixels, **kwargs)
     with pytest.raises(InvalidInputError, match=message):
         mosaic_vrt([str(a), str(b)], tmp_path / "m.vrt")
+
+
+def test_scenes_in_other_crss_are_warped_onto_one_grid_with_crs(tmp_path, tiny_model_file):
+    """The right half of a scene delivered in Web Mercator: refused as it is; with --crs
+    EPSG:32633 --resolution 1 both halves are read (warped on the fly) onto one 1 m grid
+    and predicted as one scene, with no gap between them."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    pixels = smooth_noise((160, 192), seed=7)
+    whole = write_raster(tmp_path / "whole.tif", pixels, transform=ORIGIN)
+    left = write_raster(tmp_path / "left.tif", pixels[:, :, :96], transform=ORIGIN)
+    right_utm = ORIGIN * Affine.translation(96, 0)
+    bounds = (right_utm.c, right_utm.f - 160, right_utm.c + 96, right_utm.f)
+    transform, width, height = calculate_default_transform("EPSG:32633", "EPSG:3857", 96, 160,
+                                                           *bounds)
+    merc = np.zeros((3, height, width), np.uint8)
+    reproject(pixels[:, :, 96:], merc, src_transform=right_utm, src_crs="EPSG:32633",
+              dst_transform=transform, dst_crs="EPSG:3857", resampling=Resampling.bilinear,
+              dst_nodata=0)
+    right = write_raster(tmp_path / "right.tif", merc, transform=transform, crs="EPSG:3857",
+                         nodata=0)
+    refused = run("predict", left, right, "-m", tiny_model_file, "-o", tmp_path / "no",
+                  "--mosaic")
+    assert refused.exit_code == 1 and "--crs CRS --resolution PIXEL_SIZE" in refused.output
+    assert run("predict", whole, "-m", tiny_model_file, "-o", tmp_path / "a").exit_code == 0
+    result = run("predict", left, right, "-m", tiny_model_file, "-o", tmp_path / "b",
+                 "--mosaic", "--crs", "EPSG:32633", "--resolution", "1")
+    assert result.exit_code == 0, result.output
+    expected, _, _ = classes(tmp_path / "a" / "whole" / "classes.tif")
+    mosaic, m_transform, m_crs = classes(tmp_path / "b" / "mosaic" / "classes.tif")
+    assert m_crs == "EPSG:32633" and (m_transform.a, m_transform.e) == (1.0, -1.0)
+    col, row = ~m_transform * (ORIGIN.c, ORIGIN.f)
+    assert (col, row) == (round(col), round(row)) and col == 0  # on the same 1 m grid
+    # the whole scene's pixels within the mosaic (the warped half may reach a pixel further)
+    mosaic = mosaic[round(row):round(row) + 160, :192]
+    assert (mosaic[2:158, :190] != 255).all()  # no gap where the halves meet
+    # the scenes' pixels as the mosaic reads them: the left half exactly (its grid is the
+    # mosaic's), the right half within a few values after two bilinear warps
+    with rasterio.open(tmp_path / "b" / "mosaic.vrt") as ds:
+        read = ds.read(window=((round(row), round(row) + 160), (0, 192))).astype(int)
+    assert np.array_equal(read[:, :, :96], pixels[:, :, :96])
+    assert np.abs(read[:, 2:158, 98:190] - pixels[:, 2:158, 98:190]).mean() < 8
+    # the tile grid starts a row higher than the whole scene's: classes agree, not exactly
+    assert (mosaic[2:158, :190] == expected[2:158, :190]).mean() > 0.9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--crs", "EPSG:32633", "--resolution", "1"], "add --mosaic"),
+    (["--mosaic", "--crs", "EPSG:32633"], "go together"),
+    (["--mosaic", "--crs", "EPSG:nope", "--resolution", "1"], "not a CRS GDAL knows"),
+    (["--mosaic", "--crs", "EPSG:32633", "--resolution", "0"], "positive pixel size"),
+])
+def test_bad_warp_options_are_usage_errors(tmp_path, tiny_model_file, args, message):
+    a = write_raster(tmp_path / "a.tif", smooth_noise((32, 32)), transform=ORIGIN)
+    result = run("predict", a, a, "-m", tiny_model_file, "-o", tmp_path / "out", *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "out").exists()
 
 
 # --- bands by description ----------------------------------------------------------------
