@@ -81,7 +81,8 @@ def main() -> None:
             zone = valid & (near < px)
             row[f"differ within {px} px"] = f"{100 * (result != whole)[zone].mean():.2f}%"
         row["differ anywhere"] = f"{100 * (result != whole)[valid].mean():.2f}%"
-        row["predict s"] = f"{seconds[name]:.1f} ({seconds[name] / seconds['whole file']:.2f}x whole)"
+        ratio = seconds[name] / seconds["whole file"]
+        row["predict s"] = f"{seconds[name]:.1f} ({ratio:.2f}x whole)"
         rows.append(row)
     text = ("Four adjacent pieces of RGB.byte.tif against predicting the whole file (valid "
             "pixels whose class differs)\n\n" + table(rows, list(rows[0])) + "\n")

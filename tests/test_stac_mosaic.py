@@ -109,8 +109,10 @@ def test_gaps_between_mosaic_pieces_are_nodata(tmp_path, tiny_model_file):
 
 @pytest.mark.parametrize("second, message", [
     (dict(crs="EPSG:32634"), "is in EPSG:32634.*warp them to one with --crs"),
-    (dict(transform=ORIGIN * Affine.translation(64.5, 0)), "not on the pixel grid.*--resolution 1,"),
-    (dict(transform=Affine(2.0, 0, 500064, 0, -2.0, 5000000)), "resample them to one with --crs EPSG:32633"),
+    (dict(transform=ORIGIN * Affine.translation(64.5, 0)),
+     "not on the pixel grid.*--resolution 1,"),
+    (dict(transform=Affine(2.0, 0, 500064, 0, -2.0, 5000000)),
+     "resample them to one with --crs EPSG:32633"),
 ])
 def test_scenes_that_do_not_share_a_grid_are_refused(tmp_path, second, message):
     pixels = smooth_noise((64, 64), seed=1)
