@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import RESULTS, ROOT, SHARED, WORK, geoseg_seconds, require, table
+from benchmarks.common import ROOT, SHARED, WORK, geoseg_seconds, publish, require
 
 MODEL = ROOT / "models" / "buildings-massachusetts.safetensors"
 SCENE = SHARED / "rasterio" / "RGB.byte.tif"
@@ -84,11 +84,8 @@ def main() -> None:
         ratio = seconds[name] / seconds["whole file"]
         row["predict s"] = f"{seconds[name]:.1f} ({ratio:.2f}x whole)"
         rows.append(row)
-    text = ("Four adjacent pieces of RGB.byte.tif against predicting the whole file (valid "
-            "pixels whose class differs)\n\n" + table(rows, list(rows[0])) + "\n")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "mosaic.md").write_text(text)
-    print(text)
+    publish("mosaic", "Four adjacent pieces of RGB.byte.tif against predicting the whole "
+            "file (valid pixels whose class differs)", rows)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, ROOT, SHARED, WORK, require, table
+from benchmarks.common import ROOT, SHARED, WORK, publish, require
 
 MODEL = ROOT / "models" / "buildings-massachusetts.safetensors"
 NB_TRUTH = ["--attribute", "Niveau_2", "--map", "Building=building",
@@ -89,12 +89,9 @@ def main() -> None:
             row[label] = f"{iou:.3f} ({seconds:.1f} s, {seconds / base:.2f}x)"
         rows.append(row)
         print(json.dumps(row), flush=True)
-    text = ("Building IoU of the shipped 1 m model (`geoseg predict --tta none` + `geoseg "
-            "evaluate`; in brackets the predict process's wall time and its ratio to the "
-            "first column)\n\n" + table(rows, list(rows[0])) + "\n")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "resample.md").write_text(text)
-    print(text)
+    publish("resample", "Building IoU of the shipped 1 m model (`geoseg predict --tta none` "
+            "+ `geoseg evaluate`; in brackets the predict process's wall time and its ratio "
+            "to the first column)", rows)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,14 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def publish(name: str, heading: str, rows: list[dict]) -> None:
+    """Print ``heading`` and a table of ``rows`` and keep them in results/``name``.md."""
+    text = f"{heading}\n\n{table(rows, list(rows[0]))}\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+
+
 def geoseg_seconds(tree: Path, *args: str) -> float:
     """Wall seconds of one ``geoseg ARGS`` process of the geoseg checkout at ``tree`` (its
     ``pipelines.cli:main``, the console script's entry point), start-up included; exits
