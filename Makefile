@@ -14,10 +14,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch/torchvision pinned first: the versions this machine kind has on disk.
-$(STAMP): pyproject.toml | $(BIN)/python
+# Strict editable mode: the packages are links under build/, on sys.path like an installed
+# package (a folder named geoseg in the working directory cannot shadow them as a namespace
+# package), and only geoseg and geoseg_pipelines are importable, never the repo's root.
+# New modules need a reinstall: the stamp depends on the package folders (a file added or
+# removed changes the folder's time). setuptools' notice that strict mode is on is not shown.
+$(STAMP): pyproject.toml geoseg geoseg/model pipelines | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install --quiet -e ".[dev,slurm]"
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(BIN)/pip install --quiet --config-settings editable_mode=strict -e ".[dev,slurm]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -70,7 +70,7 @@ def time_workers(scenes, model, out: Path, *, workers: int, options, repeat: int
     """Best wall time of the batch on a warm local cluster of ``workers`` processes."""
     from distributed import Client, LocalCluster
 
-    from pipelines.run import run_batch
+    from geoseg_pipelines.run import run_batch
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
@@ -87,7 +87,7 @@ def time_workers(scenes, model, out: Path, *, workers: int, options, repeat: int
 
 def time_cli(scenes, model, out: Path, *, workers: int) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "predict", *map(str, scenes),
+    subprocess.run([sys.executable, "-m", "geoseg_pipelines.cli", "predict", *map(str, scenes),
                     "-m", str(model), "-o", str(out), "--workers", str(workers),
                     "--threads", "1", "--overwrite"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

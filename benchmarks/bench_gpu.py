@@ -109,7 +109,7 @@ def model_only(model: Path, device: str, batch: int, tiles: int, bands: int) -> 
 def end_to_end(scene: Path, model: Path, device: str, batch: int, out: Path) -> dict:
     """`geoseg predict` as a process, its wall seconds and the GPU's utilization."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-c", "from pipelines.cli import main; main()", "predict",
+    cmd = [sys.executable, "-c", "from geoseg_pipelines.cli import main; main()", "predict",
            str(scene), "-m", str(model), "-o", str(out), "--device", device, "--tta",
            "none", "--batch-size", str(batch)]
     with GpuSampler() as gpu:

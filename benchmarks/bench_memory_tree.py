@@ -55,7 +55,7 @@ def run(scene: Path, model: Path, *, stop_after_first: float | None = None) -> d
 
     out = WORK / "memory-out"
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-c", "from pipelines.cli import main; main()", "predict",
+    command = [sys.executable, "-c", "from geoseg_pipelines.cli import main; main()", "predict",
                str(scene), "-m", str(model), "-o", str(out), "--tta", "none"]
     start = time.perf_counter()
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,

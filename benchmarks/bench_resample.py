@@ -43,7 +43,7 @@ CASES = [
 
 def geoseg(*args: object) -> float:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", "from pipelines.cli import main; main()",
+    proc = subprocess.run([sys.executable, "-c", "from geoseg_pipelines.cli import main; main()",
                            *map(str, args)], capture_output=True, text=True, cwd=ROOT)
     took = time.perf_counter() - start
     if proc.returncode != 0:

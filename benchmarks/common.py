@@ -90,7 +90,8 @@ def publish(name: str, heading: str, rows: list[dict]) -> None:
 
 def geoseg_seconds(tree: Path, *args: str) -> float:
     """Wall seconds of one ``geoseg ARGS`` process of the geoseg checkout at ``tree`` (its
-    ``pipelines.cli:main``, the console script's entry point), start-up included; exits
+    ``pipelines/cli.py:main``, the console script's entry point, imported from the tree as
+    ``pipelines``: its modules import each other relatively), start-up included; exits
     with the command's stderr when it fails."""
     import os
     import time

@@ -19,14 +19,14 @@ from geoseg.model.devices import DEVICES, PRECISIONS, check_device
 from geoseg.model.tta import TTA_MODES
 from geoseg.names import SUMMARY
 from geoseg.stitch import WEIGHT_WINDOWS
-from pipelines.cluster import RUNNERS
+from .cluster import RUNNERS
 
 from .errors import debug_wanted, one_line_errors
 
 if TYPE_CHECKING:
     from geoseg.config import PredictOptions
     from geoseg.vrt import Warp
-    from pipelines.session import BatchResult
+    from .session import BatchResult
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -193,9 +193,9 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
     from geoseg.model.meta import file_sha256, read_meta
     from geoseg.writers import prepare_folder
-    from pipelines.cluster import choose_cluster, describe
-    from pipelines.inputs import expand_inputs
-    from pipelines.session import choose_runner, predict_batch
+    from .cluster import choose_cluster, describe
+    from .inputs import expand_inputs
+    from .session import choose_runner, predict_batch
 
     options = resolve_options(config, **overrides)
     warp = mosaic_warp(mosaic, mosaic_crs, resolution, warp_resampling)
@@ -210,7 +210,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     paths = virtual_scenes(paths, Path(out), band_names=meta.bands, assets=assets,
                            mosaic=mosaic, warp=warp, dry_run=dry_run)
     if dry_run:
-        from pipelines.run import dry_run_table  # dask: only where a cluster is described
+        from .run import dry_run_table  # dask: only where a cluster is described
 
         click.echo(describe(choice))
         click.echo(dry_run_table(paths, out, model=model, options=options, model_sha256=sha))
@@ -278,7 +278,7 @@ def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],
 def report_batch(result: BatchResult) -> None:
     """The table, the summary's place and the closing line; exit 130 (Ctrl-C) or 1 (a scene
     failed) as the batch ended."""
-    from pipelines.report import format_table
+    from .report import format_table
 
     click.echo(format_table(result.outcomes))
     if result.summary_error is None:

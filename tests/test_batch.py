@@ -17,9 +17,9 @@ from geoseg.classes import make_classes
 from geoseg.config import PredictOptions
 from geoseg.model import create_bundle, save_bundle
 from geoseg.flow import predict_scene
-from pipelines import tasks
-from pipelines.run import run_batch
-from pipelines.manifest import read_manifest
+from geoseg_pipelines import tasks
+from geoseg_pipelines.run import run_batch
+from geoseg_pipelines.manifest import read_manifest
 
 RASTERS = ("classes.tif", "probabilities.tif")
 
@@ -160,8 +160,8 @@ def test_vectorize_polygonizes_in_finish_on_the_prediction_block_grid(data, tmp_
     from dataclasses import replace
 
     from geoseg.model import file_sha256, read_meta
-    from pipelines.graph import submit_scene
-    from pipelines.resume import plan_scenes
+    from geoseg_pipelines.graph import submit_scene
+    from geoseg_pipelines.resume import plan_scenes
 
     root, model, scenes, options = data
     options = replace(options, block_size=64)
@@ -200,7 +200,7 @@ def test_vectorize_polygonizes_in_finish_on_the_prediction_block_grid(data, tmp_
 def test_auto_device_is_resolved_once_for_the_whole_cluster(client):
     import torch
 
-    from pipelines.run import resolve_cluster_device
+    from geoseg_pipelines.run import resolve_cluster_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_cluster_device(client, "auto") == expected
@@ -208,8 +208,8 @@ def test_auto_device_is_resolved_once_for_the_whole_cluster(client):
 
 
 def test_manifests_from_before_a_new_option_still_count_as_complete(tmp_path):
-    from pipelines.manifest import manifest_path, write_json
-    from pipelines.resume import scene_state
+    from geoseg_pipelines.manifest import manifest_path, write_json
+    from geoseg_pipelines.resume import scene_state
 
     identity = PredictOptions().identity()
     older = {k: v for k, v in identity.items() if k != "tta"}

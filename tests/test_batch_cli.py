@@ -19,8 +19,8 @@ from geoseg.classes import make_classes
 from geoseg.config import PredictOptions
 from geoseg.model import create_bundle, save_bundle
 from geoseg.flow import predict_scene
-from pipelines.inputs import expand_inputs
-from pipelines.cli import cli
+from geoseg_pipelines.inputs import expand_inputs
+from geoseg_pipelines.cli import cli
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_killed_client_then_rerun_skips_complete_and_finishes_the_rest(tmp_path,
     scenes = [write_raster(tmp_path / f"s{i}.tif", smooth_noise(size, seed=i))
               for i, size in enumerate(sizes)]
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "pipelines.cli", "predict", *map(str, scenes), "-m",
+    args = [sys.executable, "-m", "geoseg_pipelines.cli", "predict", *map(str, scenes), "-m",
             str(model), "-o", str(out), "--workers", "1", "--block-size", "32",
             "--batch-size", "1"]
     process = subprocess.Popen(args, cwd=REPO, start_new_session=True,

@@ -12,7 +12,7 @@ from affine import Affine
 from click.testing import CliRunner
 
 from conftest import smooth_noise, write_raster
-from pipelines.cli import cli
+from geoseg_pipelines.cli import cli
 
 
 def run(*args):

@@ -8,7 +8,7 @@ import yaml
 
 from conftest import REPO
 from geoseg.errors import ConfigError
-from pipelines.cluster import choose_cluster, describe, slurm_job_script
+from geoseg_pipelines.cluster import choose_cluster, describe, slurm_job_script
 
 SLURM = REPO / "configs" / "cluster" / "slurm.yaml"
 
@@ -78,7 +78,7 @@ def test_slurm_dry_run_shows_the_job_script(tmp_path):
     from conftest import smooth_noise, write_raster
     from geoseg.classes import make_classes
     from geoseg.model import create_bundle, save_bundle
-    from pipelines.cli import cli
+    from geoseg_pipelines.cli import cli
 
     model = tmp_path / "m.safetensors"
     save_bundle(create_bundle(arch="pixelwise", encoder="-", classes=make_classes(("a", "b")),

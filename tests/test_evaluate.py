@@ -14,7 +14,7 @@ from shapely.geometry import box
 from geoseg.classes import CLASSES_TAG, NODATA_CLASS, classes_to_json, make_classes
 from geoseg.evaluate import (confusion_matrix, evaluate_prediction, match_objects,
                              pixel_metrics)
-from pipelines.cli_train import evaluate_command
+from geoseg_pipelines.cli_train import evaluate_command
 
 N = NODATA_CLASS
 CLASSES = make_classes(["background", "building", "water"])

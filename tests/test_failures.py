@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO, smooth_noise, write_raster
 
-GEOSEG = [sys.executable, "-c", "from pipelines.cli import main; main()"]
+GEOSEG = [sys.executable, "-c", "from geoseg_pipelines.cli import main; main()"]
 
 
 def geoseg(*args, timeout=240):
@@ -101,7 +101,7 @@ def test_unwritable_out_fails_before_the_cluster_starts(tmp_path, scenes, model)
 def test_the_local_cluster_listens_on_localhost_only():
     import psutil
 
-    from pipelines.cluster import choose_cluster, connect
+    from geoseg_pipelines.cluster import choose_cluster, connect
 
     choice = choose_cluster(workers=1)
     assert choice.options["dashboard_address"].startswith("127.0.0.1:")
@@ -116,7 +116,7 @@ def test_the_local_cluster_listens_on_localhost_only():
 
 def test_dashboard_option_reaches_the_local_cluster_only():
     from geoseg.errors import ConfigError
-    from pipelines.cluster import choose_cluster
+    from geoseg_pipelines.cluster import choose_cluster
 
     assert choose_cluster(dashboard=":9999").options["dashboard_address"] == ":9999"
     assert choose_cluster(dashboard="none").options["dashboard_address"] is None
@@ -127,7 +127,7 @@ def test_dashboard_option_reaches_the_local_cluster_only():
 def test_library_logs_are_restored_after_a_run(tmp_path):
     import logging
 
-    from pipelines.logs import library_logs
+    from geoseg_pipelines.logs import library_logs
 
     before = logging.getLogger("distributed").handlers[:]
     with library_logs(tmp_path / "geoseg.log", verbose=False):
@@ -231,8 +231,8 @@ def test_a_disk_that_fills_while_writing_is_the_same_one_line(tiny_disk, tmp_pat
     from geoseg.config import PredictOptions
     from geoseg.errors import OutputNotWritableError
     from geoseg.model import file_sha256, read_meta
-    from pipelines.resume import plan_scenes
-    from pipelines.tasks import portable_errors
+    from geoseg_pipelines.resume import plan_scenes
+    from geoseg_pipelines.tasks import portable_errors
 
     scene = write_raster(tmp_path / "s.tif", smooth_noise((300, 300)))
     job = plan_scenes([scene], tiny_disk / "out", model_path=model, meta=read_meta(model),
@@ -395,8 +395,8 @@ def test_small_batches_run_in_process_with_the_same_bytes_as_on_dask(tmp_path, s
 
 def test_runner_choice():
     from geoseg.errors import ConfigError
-    from pipelines.cluster import choose_cluster
-    from pipelines.session import choose_runner
+    from geoseg_pipelines.cluster import choose_cluster
+    from geoseg_pipelines.session import choose_runner
 
     local = choose_cluster()
     assert choose_runner("auto", local, [], cluster_asked=False) == "local"
@@ -412,9 +412,9 @@ def test_a_batch_larger_than_one_machine_run_goes_to_a_local_cluster(tmp_path):
     GeoTIFF of 16384 x 16385 pixels, headers only) goes to Dask, whose part files resume."""
     import rasterio
 
-    from pipelines.cluster import choose_cluster
-    from pipelines.local import LOCAL_MAX_PIXELS
-    from pipelines.session import choose_runner
+    from geoseg_pipelines.cluster import choose_cluster
+    from geoseg_pipelines.local import LOCAL_MAX_PIXELS
+    from geoseg_pipelines.session import choose_runner
 
     def sparse(name, height):
         path = tmp_path / name

@@ -23,9 +23,9 @@ from geoseg.grid import PixelGrid
 from geoseg.model import read_meta
 from geoseg.model.meta import BundleMeta
 from geoseg.scene import open_scene
-from pipelines.cli import cli
+from geoseg_pipelines.cli import cli
 
-GEOSEG = [sys.executable, "-c", "from pipelines.cli import main; main()"]
+GEOSEG = [sys.executable, "-c", "from geoseg_pipelines.cli import main; main()"]
 
 
 def grid(crs, size, *, origin=(500000.0, 5000000.0), shape=(64, 64)):

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO
 
-GEOSEG = [sys.executable, "-c", "from pipelines.cli import main; main()"]
+GEOSEG = [sys.executable, "-c", "from geoseg_pipelines.cli import main; main()"]
 DEMO = REPO / "data" / "demo" / "23429155_15_uint8_clipped.tif"
 FINAL = {"classes.tif", "probabilities.tif", "polygons.gpkg", "manifest.json"}
 

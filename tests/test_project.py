@@ -57,7 +57,8 @@ def _all_imports(path) -> set[str]:
 
 def test_the_library_never_imports_dask_or_pipelines():
     for path in sorted((REPO / "geoseg").rglob("*.py")):
-        assert not _all_imports(path) & {"dask", "distributed", "dask_jobqueue", "pipelines"}, path
+        assert not _all_imports(path) & {"dask", "distributed", "dask_jobqueue", "pipelines",
+                                         "geoseg_pipelines"}, path
 
 
 def test_only_model_and_train_import_torch_at_module_level():
@@ -132,7 +133,7 @@ def test_option_names_come_from_the_registries():
     from geoseg.model.devices import check_device
     from geoseg.model.tta import TTA, TTA_MODES
     from geoseg.stitch import WEIGHT_WINDOWS
-    from pipelines.cli import cli
+    from geoseg_pipelines.cli import cli
 
     params = {p.name: p for p in cli.commands["predict"].params}
     assert list(params["stitch"].type.choices) == list(WEIGHT_WINDOWS)
@@ -161,7 +162,8 @@ def test_every_output_and_part_name_comes_from_one_module():
 def test_the_batch_client_never_imports_torch():
     """A batch's client plans scenes from the bundle's metadata; only workers load torch
     (its import alone is hundreds of MB of the client's memory)."""
-    code = ("import sys, pipelines.cli, pipelines.run, pipelines.resume, pipelines.graph, "
+    code = ("import sys, geoseg_pipelines.cli, geoseg_pipelines.run, "
+            "geoseg_pipelines.resume, geoseg_pipelines.graph, "
             "geoseg.flow, geoseg.model as m; m.read_meta('models/buildings-massachusetts."
             "safetensors'); m.file_sha256('models/buildings-massachusetts.safetensors'); "
             "print(sorted(k for k in ('torch', 'segmentation_models_pytorch') "
@@ -169,3 +171,43 @@ def test_the_batch_client_never_imports_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_pipelines_never_import_themselves_by_a_top_level_name():
+    """pipelines/ installs as geoseg_pipelines; its modules import each other relatively,
+    so no module of it names a top-level `pipelines` another project may own."""
+    for path in sorted((REPO / "pipelines").rglob("*.py")):
+        assert "pipelines" not in _all_imports(path), path
+
+
+def test_an_unrelated_pipelines_package_neither_shadows_nor_is_shadowed(tmp_path):
+    """Another project's top-level `pipelines` first on the path and in the working folder:
+    the geoseg command still runs its own code, and `import pipelines` still gets theirs."""
+    import os
+    from pathlib import Path
+
+    theirs = tmp_path / "pipelines"
+    theirs.mkdir()
+    (theirs / "__init__.py").write_text("MINE = 'theirs'\n")
+    (theirs / "cli.py").write_text("raise SystemExit('their pipelines.cli was imported')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    geoseg = str(Path(sys.executable).with_name("geoseg"))  # the console script
+    info = subprocess.run([geoseg, "info", str(REPO / "models" /
+                                               "buildings-massachusetts.safetensors")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert info.returncode == 0, info.stderr
+    assert "building" in info.stdout
+    mine = subprocess.run([sys.executable, "-c", "import pipelines; print(pipelines.MINE)"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert mine.stdout.strip() == "theirs"
+
+
+def test_geoseg_imports_from_the_folder_that_holds_the_clone(tmp_path):
+    """A clone named `geoseg` in the working folder is a directory without __init__.py:
+    Python must still import the installed package, not that folder as a namespace."""
+    clone = tmp_path / "geoseg"
+    (clone / "docs").mkdir(parents=True)
+    out = subprocess.run([sys.executable, "-c", "import geoseg; print(geoseg.__version__)"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r"\d+\.\d+\.\d+", out.stdout.strip())

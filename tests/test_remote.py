@@ -19,9 +19,9 @@ from geoseg.errors import InvalidInputError
 from geoseg.flow import predict_scene
 from geoseg.names import scene_dir
 from geoseg.sources import gdal_path, is_virtual, source_stem
-from pipelines.inputs import expand_inputs
+from geoseg_pipelines.inputs import expand_inputs
 
-GEOSEG = [sys.executable, "-c", "from pipelines.cli import main; main()"]
+GEOSEG = [sys.executable, "-c", "from geoseg_pipelines.cli import main; main()"]
 
 
 def sha(path: Path) -> str:

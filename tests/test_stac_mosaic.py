@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import smooth_noise, write_raster
 from geoseg.errors import InvalidInputError
 from geoseg.vrt import mosaic_vrt
-from pipelines.cli import cli
+from geoseg_pipelines.cli import cli
 
 pystac = pytest.importorskip("pystac")
 

@@ -16,7 +16,7 @@ from shapely.geometry import box
 
 from geoseg.model import load_bundle
 from geoseg.recipe import load_recipe
-from pipelines.cli_train import train_command
+from geoseg_pipelines.cli_train import train_command
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"

@@ -13,7 +13,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geoseg.classes import make_classes
-from pipelines.cli_vectorize import vectorize
+from geoseg_pipelines.cli_vectorize import vectorize
 from test_vectorize import UTM, blobs, write_classes
 
 
