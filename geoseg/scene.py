@@ -142,7 +142,12 @@ def select_bands(scene: Scene, bands: Iterable[int] | None, *, expected: int,
                                     f"{expected}{label}")
         return bands
     if len(scene.data_bands) != expected:
-        hint = ",".join(str(b) for b in range(1, expected + 1))
+        # the scene's own bands where it has enough, its first repeated where it has fewer
+        # (a 1-band scene into an RGB model: 1,1,1)
+        have = list(scene.data_bands) or [1]
+        picks = have[:expected] if len(have) >= expected else have + [have[0]] * (
+            expected - len(have))
+        hint = ",".join(str(b) for b in picks)
         raise InvalidInputError(f"{scene.path}: has {len(scene.data_bands)} bands; the model "
                                 f"expects {expected}{label}: pass --bands {hint} (or the "
                                 "bands that hold them)")

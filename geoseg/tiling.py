@@ -42,16 +42,16 @@ def check_tiling(*, size: int, overlap: int, multiple: int = OUTPUT_STRIDE) -> N
             f"tile size {size} is not a positive multiple of the network's output stride "
             f"{multiple}: use {_nearest_multiples(max(size, 1), multiple)}"
         )
+    if overlap * 2 > size:  # first: the nearest multiples would be too large as well
+        raise ConfigError(
+            f"overlap {overlap} is more than half the tile size {size}: use at most "
+            f"{size // 2 // multiple * multiple}, or a larger tile"
+        )
     if overlap < 0 or overlap % multiple:
         lower = overlap // multiple * multiple
         raise ConfigError(
             f"overlap {overlap} makes the stride {size - overlap}, not a multiple of "
             f"{multiple}: use overlap {max(lower, 0)} or {max(lower, 0) + multiple}"
-        )
-    if overlap * 2 > size:
-        raise ConfigError(
-            f"overlap {overlap} is more than half the tile size {size}: use at most "
-            f"{size // 2 // multiple * multiple}, or a larger tile"
         )
 
 

@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 
 from affine import Affine
 
-from .errors import InvalidInputError
+from .errors import ConfigError, InvalidInputError
 from .grid import PixelGrid
 from .sources import gdal_path
 
@@ -187,14 +187,14 @@ class Warp:
         try:
             CRS.from_user_input(self.crs)
         except (CRSError, ValueError):  # rasterio: "EPSG:nope" is a ValueError
-            raise InvalidInputError(f"--crs {self.crs!r} is not a CRS GDAL knows; give e.g. "
-                                    "EPSG:32618 or a WKT/PROJ string") from None
+            raise ConfigError(f"--crs {self.crs!r} is not a CRS GDAL knows; give e.g. "
+                              "EPSG:32618 or a WKT/PROJ string") from None
         if not self.resolution > 0:
-            raise InvalidInputError(f"--resolution {self.resolution:g} must be a positive "
-                                    "pixel size in the CRS's units")
+            raise ConfigError(f"--resolution {self.resolution:g} must be a positive pixel "
+                              "size in the CRS's units")
         if self.resampling not in RESAMPLINGS:
-            raise InvalidInputError(f"unknown resampling {self.resampling!r}; valid: "
-                                    f"{', '.join(RESAMPLINGS)}")
+            raise ConfigError(f"unknown resampling {self.resampling!r}; valid: "
+                              f"{', '.join(RESAMPLINGS)}")
 
 
 def warped_vrt(path: str, out: str | os.PathLike, warp: Warp) -> Path:

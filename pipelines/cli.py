@@ -17,7 +17,6 @@ import click
 from geoseg import __version__
 from geoseg.model.devices import DEVICES, PRECISIONS, check_device
 from geoseg.model.tta import TTA_MODES
-from geoseg.names import SUMMARY
 from geoseg.stitch import WEIGHT_WINDOWS
 from .cluster import RUNNERS
 
@@ -191,39 +190,28 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
             **overrides: Any) -> None:
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
-    from geoseg.model.meta import file_sha256, read_meta
-    from geoseg.writers import prepare_folder
-    from .cluster import choose_cluster, describe
-    from .inputs import expand_inputs
-    from .session import choose_runner, predict_batch
+    from .batch import batch_inputs, run_predict
+    from .cluster import describe
 
-    options = resolve_options(config, **overrides)
+    # options, the model and the cluster choice: a ConfigError (exit 2) in a second
     warp = mosaic_warp(mosaic, mosaic_crs, resolution, warp_resampling)
-    choice = choose_cluster(scheduler=scheduler, cluster=cluster_profile, workers=workers,
-                            dashboard=dashboard)
-    paths = expand_inputs(scenes)
-    if not paths:
-        fail(f"no raster found in {', '.join(map(str, scenes))}; give scene files, folders "
-             "that hold .tif files, globs or a .txt list of paths")
-    meta = read_meta(model)  # a bad model file fails here, before any cluster starts
-    sha = file_sha256(model)
-    paths = virtual_scenes(paths, Path(out), band_names=meta.bands, assets=assets,
-                           mosaic=mosaic, warp=warp, dry_run=dry_run)
+    options = resolve_options(config, **overrides)
+    inputs = batch_inputs(scenes, Path(out), model=model, options=options,
+                          scheduler=scheduler, cluster=cluster_profile, workers=workers,
+                          dashboard=dashboard, mosaic=mosaic, warp=warp, dry_run=dry_run,
+                          assets=[k.strip() for k in assets.split(",")] if assets else None)
     if dry_run:
         from .run import dry_run_table  # dask: only where a cluster is described
 
-        click.echo(describe(choice))
-        click.echo(dry_run_table(paths, out, model=model, options=options, model_sha256=sha))
+        click.echo(describe(inputs.choice))
+        click.echo(dry_run_table(inputs.paths, out, model=model, options=options,
+                                 model_sha256=inputs.model_sha256))
         return
-    runner = choose_runner(runner, choice, paths,
-                           cluster_asked=bool(workers or cluster_profile))
-    prepare_folder(Path(out))  # an unwritable OUT fails here: nothing was written
     try:
-        result = predict_batch(choice, paths, Path(out), model=model, model_sha256=sha,
-                               runner=runner,
-                               options=options, summary=Path(summary_path or Path(out) / SUMMARY),
-                               verbose=verbose or debug_wanted(click.get_current_context()),
-                               echo=click.echo)
+        result = run_predict(inputs, Path(out), options=options, runner=runner,
+                             summary=Path(summary_path) if summary_path else None,
+                             verbose=verbose or debug_wanted(click.get_current_context()),
+                             echo=click.echo)
     except KeyboardInterrupt:  # before any scene was submitted: nothing to keep
         click.echo("error: interrupted before any scene started; nothing was kept", err=True)
         sys.exit(130)
@@ -233,46 +221,19 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
 def mosaic_warp(mosaic: bool, crs: str | None, resolution: float | None,
                 resampling: str) -> Warp | None:
     """``--crs``/``--resolution`` as a checked :class:`~geoseg.vrt.Warp` (None without
-    them); a usage error (exit 2) where one lacks the other or --mosaic."""
-    from geoseg.errors import GeosegError
+    them); a ConfigError (exit 2) where one lacks the other or --mosaic."""
+    from geoseg.errors import ConfigError
     from geoseg.vrt import Warp
 
     if crs is None and resolution is None:
         return None
     if not mosaic:
-        raise click.UsageError("--crs and --resolution warp the scenes of a --mosaic; add "
-                               "--mosaic (a single scene is predicted on its own grid)")
+        raise ConfigError("--crs and --resolution warp the scenes of a --mosaic; add "
+                          "--mosaic (a single scene is predicted on its own grid)")
     if crs is None or resolution is None:
-        raise click.UsageError("--crs and --resolution go together: the CRS to warp the "
-                               "scenes to and its pixel size")
-    try:
-        return Warp(crs, resolution, resampling)
-    except GeosegError as err:
-        raise click.UsageError(str(err)) from None
-
-
-def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],
-                   assets: str | None, mosaic: bool, dry_run: bool,
-                   warp: Warp | None = None) -> list[str]:
-    """STAC documents -> one VRT scene per item (OUT/.stac/); with ``mosaic``, every scene
-    -> one VRT (OUT/mosaic.vrt; warped onto ``warp``'s grid first when given). A dry run
-    writes them in a temporary folder."""
-    from geoseg.stac import expand_stac, is_stac
-    from geoseg.vrt import mosaic_vrt
-    from geoseg.writers import prepare_folder
-
-    if not mosaic and not any(is_stac(p) for p in paths):
-        return paths
-    if dry_run:
-        import tempfile
-
-        out = Path(tempfile.mkdtemp(prefix="geoseg-dry-run-"))
-    prepare_folder(out)
-    keys = [k.strip() for k in assets.split(",")] if assets else None
-    paths = expand_stac(paths, band_names, out / ".stac", assets=keys)
-    if mosaic:
-        paths = [str(mosaic_vrt(paths, out / "mosaic.vrt", warp=warp))]
-    return paths
+        raise ConfigError("--crs and --resolution go together: the CRS to warp the scenes "
+                          "to and its pixel size")
+    return Warp(crs, resolution, resampling)
 
 
 def report_batch(result: BatchResult) -> None:

@@ -1,7 +1,9 @@
-"""How every geoseg command reports errors: one line on stderr and exit code 1.
+"""How every geoseg command reports errors: one line on stderr and an exit code.
 
-``GeosegError`` (bad input, bad options, unwritable output) becomes ``error: <message>``; the
-traceback is shown only with ``--debug``, given to the command or to the ``geoseg`` group.
+``GeosegError`` (bad input, bad options, unwritable output) becomes ``error: <message>``:
+exit 2 for a ``ConfigError`` (options the command cannot run with: a usage error, found
+before any work starts), exit 1 for the rest. The traceback is shown only with
+``--debug``, given to the command or to the ``geoseg`` group.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import click
 
-from geoseg.errors import GeosegError
+from geoseg.errors import ConfigError, GeosegError
 
 
 def _debug_wanted(ctx: click.Context, debug: bool) -> bool:
@@ -30,7 +32,8 @@ def debug_wanted(ctx: click.Context) -> bool:
 
 
 def one_line_errors(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Run the command; turn GeosegError into one line and exit 1 unless --debug."""
+    """Run the command; turn GeosegError into one line and exit 2 (ConfigError) or 1
+    unless --debug."""
     @functools.wraps(function)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
@@ -42,6 +45,6 @@ def one_line_errors(function: Callable[..., Any]) -> Callable[..., Any]:
             if _debug_wanted(ctx, debug):
                 raise
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
+            ctx.exit(2 if isinstance(exc, ConfigError) else 1)
 
     return click.option("--debug", is_flag=True, help="Show the traceback of errors.")(wrapper)

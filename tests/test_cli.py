@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +16,8 @@ from click.testing import CliRunner
 
 from conftest import smooth_noise, write_raster
 from geoseg_pipelines.cli import cli
+
+GEOSEG = [sys.executable, "-c", "from geoseg_pipelines.cli import main; main()"]
 
 
 def run(*args):
@@ -27,8 +32,8 @@ def leftovers(folder):
     return [p.name for p in folder.rglob("*") if p.is_file() and p.name.startswith(".")]
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result, *fragments, code=1):
+    assert result.exit_code == code, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert lines, result.stderr
     assert "Traceback" not in result.stderr
@@ -181,7 +186,7 @@ def test_debug_shows_the_traceback(tmp_path, model):
 def test_bad_tile_size_names_the_nearest_valid_ones(tmp_path, model, scene):
     result = run("predict", scene, "--model", model, "--out", tmp_path / "out",
                  "--tile-size", "100")
-    assert_one_line_error(result, "tile size 100", "96 or 128")
+    assert_one_line_error(result, "tile size 100", "96 or 128", code=2)
 
 
 def test_config_file_sets_options_and_the_command_line_wins(tmp_path, model, scene):
@@ -196,7 +201,7 @@ def test_config_file_sets_options_and_the_command_line_wins(tmp_path, model, sce
     config.write_text("predict:\n  stich: center\n")
     result = run("predict", scene, "--model", model, "--out", tmp_path / "out2",
                  "--config", config)
-    assert_one_line_error(result, "unknown option(s) stich", "valid:")
+    assert_one_line_error(result, "unknown option(s) stich", "valid:", code=2)
 
 
 def test_model_create_and_info(tmp_path):
@@ -239,7 +244,7 @@ def test_model_create_from_an_existing_smp_state_dict(tmp_path):
 def test_unknown_architecture_lists_the_valid_ones(tmp_path):
     result = run("model", "create", "--arch", "Unet3000", "--classes", "a,b", "--bands", "3",
                  "--out", tmp_path / "m.safetensors")
-    assert_one_line_error(result, "unknown architecture", "Unet", "FPN")
+    assert_one_line_error(result, "unknown architecture", "Unet", "FPN", code=2)
 
 
 def test_empty_file(tmp_path, model):
@@ -272,10 +277,35 @@ def test_bad_config_values_get_one_line(tmp_path, model, scene, yaml_text, messa
     config.write_text(f"predict:\n  {yaml_text}\n")
     result = run("predict", scene, "--model", model, "--out", tmp_path / "out",
                  "--config", config)
-    assert_one_line_error(result, message)
+    assert_one_line_error(result, message, code=2)
 
 
 def test_a_folder_without_rasters(tmp_path, model):
     (tmp_path / "empty").mkdir()
     result = run("predict", tmp_path / "empty", "--model", model, "--out", tmp_path / "out")
     assert_one_line_error(result, "no raster found")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tile-size", "100"], "tile size 100 is not a positive multiple"),
+    (["--overlap", "300"], "overlap 300 is more than half the tile size 64"),
+    (["--bands", "1,2"], "--bands 1,2 selects 2 bands; the model takes 3"),
+    (["--device", "cuda"], "--device cuda: this machine has no CUDA device"),
+    (["--model", "missing.safetensors"], "--model missing.safetensors: no such file"),
+])
+def test_bad_options_fail_before_any_cluster_starts(tmp_path, model, scene, args, message):
+    """Options the model rules out are one line and exit 2 as the command starts, even with
+    --workers 2 asking for a cluster; nothing is written."""
+    if "--device" in args:
+        from geoseg.model.devices import cuda_present
+
+        if cuda_present():
+            pytest.skip("this machine has a CUDA device")
+    cmd = [*GEOSEG, "predict", str(scene), "-m", str(model), "-o", str(tmp_path / "out"),
+           "--workers", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env={**os.environ, "GEOSEG_SCHEDULER": ""})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert "cluster" not in result.stdout and not (tmp_path / "out").exists()

@@ -241,7 +241,7 @@ def test_truth_nodata_option_overrides_the_tag(nodata_zero_case, tmp_path):
     assert "scored 100.0% of the 400 predicted pixels" in none.stdout
 
     bad = _invoke(pred, "--truth", tagged, "--truth-nodata", "zero")
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # an option the command cannot run with
     lines = bad.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "'zero'" in lines[0]
     assert "none" in lines[0] and "Traceback" not in bad.output

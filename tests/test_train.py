@@ -184,7 +184,7 @@ def test_a_moving_average_that_would_keep_the_random_start_is_refused(tmp_path):
     recipe = make_recipe(tmp_path, make_scene(tmp_path), make_labels(tmp_path), steps=100,
                          ema=0.999)
     code, lines = run_train(recipe)
-    assert_one_error_line(code, lines, "ema 0.999", "90%", "more steps")
+    assert_one_error_line(code, lines, "ema 0.999", "90%", "more steps", exit_code=2)
 
 
 def run_train(recipe) -> tuple[int, list[str]]:
@@ -192,8 +192,8 @@ def run_train(recipe) -> tuple[int, list[str]]:
     return result.exit_code, result.output.strip().splitlines()
 
 
-def assert_one_error_line(code, lines, *fragments):
-    assert code == 1, lines
+def assert_one_error_line(code, lines, *fragments, exit_code=1):
+    assert code == exit_code, lines
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
@@ -234,7 +234,7 @@ def test_scene_bands_differ_from_the_recipe(tmp_path):
 def test_unknown_recipe_field(tmp_path):
     recipe = make_recipe(tmp_path, make_scene(tmp_path), make_labels(tmp_path), epocs=3)
     code, lines = run_train(recipe)
-    assert_one_error_line(code, lines, "epocs")
+    assert_one_error_line(code, lines, "epocs", exit_code=2)
 
 
 MASSACHUSETTS = SHARED / "massachusetts"

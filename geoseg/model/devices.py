@@ -17,6 +17,33 @@ def check_device(device: str) -> str:
     raise ConfigError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}, cuda:N")
 
 
+def cuda_present() -> bool:
+    """Whether this machine can have a CUDA device, without importing torch (seconds) or
+    initializing CUDA: on Linux an NVIDIA device node and the driver library; elsewhere
+    assumed (resolving the device checks for real)."""
+    import ctypes
+    import glob
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return True
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        return False
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def check_device_present(device: str) -> None:
+    """Refuse a CUDA device on a machine without one, in milliseconds (a batch checks this
+    before any cluster starts)."""
+    if str(device).startswith("cuda") and not cuda_present():
+        raise ConfigError(f"--device {device}: this machine has no CUDA device (no NVIDIA "
+                          "driver or device found); use --device cpu or auto")
+
+
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 """The network's compute type (``--precision``). ``auto``: bfloat16 on CUDA (float16 where
 the GPU has no bfloat16) and on CPUs with native bfloat16 (AVX512-BF16 or AMX: 2.3x faster

@@ -1,0 +1,127 @@
+"""A predict batch from what the user gave: inputs expanded into scenes (STAC items and
+mosaics made virtual scenes), options checked against the model before any cluster
+starts, the runner chosen, the batch run. The ``geoseg predict`` command and the Python
+API (:func:`geoseg.predict`) both go through here, so they run the same batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from geoseg.config import PredictOptions
+from geoseg.errors import ConfigError, InputNotFoundError
+from geoseg.names import SUMMARY
+
+from .cluster import ClusterChoice, choose_cluster
+
+if TYPE_CHECKING:
+    from geoseg.model.meta import BundleMeta
+    from geoseg.vrt import Warp
+
+    from .session import BatchResult
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    """The scenes of a batch (files, URLs, virtual scenes) and where it runs."""
+
+    paths: list[str]
+    choice: ClusterChoice
+    model: str
+    model_sha256: str
+    meta: BundleMeta
+    cluster_asked: bool
+
+
+def batch_inputs(scenes: Sequence[str | os.PathLike], out: Path, *, model: str | os.PathLike,
+                 options: PredictOptions, scheduler: str | None = None,
+                 cluster: str | None = None, workers: int | None = None,
+                 dashboard: str | None = None, assets: Sequence[str] | None = None,
+                 mosaic: bool = False, warp: Warp | None = None,
+                 dry_run: bool = False) -> BatchInputs:
+    """Everything decided before a scene runs; options that do not fit the model, a
+    missing model (``ConfigError``) or no scene at all (``InputNotFoundError``) raise here,
+    in a second, before any cluster starts."""
+    from geoseg.model.meta import file_sha256, read_meta
+
+    from .inputs import expand_inputs
+
+    model = os.fspath(model)
+    if not Path(model).is_file():
+        raise ConfigError(f"--model {model}: no such file; give a .safetensors bundle "
+                          "(geoseg model create, geoseg train, or the shipped "
+                          "models/buildings-massachusetts.safetensors)")
+    meta = read_meta(model)
+    check_against_model(options, meta)
+    choice = choose_cluster(scheduler=scheduler, cluster=cluster, workers=workers,
+                            dashboard=dashboard)
+    paths = expand_inputs(scenes)
+    if not paths:
+        raise InputNotFoundError(
+            f"no raster found in {', '.join(map(str, scenes))}; give scene files, folders "
+            "that hold .tif files, globs or a .txt list of paths")
+    paths = virtual_scenes(paths, out, band_names=meta.bands, assets=assets, mosaic=mosaic,
+                           warp=warp, dry_run=dry_run)
+    return BatchInputs(paths, choice, model, file_sha256(model), meta,
+                       cluster_asked=bool(workers or cluster))
+
+
+def check_against_model(options: PredictOptions, meta: BundleMeta) -> None:
+    """The options that can be judged from the model's header alone: tiling, band count,
+    the device (see :func:`geoseg.model.devices.check_device_present`)."""
+    from geoseg.model.devices import check_device_present
+    from geoseg.tiling import check_tiling
+
+    check_tiling(size=options.tile_size or meta.tile_size,
+                 overlap=meta.overlap if options.overlap is None else options.overlap,
+                 multiple=meta.output_stride)
+    if options.bands is not None and len(options.bands) != meta.in_channels:
+        raise ConfigError(f"--bands {','.join(map(str, options.bands))} selects "
+                          f"{len(options.bands)} bands; the model takes {meta.in_channels} "
+                          f"({', '.join(meta.bands)})")
+    check_device_present(options.device)
+
+
+def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],
+                   assets: Sequence[str] | None, mosaic: bool, dry_run: bool,
+                   warp: Warp | None = None) -> list[str]:
+    """STAC documents -> one VRT scene per item (OUT/.stac/); with ``mosaic``, every scene
+    -> one VRT (OUT/mosaic.vrt; warped onto ``warp``'s grid first when given). A dry run
+    writes them in a temporary folder."""
+    from geoseg.stac import expand_stac, is_stac
+    from geoseg.vrt import mosaic_vrt
+    from geoseg.writers import prepare_folder
+
+    if not mosaic and not any(is_stac(p) for p in paths):
+        return paths
+    if dry_run:
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="geoseg-dry-run-"))
+    prepare_folder(out)
+    paths = expand_stac(paths, band_names, out / ".stac",
+                        assets=list(assets) if assets else None)
+    if mosaic:
+        paths = [str(mosaic_vrt(paths, out / "mosaic.vrt", warp=warp))]
+    return paths
+
+
+def run_predict(inputs: BatchInputs, out: Path, *, options: PredictOptions,
+                runner: str = "auto", summary: Path | None = None, verbose: bool = False,
+                echo: Callable[[str], object] = print) -> BatchResult:
+    """Run the batch of ``inputs`` into ``out`` (see :func:`pipelines.session.predict_batch`)
+    and write its summary (``OUT/summary.json`` by default)."""
+    from geoseg.writers import prepare_folder
+
+    from .session import choose_runner, predict_batch
+
+    runner = choose_runner(runner, inputs.choice, inputs.paths,
+                           cluster_asked=inputs.cluster_asked)
+    prepare_folder(out)  # an unwritable OUT fails here: nothing was written
+    return predict_batch(inputs.choice, inputs.paths, out, model=inputs.model,
+                         model_sha256=inputs.model_sha256, runner=runner, options=options,
+                         summary=summary or out / SUMMARY, verbose=verbose, echo=echo)
