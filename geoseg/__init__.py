@@ -1,7 +1,43 @@
 """geoseg: segment satellite and aerial scenes of any size into georeferenced classes.
 
+The Python API (see the README's "Python" section)::
+
+    import geoseg
+    model = geoseg.load_model("models/buildings-massachusetts.safetensors")
+    classes, probabilities = geoseg.predict_array(image, model, transform=t, crs="EPSG:26986")
+    geoseg.predict(["a.tif", "b.tif"], "model.safetensors", "out/", tta="flips")
+    polygons = geoseg.vectorize("out/a/classes.tif")      # a GeoDataFrame
+
 The library is pure functions and small frozen values; it never imports dask (the Dask
-orchestration lives in ``pipelines/``) and imports torch only in ``model.py``/``train.py``.
+orchestration lives in ``pipelines/``, installed as ``geoseg_pipelines``) and imports torch
+only in the model package and ``train.py``. The API's names are imported on first use, so
+``import geoseg`` stays light.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+__all__ = ["BatchFailedError", "GeosegError", "PredictOptions", "__version__", "load_model",
+           "predict", "predict_array", "vectorize"]
+
+_HOMES = {"load_model": "api", "predict": "api", "predict_array": "api", "vectorize": "api",
+          "BatchFailedError": "api", "GeosegError": "errors", "PredictOptions": "config"}
+
+
+def __getattr__(name: str) -> Any:
+    """The API's names, imported from their modules on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'geoseg' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

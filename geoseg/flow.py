@@ -6,7 +6,7 @@ plan on the *same* block grid. :func:`block_steps` lists its block work as data 
 with the blocks whose spills it takes, in row-major order); the steps of every block, in
 dependency order::
 
-    predict(block)                       read block + halo, run its tiles (geoseg.predict)
+    predict(block)                       read block + halo, run its tiles (geoseg.prediction)
     spill_strips(predicted)              the strips it owes later blocks (BlockGrid.spills)
     finish_block(predicted, incoming)    add the strips from BlockGrid.sources(block):
                                          classes (+ probabilities), counts, polygon pieces
@@ -39,13 +39,13 @@ from .classes import NODATA_CLASS, ClassInfo
 from .config import PredictOptions
 from .names import SceneOutputs, scene_dir
 from .polygonize import polygonize_classes
-from .predict import Plan, PredictedBlock, make_plan, predict_block, read_block
+from .prediction import Plan, PredictedBlock, make_plan, predict_block, read_block
 from .report import BlockDone, Tally, scene_report
 from .scene import Scene, gdal_env, open_raster, open_scene
 from .seams import BlockResult
 from .stitch import finish, spills
 from .tiling import Block
-from .vectorize import VectorizePlan, VectorSink, make_vector_plan
+from .vectorization import VectorizePlan, VectorSink, make_vector_plan
 from .writers import RasterOutput, class_output, prepare_output, probability_output
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""``geoseg vectorize``: a thin shell over :func:`geoseg.vectorize.vectorize_raster`."""
+"""``geoseg vectorize``: a thin shell over :func:`geoseg.vectorization.vectorize_raster`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from geoseg.vectorize import vectorize_raster
+from geoseg.vectorization import vectorize_raster
 
 from .errors import one_line_errors
 

@@ -24,7 +24,7 @@ from geoseg.report import BlockDone
 from geoseg.scene import gdal_env, open_raster
 
 if TYPE_CHECKING:
-    from geoseg.predict import PredictedBlock
+    from geoseg.prediction import PredictedBlock
 
 
 _T = TypeVar("_T", bound=Callable[..., Any])
@@ -98,8 +98,8 @@ class SceneJob:
 
 @portable_errors
 def predict_task(job: SceneJob, row: int, col: int) -> PredictedBlock:
-    """Read block ``(row, col)`` with its halo and run its tiles (``geoseg.predict``)."""
-    from geoseg.predict import predict_block, read_block
+    """Read block ``(row, col)`` with its halo and run its tiles (``geoseg.prediction``)."""
+    from geoseg.prediction import predict_block, read_block
 
     from .worker import model_cache
 

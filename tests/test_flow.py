@@ -82,7 +82,7 @@ def test_vectorize_in_predict_never_reads_the_class_raster_back(tmp_path, make_b
     """Polygons come from the blocks prediction finished: classes.tif and
     probabilities.tif are written, never opened for reading; the polygons equal
     `geoseg vectorize` of the published class raster."""
-    from geoseg.vectorize import vectorize_raster
+    from geoseg.vectorization import vectorize_raster
 
     scene = write_raster(tmp_path / "s.tif", smooth_noise((150, 130), seed=4))
     opened = []
@@ -126,7 +126,7 @@ def test_vector_file_bytes_do_not_depend_on_the_block_grid(tmp_path, monkeypatch
     """Features reach the GeoPackage in batches of a fixed size, so the file's bytes, not
     only its features, are the same for any block size (DESIGN.md promise 2)."""
     import geoseg.gpkg
-    from geoseg.vectorize import vectorize_raster
+    from geoseg.vectorization import vectorize_raster
     from test_vectorize import write_classes
 
     monkeypatch.setattr(geoseg.gpkg, "BATCH_FEATURES", batch)
