@@ -40,10 +40,12 @@ class PredictOptions:
     input_range: tuple[float, float] | None = None
     """The scene's raw value range (low, high), mapped onto the model's input range."""
     resample: str = "auto"
-    """auto: scenes at another pixel size than the model's are refused with the fix;
-    off: predicted at their own pixel size (see geoseg.fit)."""
+    """auto: scenes at another pixel size than the model's are predicted at the model's;
+    off: at their own pixel size (see geoseg.fit)."""
     probabilities: bool = False
     vectorize: bool = False
+    vector_format: str = "gpkg"
+    """The polygons' file format with ``vectorize``: gpkg, fgb, parquet, geojson or shp."""
     overwrite: bool = False
     allow_no_crs: bool = False
 
@@ -78,6 +80,9 @@ class PredictOptions:
                                parse_pair(self.input_range, what="input range"))
         if self.stretch is not None and self.input_range is not None:
             raise ConfigError("give --stretch or --input-range, not both")
+        from .vector_files import format_suffix
+
+        object.__setattr__(self, "vector_format", format_suffix(self.vector_format)[1:])
         if self.resample not in RESAMPLE_MODES:
             raise ConfigError(f"unknown resample mode {self.resample!r}; valid: "
                               f"{', '.join(RESAMPLE_MODES)}")
@@ -102,7 +107,8 @@ class PredictOptions:
                 "stretch": list(self.stretch) if self.stretch else None,
                 "input_range": list(self.input_range) if self.input_range else None,
                 "resample": self.resample,
-                "probabilities": self.probabilities, "vectorize": self.vectorize}
+                "probabilities": self.probabilities, "vectorize": self.vectorize,
+                "vector_format": self.vector_format}
 
 
 def parse_bands(value: str | Iterable[int | str] | None) -> tuple[int, ...] | None:

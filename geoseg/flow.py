@@ -83,7 +83,8 @@ def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
               model_sha256: str, options: PredictOptions) -> SceneFlow:
     """The flow of ``scene`` into ``OUT/<stem>/`` (metadata only; checks bands and tiling)."""
     plan = make_plan(scene, meta, options)
-    outputs = SceneOutputs(scene_dir(out_dir, scene.path))
+    outputs = SceneOutputs(scene_dir(out_dir, scene.path),
+                           vector_suffix=f".{options.vector_format}")
     tags = plan.tags(meta, model_sha256)
     vector = None
     if options.vectorize:

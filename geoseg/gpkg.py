@@ -1,4 +1,5 @@
-"""GeoPackage output of vectorize: measurements in metres and atomic layer writing.
+"""Polygon layers of vectorize: measurements in metres and atomic layer writing (built as a
+GeoPackage, published in the format the file's extension names: :mod:`geoseg.vector_files`).
 
 Areas and perimeters are in square metres and metres: planar, scaled by the CRS's linear
 unit, for projected CRSs; geodesic on the CRS's ellipsoid (pyproj ``Geod``) for
@@ -157,14 +158,25 @@ class LayerWriter:
                 if self._count or not self.created:  # the rest, or an empty layer
                     self._flush(self._count)
                 try:
-                    os.replace(self.staging, self.path)
+                    self._publish()
                 except OSError as err:
                     raise self._error(err) from err
         finally:
             self._cleanup()
 
+    def _publish(self) -> None:
+        """The staged GeoPackage under the final name, or translated to its format."""
+        from .vector_files import translate
+
+        suffix = self.path.suffix.lower()
+        if suffix == ".gpkg":
+            os.replace(self.staging, self.path)
+        else:
+            translate(self.staging, self.layer, self.path,
+                      staging_path(self.path, suffix=suffix))
+
     def _error(self, exc: OSError) -> OutputNotWritableError:
-        return OutputNotWritableError(f"{self.path}: could not write the GeoPackage "
+        return OutputNotWritableError(f"{self.path}: could not write it "
                                       f"({exc.strerror or exc}); choose another --out")
 
     def _cleanup(self) -> None:

@@ -23,7 +23,10 @@ LOG = "geoseg.log"
 PARTS_FOLDER = ".parts"
 """Hidden folder in ``OUT/<scene stem>/`` holding a scene's part files while it runs."""
 
-OUTPUT_NAMES = (CLASSES, PROBABILITIES, POLYGONS)
+POLYGON_NAMES = tuple(f"polygons{suffix}" for suffix in (
+    ".gpkg", ".fgb", ".parquet", ".geojson", ".shp", ".shx", ".dbf", ".prj", ".cpg"))
+"""polygons.<ext> in every vector format (geoseg.vector_files), a shapefile's sidecars too."""
+OUTPUT_NAMES = (CLASSES, PROBABILITIES, *POLYGON_NAMES)
 PART_KINDS = ("classes", "probabilities", "vector", "done")
 """Part files of a finished block (compressed ``.npz``): its classes, probabilities, polygon
 pieces, and last its ``done`` record (counts, tiles run, the spill strips it sends)."""
@@ -44,6 +47,8 @@ class SceneOutputs:
     """The files of one scene's run, all under ``folder``."""
 
     folder: Path
+    vector_suffix: str = ".gpkg"
+    """The polygons' format (``--vector-format``): their file is ``polygons<suffix>``."""
 
     @property
     def classes(self) -> Path:
@@ -55,7 +60,7 @@ class SceneOutputs:
 
     @property
     def polygons(self) -> Path:
-        return self.folder / POLYGONS
+        return self.folder / f"polygons{self.vector_suffix}"
 
     @property
     def manifest(self) -> Path:

@@ -222,9 +222,12 @@ def scene_item(*, stem: str, grid: PixelGrid, outputs: dict[str, str],
     proj.shape = [grid.height, grid.width]
     proj.transform = list(grid.transform)[:6]
     media = {"classes": pystac.MediaType.COG, "probabilities": pystac.MediaType.COG,
-             "polygons": pystac.MediaType.GEOPACKAGE}
+             ".gpkg": pystac.MediaType.GEOPACKAGE, ".fgb": pystac.MediaType.FLATGEOBUF,
+             ".parquet": pystac.MediaType.PARQUET, ".geojson": pystac.MediaType.GEOJSON,
+             ".shp": "application/vnd.shp"}
     for kind, path in outputs.items():
-        asset = pystac.Asset(href=f"./{Path(path).name}", media_type=media.get(kind),
+        asset = pystac.Asset(href=f"./{Path(path).name}",
+                             media_type=media.get(kind, media.get(Path(path).suffix.lower())),
                              roles=["data"] if kind != "probabilities" else ["data",
                                                                              "probability"],
                              title=f"geoseg {kind}")

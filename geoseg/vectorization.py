@@ -42,6 +42,7 @@ from .classes import CLASSES_TAG
 from .coverage import merge_small, simplify_coverage, union_pieces
 from .errors import ConfigError, OutputNotWritableError
 from .gpkg import LayerWriter, measure
+from .vector_files import vector_suffix
 from .grid import PixelGrid, Window, to_map
 from .polygonize import BlockJob, PieceRules, polygonize_block
 from .seams import BlockResult, Pieces, SeamStream, canonical_order
@@ -155,6 +156,7 @@ def plan_vectorize(classes_path: str | os.PathLike, out_path: str | os.PathLike,
     keep = resolve_classes(raster, keep_classes)
     prob_bands = (probability_bands(raster, probabilities_path, keep)
                   if probabilities_path else ())
+    vector_suffix(out_path)  # the format, from the extension: refused before any work
     out = prepare_output(Path(out_path), overwrite=overwrite)
     if out.is_dir():  # writers.prepare_output accepts folders (--overwrite): not here
         raise OutputNotWritableError(f"{out}: is a folder; give a .gpkg file name")

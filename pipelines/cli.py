@@ -18,6 +18,7 @@ from geoseg import __version__
 from geoseg.model.devices import DEVICES, PRECISIONS, check_device
 from geoseg.model.tta import TTA_MODES
 from geoseg.stitch import WEIGHT_WINDOWS
+from geoseg.vector_files import FORMAT_NAMES
 from .cluster import RUNNERS
 
 from .errors import debug_wanted, one_line_errors
@@ -117,7 +118,10 @@ def predict_options(function: _F) -> _F:
         click.option("--probabilities/--no-probabilities", default=None,
                      help="Also write probabilities.tif (uint8, one band per class)."),
         click.option("--vectorize/--no-vectorize", default=None,
-                     help="Also write polygons.gpkg."),
+                     help="Also write polygons (polygons.gpkg, or --vector-format)."),
+        click.option("--vector-format", type=click.Choice(FORMAT_NAMES),
+                     help="Format of the polygons with --vectorize (default gpkg): "
+                          "GeoPackage, FlatGeobuf, GeoParquet, GeoJSON or shapefile."),
         click.option("--overwrite/--no-overwrite", default=None,
                      help="Replace existing outputs."),
         click.option("--allow-no-crs/--no-allow-no-crs", default=None,

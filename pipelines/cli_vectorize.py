@@ -14,7 +14,8 @@ from .errors import one_line_errors
 @click.command("vectorize")
 @click.argument("classes_tif", type=click.Path(path_type=Path, dir_okay=True))
 @click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path),
-              help="GeoPackage to write (e.g. polygons.gpkg).")
+              help="Vector file to write; its extension picks the format: .gpkg "
+                   "(GeoPackage), .fgb (FlatGeobuf), .parquet (GeoParquet), .geojson, .shp.")
 @click.option("--min-area", type=float, default=None,
               help="Merge regions smaller than this (square metres) into the neighbour "
                    "sharing their longest edge.")
@@ -37,7 +38,7 @@ from .errors import one_line_errors
 def vectorize(classes_tif: Path, out: Path, min_area: float | None, simplify: float | None,
               connectivity: str, classes: str | None, probabilities: Path | None,
               block_size: int, workers: int, overwrite: bool, allow_no_crs: bool) -> None:
-    """Vectorize a class raster CLASSES_TIF into GeoPackage polygons, block by block."""
+    """Vectorize a class raster CLASSES_TIF into polygons, block by block."""
     keep = [c for c in classes.split(",") if c.strip()] if classes else None
     summary = vectorize_raster(
         classes_tif, out, block_size=block_size, min_area=min_area, simplify=simplify,

@@ -136,3 +136,68 @@ def test_opens_with_ogrinfo_and_geopandas(tmp_path, classes_tif):
     assert np.allclose(frame.mean_prob, 128 / 255)
     meta = pyogrio.read_info(out)["layer_metadata"]
     assert meta["GEOSEG_MODEL_SHA256"] == "abc" and "GEOSEG_VERSION" in meta
+
+
+@pytest.mark.parametrize("suffix, driver", [(".gpkg", "GPKG"), (".fgb", "FlatGeobuf"),
+                                            (".geojson", "GeoJSON"),
+                                            (".shp", "ESRI Shapefile"),
+                                            (".parquet", None)])
+def test_the_extension_picks_the_format(tmp_path, classes_tif, suffix, driver):
+    """Each format holds the GeoPackage's features (same geometries, classes and areas),
+    written by the driver its extension names; nothing hidden is left beside it."""
+    reference = tmp_path / "ref.gpkg"
+    assert run(classes_tif, "--out", reference, "--block-size", 16).exit_code == 0
+    out = tmp_path / "out" / f"polygons{suffix}"
+    result = run(classes_tif, "--out", out, "--block-size", 16)
+    assert result.exit_code == 0, result.output
+    want = gpd.read_file(reference)
+    if driver is None:
+        got = gpd.read_parquet(out)
+        import pyarrow.parquet as pq
+
+        assert b"geo" in pq.read_schema(out).metadata  # GeoParquet's metadata
+    else:
+        assert pyogrio.read_info(out)["driver"] == driver
+        got = gpd.read_file(out)
+    assert len(got) == len(want) > 0 and got.crs == want.crs
+
+    def ordered(frame):  # FlatGeobuf's spatial index stores features in its own order
+        key = frame.geometry.normalize().to_wkb()
+        return frame.assign(key=key).sort_values("key").reset_index(drop=True)
+
+    got, want = ordered(got), ordered(want)
+    assert list(got["class_name"]) == list(want["class_name"])
+    assert got.geometry.normalize().geom_equals_exact(want.geometry.normalize(),
+                                                     tolerance=1e-6).all()
+    assert np.allclose(got["area_m2"], want["area_m2"])
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]
+    if suffix == ".shp":
+        assert sorted(p.suffix for p in out.parent.iterdir()) == [
+            ".cpg", ".dbf", ".prj", ".shp", ".shx"]
+        assert "perim_m" in got.columns  # 10-character field names
+
+
+def test_other_extensions_are_refused_in_one_line(tmp_path, classes_tif):
+    out = tmp_path / "polygons.kml"
+    result = run(classes_tif, "--out", out)
+    assert_clean_error(result, out, "polygons.kml: cannot write .kml", ".fgb (FlatGeobuf)",
+                       code=2)
+
+
+def test_predict_writes_polygons_in_the_vector_format(tmp_path):
+    from conftest import smooth_noise, write_raster
+    from geoseg.config import PredictOptions
+    from geoseg.flow import predict_scene
+
+    from geoseg.model import create_bundle, save_bundle
+
+    model = tmp_path / "m.safetensors"
+    save_bundle(create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
+                              bands=("r", "g", "b"), tile_size=64, overlap=32), model)
+    scene = write_raster(tmp_path / "s.tif", smooth_noise((70, 80)), transform=UTM)
+    predict_scene(scene, tmp_path / "out", model=model,
+                  options=PredictOptions(vectorize=True, vector_format="fgb"))
+    assert pyogrio.read_info(tmp_path / "out" / "s" / "polygons.fgb")["driver"] == "FlatGeobuf"
+    assert not (tmp_path / "out" / "s" / "polygons.gpkg").exists()
+    with pytest.raises(Exception, match="vector format 'kml'; valid: gpkg, fgb"):
+        PredictOptions(vectorize=True, vector_format="kml")

@@ -1,0 +1,77 @@
+"""Vector file formats of polygon outputs, chosen by the file's extension.
+
+Polygons are always built as a GeoPackage layer (streamed in batches, atomically published:
+:class:`~geoseg.gpkg.LayerWriter`); another format is a translation of that finished
+layer by pyogrio (GDAL's drivers) or, for GeoParquet, geopandas with pyarrow, written under
+a staging name and renamed into place (a shapefile's sidecar files with it), so nothing
+partial ever has the final name. The translation holds the layer's features (polygons,
+not pixels) in memory once.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from .errors import ConfigError
+
+VECTOR_FORMATS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet",
+                  ".geojson": "GeoJSON", ".shp": "ESRI Shapefile"}
+"""File extension -> format written under it."""
+FORMAT_NAMES = tuple(suffix[1:] for suffix in VECTOR_FORMATS)
+"""``--vector-format`` values: the extensions without their dot."""
+SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+SHAPEFILE_FIELDS = {"perimeter_m": "perim_m"}
+"""Fields renamed for the shapefile's 10-character field names (others already fit)."""
+
+
+def vector_suffix(path: str | os.PathLike) -> str:
+    """The format-choosing extension of ``path`` (lower case); refuses others in one line."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in VECTOR_FORMATS:
+        what = suffix or "a file without an extension"
+        raise ConfigError(f"{Path(path).name}: cannot write {what}; name the output .gpkg "
+                          "(GeoPackage), .fgb (FlatGeobuf), .parquet (GeoParquet), .geojson "
+                          "or .shp")
+    return suffix
+
+
+def format_suffix(name: str) -> str:
+    """A ``--vector-format`` name -> its extension; refuses unknown names in one line."""
+    suffix = f".{str(name).lower().lstrip('.')}"
+    if suffix not in VECTOR_FORMATS:
+        raise ConfigError(f"vector format {name!r}; valid: {', '.join(FORMAT_NAMES)}")
+    return suffix
+
+
+def sidecars(path: Path) -> list[Path]:
+    """The files that make up the vector file ``path`` (a shapefile is several)."""
+    if path.suffix.lower() == ".shp":
+        return [path.with_suffix(s) for s in SHAPEFILE_SIDECARS]
+    return [path]
+
+
+def translate(gpkg: Path, layer: str, target: Path, staging: Path) -> None:
+    """Write the GeoPackage layer ``gpkg:layer`` as ``target``'s format at ``staging`` (same
+    extension), then rename it (and its sidecars) over ``target``."""
+    import pyogrio
+
+    suffix = vector_suffix(target)
+    frame = pyogrio.read_dataframe(gpkg, layer=layer)
+    for old in sidecars(staging):
+        old.unlink(missing_ok=True)
+    if suffix == ".parquet":
+        frame.to_parquet(staging, index=False)
+    else:
+        if suffix == ".shp":
+            frame = frame.rename(columns=SHAPEFILE_FIELDS)
+        with warnings.catch_warnings():  # a layer without CRS is what was asked for
+            warnings.filterwarnings("ignore", message="'crs' was not provided")
+            pyogrio.write_dataframe(frame, staging, driver=VECTOR_FORMATS[suffix],
+                                    layer=layer if suffix != ".shp" else None)
+    for part, final in zip(sidecars(staging), sidecars(target), strict=True):
+        if part.exists():
+            os.replace(part, final)
+        else:
+            final.unlink(missing_ok=True)
