@@ -210,7 +210,7 @@ class SceneWriter:
         if self.classes is not None:
             self.classes.write(classes, block.window)
         if self.probs is not None and probs is not None:
-            self.probs.write(probs, block.window)
+            self.probs.write(probs, block.window, valid=classes != NODATA_CLASS)
 
     def add_pieces(self, pieces: BlockResult) -> None:
         if self.vector is not None:

@@ -26,7 +26,9 @@ PARTS_FOLDER = ".parts"
 POLYGON_NAMES = tuple(f"polygons{suffix}" for suffix in (
     ".gpkg", ".fgb", ".parquet", ".geojson", ".shp", ".shx", ".dbf", ".prj", ".cpg"))
 """polygons.<ext> in every vector format (geoseg.vector_files), a shapefile's sidecars too."""
-OUTPUT_NAMES = (CLASSES, PROBABILITIES, *POLYGON_NAMES)
+CLASS_SIDECARS = (f"{CLASSES}.aux.xml", "classes.qml")
+"""Beside classes.tif: category names and attribute table (GDAL PAM), QGIS style."""
+OUTPUT_NAMES = (CLASSES, PROBABILITIES, *POLYGON_NAMES, *CLASS_SIDECARS)
 PART_KINDS = ("classes", "probabilities", "vector", "done")
 """Part files of a finished block (compressed ``.npz``): its classes, probabilities, polygon
 pieces, and last its ``done`` record (counts, tiles run, the spill strips it sends)."""

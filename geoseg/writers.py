@@ -105,29 +105,47 @@ class RasterOutput:
 
     def __init__(self, path: str | os.PathLike, grid: PixelGrid, *, count: int,
                  nodata: float | None, tags: dict, colormap: dict | None = None,
-                 band_names: Iterable[str] = (), resampling: str = "NEAREST") -> None:
+                 band_names: Iterable[str] = (), resampling: str = "NEAREST",
+                 scale: float | None = None, masked: bool = False,
+                 classes: tuple[ClassInfo, ...] = ()) -> None:
         self.path = Path(path)
         self.staging = staging_path(self.path, suffix=".tif")
         self.resampling = resampling
-        self._ds = rasterio.open(self.staging, "w", height=grid.height, width=grid.width,
-                                 count=count, dtype="uint8", crs=grid.crs,
-                                 transform=grid.transform, nodata=nodata, **_STAGING)
+        self.masked, self.classes = masked, classes
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            self._ds = rasterio.open(self.staging, "w", height=grid.height, width=grid.width,
+                                     count=count, dtype="uint8", crs=grid.crs,
+                                     transform=grid.transform, nodata=nodata, **_STAGING)
         self._ds.update_tags(**tags)
         for i, name in enumerate(band_names, start=1):
             self._ds.set_band_description(i, name)
         if colormap:
             self._ds.write_colormap(1, colormap)
+        if scale is not None:  # GDAL's scale: readers get value * scale
+            self._ds.scales = (scale,) * count
+            self._ds.offsets = (0.0,) * count
 
-    def write(self, data: np.ndarray, window: Window) -> None:
-        """Write (H, W) or (C, H, W) uint8 pixels at ``window``."""
+    def write(self, data: np.ndarray, window: Window, *,
+              valid: np.ndarray | None = None) -> None:
+        """Write (H, W) or (C, H, W) uint8 pixels at ``window``; ``valid`` (H, W) goes
+        into the dataset mask of a ``masked`` raster."""
         if data.ndim == 2:
             data = data[np.newaxis]
         self._ds.write(data, window=window.to_rasterio())
+        if self.masked and valid is not None:
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+                self._ds.write_mask(np.where(valid, 255, 0).astype(np.uint8),
+                                    window=window.to_rasterio())
 
     def publish(self) -> Path:
-        """Convert to COG under a temporary name, then rename over the final name."""
+        """Convert to COG under a temporary name, then rename over the final name (a class
+        raster's category and style sidecars first: :mod:`geoseg.styles`)."""
         self._ds.close()
         try:
+            if self.classes:
+                from .styles import write_class_sidecars
+
+                write_class_sidecars(self.path, self.classes)
             with replacing(self.path, suffix=".tif") as cog:
                 rasterio.shutil.copy(self.staging, cog, resampling=self.resampling, **_COG)
         finally:
@@ -156,18 +174,24 @@ def output_tags(meta: BundleMeta, model_sha256: str, **extra: object) -> dict:
 
 def class_output(path: Path, grid: PixelGrid, classes: tuple[ClassInfo, ...],
                  tags: dict) -> RasterOutput:
-    """The class raster: uint8, nodata 255, colour table, class names in tags."""
-    colormap = {c.id: c.rgba for c in classes}
+    """The class raster: uint8, nodata 255, colour table (background classes transparent),
+    class names in tags, in a category/attribute sidecar and a QGIS style
+    (:mod:`geoseg.styles`)."""
+    from .styles import class_rgba
+
+    colormap = {c.id: class_rgba(c) for c in classes}
     colormap[NODATA_CLASS] = (0, 0, 0, 0)
     names = {f"CLASS_{c.id}": c.name for c in classes}
     return RasterOutput(path, grid, count=1, nodata=NODATA_CLASS, tags={**tags, **names},
-                        colormap=colormap, band_names=("class",), resampling="MODE")
+                        colormap=colormap, band_names=("class",), resampling="MODE",
+                        classes=classes)
 
 
 def probability_output(path: Path, grid: PixelGrid, classes: tuple[ClassInfo, ...],
                        tags: dict) -> RasterOutput:
-    """One uint8 band per class, probability x 255; 0 on nodata pixels."""
+    """One uint8 band per class, probability x 255 (GDAL scale 1/255, so readers that
+    apply it get 0..1); 0 and masked out (the dataset mask) on nodata pixels."""
     return RasterOutput(path, grid, count=len(classes), nodata=None,
                         tags={**tags, "GEOSEG_SCALE": "1/255"},
                         band_names=tuple(f"p({c.name})" for c in classes),
-                        resampling="AVERAGE")
+                        resampling="AVERAGE", scale=1 / 255, masked=True)

@@ -92,7 +92,8 @@ def test_dask_outputs_equal_the_in_process_path(client, data, block_size, tmp_pa
     assert manifest["nodata_pixels"] == 40 * 50
     assert not (tmp_path / "beta" / ".parts").exists()
     assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == [
-        "classes.tif", "item.json", "manifest.json", "polygons.gpkg", "probabilities.tif"]
+        "classes.qml", "classes.tif", "classes.tif.aux.xml", "item.json", "manifest.json",
+        "polygons.gpkg", "probabilities.tif"]
 
 
 def test_model_is_loaded_once_per_worker(client, data, tmp_path):
