@@ -79,7 +79,8 @@ def test_a_bad_scene_fails_alone_with_vectorize_and_stderr_is_geoseg_only(tmp_pa
     assert "2 of 4 scene(s) failed" in lines[2]
     for stem in ("good0", "good1"):
         assert sorted(p.name for p in (out / stem).iterdir()) == [
-            "classes.tif", "item.json", "manifest.json", "polygons.gpkg"]
+            "classes.qml", "classes.tif", "classes.tif.aux.xml", "item.json", "manifest.json",
+            "polygons.gpkg"]
     assert not (out / "truncated").exists() and not (out / "nocrs").exists()
     log = (out / "geoseg.log").read_text()
     assert "Compute Failed" in log
@@ -192,7 +193,8 @@ def test_ctrl_c_stops_fast_keeps_finished_scenes_and_exits_130(tmp_path, slow_mo
     assert "s0" in kept and len(kept) < 6
     for name in kept:  # every scene left is complete, nothing hidden beside it
         assert sorted(p.name for p in (out / name).iterdir()) == [
-            "classes.tif", "item.json", "manifest.json"], name
+            "classes.qml", "classes.tif", "classes.tif.aux.xml", "item.json",
+            "manifest.json"], name
     assert (out / "summary.json").exists()
 
 
