@@ -44,6 +44,8 @@ class PredictOptions:
     off: at their own pixel size (see geoseg.fit)."""
     probabilities: bool = False
     vectorize: bool = False
+    preview: bool = True
+    """preview.png beside the outputs: the scene, its classes and a legend (geoseg.preview)."""
     vector_format: str = "gpkg"
     """The polygons' file format with ``vectorize``: gpkg, fgb, parquet, geojson or shp."""
     overwrite: bool = False
@@ -62,7 +64,8 @@ class PredictOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ConfigError(f"{name} {value!r} must be an integer >= {minimum}")
-        for name in ("probabilities", "vectorize", "overwrite", "allow_no_crs", "compile"):
+        for name in ("probabilities", "vectorize", "preview", "overwrite", "allow_no_crs",
+                     "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
         check_device(self.device)
@@ -108,7 +111,7 @@ class PredictOptions:
                 "input_range": list(self.input_range) if self.input_range else None,
                 "resample": self.resample,
                 "probabilities": self.probabilities, "vectorize": self.vectorize,
-                "vector_format": self.vector_format}
+                "vector_format": self.vector_format, "preview": self.preview}
 
 
 def parse_bands(value: str | Iterable[int | str] | None) -> tuple[int, ...] | None:

@@ -67,6 +67,7 @@ class SceneFlow:
     model_sha256: str
     probabilities: bool
     vector: VectorizePlan | None
+    preview: bool = False
 
     @property
     def output_paths(self) -> dict[str, str]:
@@ -76,6 +77,8 @@ class SceneFlow:
             out["probabilities"] = str(self.outputs.probabilities)
         if self.vector is not None:
             out["polygons"] = str(self.outputs.polygons)
+        if self.preview:
+            out["preview"] = str(self.outputs.preview)
         return out
 
 
@@ -97,7 +100,7 @@ def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
             probabilities_path=outputs.probabilities if options.probabilities else None,
             prob_bands=prob_bands if options.probabilities else ())
     return SceneFlow(scene.path, plan, outputs, tuple(meta.classes), tags, model_sha256,
-                     options.probabilities, vector)
+                     options.probabilities, vector, options.preview)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +229,12 @@ class SceneWriter:
         out = {}
         if self.classes is not None:
             out["classes"] = str(self.classes.publish())
+            if self.flow.preview:  # from the published COG's overviews: a small read
+                from .preview import write_preview
+
+                out["preview"] = str(write_preview(
+                    self.flow.scene, self.flow.outputs.classes, self.flow.outputs.preview,
+                    bands=self.flow.plan.bands, infos=self.flow.classes))
         if self.probs is not None:
             out["probabilities"] = str(self.probs.publish())
         self._stack.close()  # the vector sink merges its last rows and publishes

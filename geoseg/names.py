@@ -16,6 +16,7 @@ from pathlib import Path
 CLASSES = "classes.tif"
 PROBABILITIES = "probabilities.tif"
 POLYGONS = "polygons.gpkg"
+PREVIEW = "preview.png"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 LOG = "geoseg.log"
@@ -28,7 +29,7 @@ POLYGON_NAMES = tuple(f"polygons{suffix}" for suffix in (
 """polygons.<ext> in every vector format (geoseg.vector_files), a shapefile's sidecars too."""
 CLASS_SIDECARS = (f"{CLASSES}.aux.xml", "classes.qml")
 """Beside classes.tif: category names and attribute table (GDAL PAM), QGIS style."""
-OUTPUT_NAMES = (CLASSES, PROBABILITIES, *POLYGON_NAMES, *CLASS_SIDECARS)
+OUTPUT_NAMES = (CLASSES, PROBABILITIES, *POLYGON_NAMES, *CLASS_SIDECARS, PREVIEW)
 PART_KINDS = ("classes", "probabilities", "vector", "done")
 """Part files of a finished block (compressed ``.npz``): its classes, probabilities, polygon
 pieces, and last its ``done`` record (counts, tiles run, the spill strips it sends)."""
@@ -63,6 +64,10 @@ class SceneOutputs:
     @property
     def polygons(self) -> Path:
         return self.folder / f"polygons{self.vector_suffix}"
+
+    @property
+    def preview(self) -> Path:
+        return self.folder / PREVIEW
 
     @property
     def manifest(self) -> Path:

@@ -222,14 +222,15 @@ def scene_item(*, stem: str, grid: PixelGrid, outputs: dict[str, str],
     proj.shape = [grid.height, grid.width]
     proj.transform = list(grid.transform)[:6]
     media = {"classes": pystac.MediaType.COG, "probabilities": pystac.MediaType.COG,
+             "preview": pystac.MediaType.PNG,
              ".gpkg": pystac.MediaType.GEOPACKAGE, ".fgb": pystac.MediaType.FLATGEOBUF,
              ".parquet": pystac.MediaType.PARQUET, ".geojson": pystac.MediaType.GEOJSON,
              ".shp": "application/vnd.shp"}
     for kind, path in outputs.items():
         asset = pystac.Asset(href=f"./{Path(path).name}",
                              media_type=media.get(kind, media.get(Path(path).suffix.lower())),
-                             roles=["data"] if kind != "probabilities" else ["data",
-                                                                             "probability"],
+                             roles={"probabilities": ["data", "probability"],
+                                    "preview": ["overview", "visual"]}.get(kind, ["data"]),
                              title=f"geoseg {kind}")
         item.add_asset(kind, asset)
         file = FileExtension.ext(asset, add_if_missing=True)

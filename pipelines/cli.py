@@ -117,6 +117,9 @@ def predict_options(function: _F) -> _F:
                           "the scene's grid); off: predict at the scene's own pixel size."),
         click.option("--probabilities/--no-probabilities", default=None,
                      help="Also write probabilities.tif (uint8, one band per class)."),
+        click.option("--preview/--no-preview", default=None,
+                     help="Write preview.png, the scene with its classes and a legend "
+                          "(default on)."),
         click.option("--vectorize/--no-vectorize", default=None,
                      help="Also write polygons (polygons.gpkg, or --vector-format)."),
         click.option("--vector-format", type=click.Choice(FORMAT_NAMES),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geoseg.config import PredictOptions
 from geoseg.names import LOG
@@ -25,6 +25,9 @@ from .cluster import RUNNERS, ClusterChoice, connect
 from .logs import library_logs
 from .progress import TileProgress
 from .report import BatchInterrupted, SceneOutcome, write_summary
+
+if TYPE_CHECKING:
+    from geoseg.index_page import SceneCard
 
 
 @dataclass
@@ -112,13 +115,35 @@ def predict_batch(choice: ClusterChoice, paths: Sequence[str | os.PathLike], out
             outcomes, interrupted = interruption.outcomes, True
     error = None
     try:
+        from geoseg.index_page import write_index
         from geoseg.names import scene_dir
         from geoseg.stac import write_item_collection
 
         write_item_collection([scene_dir(out, o.scene) for o in outcomes
                                if o.status in ("done", "skipped")], out)
+        write_index(index_cards(out, outcomes), out)
         write_summary(summary, outcomes, model=model, model_sha256=model_sha256,
                       options=options, seconds=time.perf_counter() - start)
     except OSError as exc:
         error = str(exc.strerror or exc)
     return BatchResult(outcomes, interrupted, summary, error, log)
+
+
+def index_cards(out: Path, outcomes: Sequence[SceneOutcome]) -> list[SceneCard]:
+    """What OUT/index.html shows of each scene: its outcome, and for a scene skipped as
+    complete the outputs its manifest names."""
+    from geoseg.index_page import SceneCard
+    from geoseg.names import scene_dir
+
+    from .manifest import read_manifest
+
+    cards = []
+    for o in outcomes:
+        folder = scene_dir(out, o.scene)
+        outputs = dict(o.outputs)
+        if not outputs and o.status == "skipped":
+            manifest = read_manifest(folder) or {}
+            outputs = {k: str(folder / v) for k, v in manifest.get("outputs", {}).items()}
+        cards.append(SceneCard(o.scene, o.status, folder if folder.is_dir() else None,
+                               o.seconds, o.megapixels, o.error, outputs))
+    return cards

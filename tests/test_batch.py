@@ -93,7 +93,7 @@ def test_dask_outputs_equal_the_in_process_path(client, data, block_size, tmp_pa
     assert not (tmp_path / "beta" / ".parts").exists()
     assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == [
         "classes.qml", "classes.tif", "classes.tif.aux.xml", "item.json", "manifest.json",
-        "polygons.gpkg", "probabilities.tif"]
+        "polygons.gpkg", "preview.png", "probabilities.tif"]
 
 
 def test_model_is_loaded_once_per_worker(client, data, tmp_path):

@@ -137,7 +137,8 @@ def test_killed_client_then_rerun_skips_complete_and_finishes_the_rest(tmp_path,
         assert (folder / "classes.tif").read_bytes() == \
             (tmp_path / "reference" / scene.stem / "classes.tif").read_bytes()
         assert sorted(p.name for p in folder.iterdir()) == [
-            "classes.qml", "classes.tif", "classes.tif.aux.xml", "item.json", "manifest.json"]
+            "classes.qml", "classes.tif", "classes.tif.aux.xml", "item.json", "manifest.json",
+            "preview.png"]
 
 
 def test_dry_run_after_a_complete_run_says_skip(tmp_path, model, scheduler):

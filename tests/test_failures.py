@@ -80,7 +80,7 @@ def test_a_bad_scene_fails_alone_with_vectorize_and_stderr_is_geoseg_only(tmp_pa
     for stem in ("good0", "good1"):
         assert sorted(p.name for p in (out / stem).iterdir()) == [
             "classes.qml", "classes.tif", "classes.tif.aux.xml", "item.json", "manifest.json",
-            "polygons.gpkg"]
+            "polygons.gpkg", "preview.png"]
     assert not (out / "truncated").exists() and not (out / "nocrs").exists()
     log = (out / "geoseg.log").read_text()
     assert "Compute Failed" in log
@@ -194,7 +194,7 @@ def test_ctrl_c_stops_fast_keeps_finished_scenes_and_exits_130(tmp_path, slow_mo
     for name in kept:  # every scene left is complete, nothing hidden beside it
         assert sorted(p.name for p in (out / name).iterdir()) == [
             "classes.qml", "classes.tif", "classes.tif.aux.xml", "item.json",
-            "manifest.json"], name
+            "manifest.json", "preview.png"], name
     assert (out / "summary.json").exists()
 
 

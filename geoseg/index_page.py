@@ -1,0 +1,120 @@
+"""``OUT/index.html``: a batch at a glance, one card per scene with its preview, status,
+class shares and links to its outputs; opens from the folder (no server, no script
+beyond marking which previews loaded, for tests and screen readers).
+
+Written at the end of every batch from each scene's row of the summary and, for scenes
+that are complete, their ``manifest.json`` (class pixel counts), through a temporary name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+from .atomic import replacing
+from .names import MANIFEST
+
+INDEX = "index.html"
+
+STYLE = """
+body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.3em; }
+.scenes { display: flex; flex-wrap: wrap; gap: 1em; }
+.scene { border: 1px solid #ccc; border-radius: 6px; padding: .8em; width: 340px; }
+.scene img { max-width: 100%; display: block; margin-bottom: .5em; }
+.failed { border-color: #c00; background: #fff4f4; }
+.status { font-weight: bold; }
+.error { color: #a00; }
+table { border-collapse: collapse; }
+td { padding: 0 .6em 0 0; }
+"""
+
+MARK_LOADED = ("window.addEventListener('load', () => { document.body.dataset.previews = "
+               "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length; "
+               "});")
+
+
+@dataclass(frozen=True)
+class SceneCard:
+    """What the index shows of one scene."""
+
+    scene: str
+    status: str
+    folder: Path | None = None
+    seconds: float = 0.0
+    megapixels: float = 0.0
+    error: str = ""
+    outputs: dict = field(default_factory=dict)
+
+
+def class_shares(folder: Path) -> dict[str, float]:
+    """Each class's share of the scene's valid pixels, from its manifest (empty when it
+    has none)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    counts = manifest.get("class_pixels", {})
+    total = sum(counts.values())
+    return {name: n / total for name, n in counts.items()} if total else {}
+
+
+def _link(path: str | os.PathLike, out: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        return Path(path).resolve().as_uri()
+
+
+def render_index(cards: Iterable[SceneCard], out: Path, *, title: str) -> str:
+    """The page's HTML."""
+    cards = list(cards)
+    done = sum(c.status in ("done", "skipped") for c in cards)
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             f"<title>{escape(title)}</title>", f"<style>{STYLE}</style>", "</head>",
+             "<body>", f"<h1>{escape(title)}</h1>",
+             f"<p>{done} of {len(cards)} scene(s) complete"
+             f"{', ' + str(len(cards) - done) + ' failed' if done < len(cards) else ''}.</p>",
+             '<div class="scenes">']
+    for card in cards:
+        failed = card.status == "failed"
+        parts.append(f'<section class="scene{" failed" if failed else ""}">')
+        parts.append(f"<h2>{escape(Path(card.scene).name or card.scene)}</h2>")
+        preview = card.outputs.get("preview")
+        if preview and Path(preview).is_file():
+            parts.append(f'<a href="{escape(_link(preview, out))}"><img '
+                         f'src="{escape(_link(preview, out))}" alt="preview of '
+                         f'{escape(Path(card.scene).name)}"></a>')
+        parts.append(f'<p><span class="status">{escape(card.status)}</span>'
+                     f" &middot; {card.megapixels:.2f} MPix &middot; {card.seconds:.1f} s</p>")
+        if failed:
+            parts.append(f'<p class="error">{escape(card.error)}</p>')
+        shares = class_shares(card.folder) if card.folder else {}
+        if shares:
+            parts.append("<table>")
+            parts += [f"<tr><td>{escape(name)}</td><td>{100 * share:.1f}%</td></tr>"
+                      for name, share in shares.items()]
+            parts.append("</table>")
+        links = [f'<a href="{escape(_link(path, out))}">{escape(Path(path).name)}</a>'
+                 for kind, path in card.outputs.items() if kind != "preview"]
+        if card.folder and (card.folder / "item.json").is_file():
+            links.append(f'<a href="{escape(_link(card.folder / "item.json", out))}">'
+                         "item.json</a>")
+        if links:
+            parts.append("<p>" + " &middot; ".join(links) + "</p>")
+        parts.append("</section>")
+    parts += ["</div>", f"<script>{MARK_LOADED}</script>", "</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+def write_index(cards: Iterable[SceneCard], out: Path, *, title: str = "geoseg batch"
+                ) -> Path:
+    """``OUT/index.html`` for ``cards``."""
+    path = out / INDEX
+    with replacing(path, suffix=".html") as tmp:
+        tmp.write_text(render_index(cards, out, title=title))
+    return path
