@@ -48,6 +48,8 @@ class PredictOptions:
     """preview.png beside the outputs: the scene, its classes and a legend (geoseg.preview)."""
     vector_format: str = "gpkg"
     """The polygons' file format with ``vectorize``: gpkg, fgb, parquet, geojson or shp."""
+    creation_options: tuple[str, ...] = ()
+    """GDAL COG creation options of the output rasters, ``NAME=VALUE`` (``--co``)."""
     overwrite: bool = False
     allow_no_crs: bool = False
 
@@ -84,6 +86,10 @@ class PredictOptions:
         if self.stretch is not None and self.input_range is not None:
             raise ConfigError("give --stretch or --input-range, not both")
         from .vector_files import format_suffix
+        from .writers import check_creation_options
+
+        object.__setattr__(self, "creation_options",
+                           check_creation_options(self.creation_options))
 
         object.__setattr__(self, "vector_format", format_suffix(self.vector_format)[1:])
         if self.resample not in RESAMPLE_MODES:
@@ -111,7 +117,8 @@ class PredictOptions:
                 "input_range": list(self.input_range) if self.input_range else None,
                 "resample": self.resample,
                 "probabilities": self.probabilities, "vectorize": self.vectorize,
-                "vector_format": self.vector_format, "preview": self.preview}
+                "vector_format": self.vector_format, "preview": self.preview,
+                "creation_options": list(self.creation_options)}
 
 
 def parse_bands(value: str | Iterable[int | str] | None) -> tuple[int, ...] | None:
@@ -132,7 +139,10 @@ def options_from(mapping: dict, base: PredictOptions | None = None) -> PredictOp
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: "
                           f"{', '.join(sorted(valid))}")
-    changes = {k: v for k, v in mapping.items() if v is not None}
+    # an empty repeatable option (--co given no times) leaves the base's value
+    changes = {k: v for k, v in mapping.items() if v is not None and v != ()}
+    if "creation_options" in changes:
+        changes["creation_options"] = tuple(changes["creation_options"])
     if "bands" in changes:
         changes["bands"] = parse_bands(changes["bands"])
     return replace(base or PredictOptions(), **changes)

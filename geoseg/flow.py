@@ -68,6 +68,8 @@ class SceneFlow:
     probabilities: bool
     vector: VectorizePlan | None
     preview: bool = False
+    creation: tuple[str, ...] = ()
+    """COG creation options of the rasters (``--co``)."""
 
     @property
     def output_paths(self) -> dict[str, str]:
@@ -83,10 +85,13 @@ class SceneFlow:
 
 
 def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
-              model_sha256: str, options: PredictOptions) -> SceneFlow:
-    """The flow of ``scene`` into ``OUT/<stem>/`` (metadata only; checks bands and tiling)."""
+              model_sha256: str, options: PredictOptions,
+              folder: str | os.PathLike | None = None) -> SceneFlow:
+    """The flow of ``scene`` into ``folder`` (default ``OUT/<stem>/``; a batch names the
+    folders of scenes that share a stem: :func:`geoseg.sources.folder_names`). Metadata
+    only; checks bands and tiling."""
     plan = make_plan(scene, meta, options)
-    outputs = SceneOutputs(scene_dir(out_dir, scene.path),
+    outputs = SceneOutputs(Path(folder) if folder else scene_dir(out_dir, scene.path),
                            vector_suffix=f".{options.vector_format}")
     tags = plan.tags(meta, model_sha256)
     vector = None
@@ -100,7 +105,8 @@ def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
             probabilities_path=outputs.probabilities if options.probabilities else None,
             prob_bands=prob_bands if options.probabilities else ())
     return SceneFlow(scene.path, plan, outputs, tuple(meta.classes), tags, model_sha256,
-                     options.probabilities, vector, options.preview)
+                     options.probabilities, vector, options.preview,
+                     options.creation_options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +178,8 @@ def finish_block(flow: SceneFlow, predicted: PredictedBlock, incoming: list) -> 
         pieces = polygonize_classes(classes, block.window, flow.vector.rules,
                                     probs=probs if flow.vector.probabilities_path else None)
     counts = np.bincount(classes.ravel(), minlength=256).astype(np.int64)
-    done = BlockDone(block.row, block.col, block.n_tiles, predicted.tiles_run, counts)
+    done = BlockDone(block.row, block.col, block.n_tiles, predicted.tiles_run, counts,
+                     started=predicted.started)
     return FinishedBlock(block, classes, probs, pieces, done)
 
 
@@ -199,11 +206,12 @@ class SceneWriter:
         stack = self._stack.__enter__()
         if self.want_rasters:
             self.classes = stack.enter_context(
-                class_output(flow.outputs.classes, grid, flow.classes, flow.tags))
+                class_output(flow.outputs.classes, grid, flow.classes, flow.tags,
+                             creation=flow.creation))
             if flow.probabilities:
                 self.probs = stack.enter_context(
                     probability_output(flow.outputs.probabilities, grid, flow.classes,
-                                       flow.tags))
+                                       flow.tags, creation=flow.creation))
         if self.want_polygons and flow.vector is not None:
             self.vector = stack.enter_context(VectorSink(flow.vector))
         return self

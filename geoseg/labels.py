@@ -175,7 +175,7 @@ def polygon_classes(frame: gpd.GeoDataFrame, spec: LabelSpec, classes: tuple[Cla
     if missing:
         raise InvalidInputError(f"{source}: value(s) {', '.join(map(repr, missing))} of "
                                 f"attribute {spec.attribute!r} have no class mapping; add "
-                                "them to the mapping (a class name, or null to ignore)")
+                                "them to the mapping (a class name, or ignore to leave them out)")
     return np.array([lookup[v] for v in values], np.uint8)
 
 

@@ -13,6 +13,7 @@ Dask runner in ``pipelines/``. Peak memory is set by block, tile and batch size,
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,8 @@ class PredictedBlock:
     acc: torch.Tensor
     valid: np.ndarray
     tiles_run: int
+    started: float = 0.0
+    """Wall-clock time (``time.time()``) the block's prediction began."""
 
     def on_host(self) -> PredictedBlock:
         """The same block with its accumulator in host memory (a Dask task's result: it
@@ -131,6 +134,7 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
                                   to_device)
     from .stitch import add_tiles, device_weights, new_accumulator
 
+    started = time.time()
     g, region, device = plan.tiles, plan.blocks.region(block), bundle.device
     acc = new_accumulator(block.extent, plan.n_classes, device)
     todo = []
@@ -165,4 +169,4 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
         if progress is not None:
             progress(len(batch))
     w_rows, w_cols = block.window.slices(within=region)
-    return PredictedBlock(block, acc, valid[w_rows, w_cols], len(todo))
+    return PredictedBlock(block, acc, valid[w_rows, w_cols], len(todo), started)

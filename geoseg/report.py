@@ -30,6 +30,9 @@ class BlockDone:
     counts: np.ndarray
     reused: bool = False
     """True for a block finished by an earlier, interrupted run (its parts reused)."""
+    started: float = 0.0
+    """Wall-clock time (``time.time()``) its prediction began; 0 for a reused block. A
+    batch on a cluster times a scene from its first block's start."""
 
 
 @dataclass

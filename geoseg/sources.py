@@ -10,6 +10,7 @@ turn ``/vsicurl/http://host`` into ``/vsicurl/http:/host``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -44,3 +45,42 @@ def source_stem(path: str | os.PathLike) -> str:
     if "://" in text:
         text = urlsplit(text).path
     return PurePosixPath(text).stem
+
+
+def _parents(path: str) -> list[str]:
+    """The folder names above a scene's file (for a URL, its path's), outermost first."""
+    text = path
+    if is_virtual(text):
+        while text.startswith("/vsi") and text.count("/") >= 2:
+            text = text.split("/", 2)[2]
+        if "://" in text:
+            text = urlsplit(text).path
+        parts = PurePosixPath(text).parts[:-1]
+    else:
+        parts = Path(text).resolve().parts[:-1]
+    return [p for p in parts if p not in ("/", "\\", "")]
+
+
+def folder_names(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """Each scene's output folder name: its stem (:func:`source_stem`); scenes that share a
+    stem get the fewest parent folders that tell them apart in front, joined by ``_``
+    (``a/x.tif`` and ``b/x.tif`` -> ``a_x`` and ``b_x``)."""
+    texts = [os.fspath(p) for p in paths]
+    groups: dict[str, list[str]] = {}
+    for text in texts:
+        groups.setdefault(source_stem(text), []).append(text)
+    names: dict[str, str] = {}
+    for stem, group in groups.items():
+        if len(group) == 1:
+            names[group[0]] = stem
+            continue
+        parents = {t: _parents(t) for t in group}
+        deepest = max(len(v) for v in parents.values())
+        for depth in range(1, deepest + 1):
+            candidate = {t: "_".join([*parents[t][-depth:], stem]) for t in group}
+            if len(set(candidate.values())) == len(group):
+                break
+        else:  # the same place given twice in other spellings: numbered, in input order
+            candidate = {t: f"{stem}_{i + 1}" for i, t in enumerate(group)}
+        names.update(candidate)
+    return names

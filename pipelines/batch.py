@@ -42,7 +42,7 @@ def batch_inputs(scenes: Sequence[str | os.PathLike], out: Path, *, model: str |
                  cluster: str | None = None, workers: int | None = None,
                  dashboard: str | None = None, assets: Sequence[str] | None = None,
                  mosaic: bool = False, warp: Warp | None = None,
-                 dry_run: bool = False) -> BatchInputs:
+                 dry_run: bool = False, recursive: bool = False) -> BatchInputs:
     """Everything decided before a scene runs; options that do not fit the model, a
     missing model (``ConfigError``) or no scene at all (``InputNotFoundError``) raise here,
     in a second, before any cluster starts."""
@@ -59,7 +59,7 @@ def batch_inputs(scenes: Sequence[str | os.PathLike], out: Path, *, model: str |
     check_against_model(options, meta)
     choice = choose_cluster(scheduler=scheduler, cluster=cluster, workers=workers,
                             dashboard=dashboard)
-    paths = expand_inputs(scenes)
+    paths = expand_inputs(scenes, recursive=recursive)
     if not paths:
         raise InputNotFoundError(
             f"no raster found in {', '.join(map(str, scenes))}; give scene files, folders "

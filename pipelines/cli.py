@@ -104,7 +104,12 @@ def predict_options(function: _F) -> _F:
                      help="torch.compile the network: a minute of compiling, then a few "
                           "percent faster per batch on a CPU; for scenes of thousands of "
                           "tiles."),
-        click.option("--bands", help="1-based scene bands to feed the model, e.g. 3,2,1."),
+        click.option("--bands", "-b", "--bidx", "bands",
+                     help="1-based scene bands to feed the model, e.g. 3,2,1 (rio's -b/--bidx "
+                          "too)."),
+        click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
+                     help="GDAL COG creation option of the output rasters, repeatable, e.g. "
+                          "--co COMPRESS=ZSTD --co LEVEL=9 (rio's --co)."),
         click.option("--stretch", metavar="LOW,HIGH",
                      help="Map each band's LOW-th..HIGH-th percentile (from overviews) onto "
                           "the model's input range, e.g. 2,98 for uint16 reflectance."),
@@ -173,6 +178,8 @@ def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
 @click.option("--assets", metavar="KEY,KEY,...",
               help="STAC inputs: the asset keys holding the model's bands, in its band "
                    "order (default: matched by asset key, eo:bands name or common name).")
+@click.option("--recursive", "-r", is_flag=True,
+              help="Also take the rasters in the sub-folders of folders given as SCENES.")
 @click.option("--mosaic", is_flag=True,
               help="Predict the scenes as one: adjacent scenes in one CRS on one pixel grid "
                    "become OUT/mosaic.vrt, predicted into OUT/mosaic/ with no seam at their "
@@ -192,7 +199,8 @@ def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
 def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
             scheduler: str | None, cluster_profile: str | None, workers: int | None,
             dry_run: bool, summary_path: str | Path | None, dashboard: str | None,
-            runner: str, assets: str | None, mosaic: bool, mosaic_crs: str | None,
+            runner: str, assets: str | None, recursive: bool, mosaic: bool,
+            mosaic_crs: str | None,
             resolution: float | None, warp_resampling: str, verbose: bool,
             **overrides: Any) -> None:
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
@@ -206,6 +214,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
     inputs = batch_inputs(scenes, Path(out), model=model, options=options,
                           scheduler=scheduler, cluster=cluster_profile, workers=workers,
                           dashboard=dashboard, mosaic=mosaic, warp=warp, dry_run=dry_run,
+                          recursive=recursive,
                           assets=[k.strip() for k in assets.split(",")] if assets else None)
     if dry_run:
         from .run import dry_run_table  # dask: only where a cluster is described
@@ -317,11 +326,14 @@ def model() -> None:
 @click.option("--classes", required=True, help="Class names in id order, e.g. background,building.")
 @click.option("--bands", required=True,
               help="Input band count (3) or band names in order (red,green,blue).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The bundle to write (.safetensors).")
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="An smp state_dict (.pt/.pth via weights_only, or .safetensors).")
-@click.option("--tile-size", default=256, show_default=True)
-@click.option("--overlap", default=64, show_default=True)
+@click.option("--tile-size", default=256, show_default=True,
+              help="Tile size predict uses by default, in pixels.")
+@click.option("--overlap", default=64, show_default=True,
+              help="Tile overlap predict uses by default, in pixels.")
 @click.option("--tta", type=click.Choice(TTA_MODES), default="none",
               show_default=True, help="Default test-time augmentation of predict.")
 @click.option("--scale", help="Per-band multiplier to [0, 1], comma separated (default 1/255).")
@@ -336,13 +348,15 @@ def model() -> None:
                    "LOW,HIGH;LOW,HIGH;... per band (default 0,255 with --scale 1/255).")
 @click.option("--name", default=None, help="Model name (default: the output file's stem).")
 @click.option("--seed", default=0, show_default=True, help="Seed for untrained weights.")
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @one_line_errors
 def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights: str | None,
            tile_size: int, overlap: int, tta: str, scale: str | None, mean: str | None,
            std: str | None, gsd: float | None, input_dtype: str | None,
            input_range: str | None, name: str | None, seed: int, overwrite: bool) -> None:
     """Make a bundle: untrained, or around an existing smp state_dict."""
+    from fractions import Fraction
+
     from geoseg.classes import make_classes
     from geoseg.errors import ConfigError
     from geoseg.model import create_bundle, load_state_dict, save_bundle
@@ -354,12 +368,16 @@ def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights:
     def floats(text: str | None) -> list[float] | None:
         if text is None:
             return None
-        try:
-            return [float(v) for v in text.split(",")]
-        except ValueError:
-            raise ConfigError(f"{text!r} must be comma-separated numbers") from None
+        try:  # numbers or fractions, as the help shows them (1/255)
+            return [float(Fraction(v.strip())) for v in text.split(",")]
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"{text!r} must be comma-separated numbers or fractions "
+                              "(e.g. 1/10000)") from None
 
     out_path = prepare_output(Path(out), overwrite=overwrite)
+    if weights:
+        check_bundle_weights(weights, arch=arch, encoder=encoder, bands=len(band_names),
+                             classes=len(classes.split(",")))
     state = load_state_dict(weights) if weights else None
     bundle = create_bundle(arch=arch, encoder=encoder, classes=make_classes(classes.split(",")),
                            bands=band_names, scale=floats(scale), mean=floats(mean),
@@ -373,6 +391,28 @@ def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights:
     digest = save_bundle(bundle, out_path)
     click.echo(f"wrote {out_path} ({arch}/{encoder}, {len(band_names)} bands, "
                f"{len(bundle.meta.classes)} classes, sha256 {digest[:12]})")
+
+
+def check_bundle_weights(path: str, *, arch: str, encoder: str, bands: int,
+                         classes: int) -> None:
+    """A geoseg bundle given as --weights: refused in one line that says which --arch,
+    --encoder, --bands and --classes wrap its weights when they are not those given."""
+    from geoseg.errors import BundleError, ConfigError
+    from geoseg.model.meta import read_meta
+
+    if not str(path).endswith(".safetensors"):
+        return
+    try:
+        meta = read_meta(path)
+    except BundleError:  # a plain safetensors state_dict
+        return
+    given = (arch, encoder, bands, classes)
+    if given != (meta.arch, meta.encoder, meta.in_channels, len(meta.classes)):
+        raise ConfigError(
+            f"--weights {path} is a geoseg bundle of {meta.arch}/{meta.encoder} with "
+            f"{meta.in_channels} bands and {len(meta.classes)} classes; create with --arch "
+            f"{meta.arch} --encoder {meta.encoder} --bands {','.join(meta.bands)} --classes "
+            f"{','.join(c.name for c in meta.classes)} to wrap its weights")
 
 
 def _register() -> None:

@@ -15,11 +15,12 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
-def expand_inputs(items: Iterable[str | os.PathLike]) -> list[str]:
-    """Scene paths from files, folders (their rasters, sorted), glob patterns, text files of
-    paths (one a line, ``#`` comments; relative to the text file's folder) and URLs or
-    ``/vsi*`` paths (as given). Duplicates are dropped, order is kept. Missing paths are
-    kept: they fail alone."""
+def expand_inputs(items: Iterable[str | os.PathLike], *, recursive: bool = False) -> list[str]:
+    """Scene paths from files, folders (their rasters, sorted; with ``recursive`` those of
+    every sub-folder too, hidden ones left out), glob patterns, text files of paths (one a
+    line, ``#`` comments; relative to the text file's folder) and URLs or ``/vsi*`` paths
+    (as given). Duplicates are dropped, order is kept. Missing paths are kept: they fail
+    alone."""
     out: list[str] = []
     for item in items:
         text = os.fspath(item)
@@ -27,8 +28,11 @@ def expand_inputs(items: Iterable[str | os.PathLike]) -> list[str]:
         if is_virtual(text):
             out.append(text)
         elif path.is_dir():
-            out += sorted(str(p) for p in path.iterdir()
-                          if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+            found = path.rglob("*") if recursive else path.iterdir()
+            out += sorted(str(p) for p in found
+                          if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
+                          and not any(part.startswith(".")
+                                      for part in p.relative_to(path).parts))
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             for line in path.read_text().splitlines():
                 line = line.split("#", 1)[0].strip()

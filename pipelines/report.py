@@ -26,6 +26,8 @@ class SceneOutcome:
     error: str = ""
     tiles: int = 0
     outputs: dict = field(default_factory=dict)
+    folder: str = ""
+    """The scene's output folder (``OUT/<name>/``, see geoseg.sources.folder_names)."""
     exception: BaseException | None = field(default=None, repr=False, compare=False)
     """The error itself (for --debug); not written to the summary."""
 
@@ -78,9 +80,19 @@ def write_summary(path: str | os.PathLike, outcomes: list[SceneOutcome], *,
 def format_table(outcomes: list[SceneOutcome]) -> str:
     """The end-of-run table: scene, status, megapixels, seconds, error."""
     rows = [("scene", "status", "MPix", "seconds", "error")]
-    rows += [(Path(o.scene).name, o.status, f"{o.megapixels:.2f}", f"{o.seconds:.1f}",
+    rows += [(_shown_name(o), o.status, f"{o.megapixels:.2f}", f"{o.seconds:.1f}",
               o.error) for o in outcomes]
     return align(rows)
+
+
+def _shown_name(o: SceneOutcome) -> str:
+    """The scene's file name, with its output folder where that is not its stem (scenes
+    sharing a file name: ``tile.tif (north_tile)``)."""
+    from geoseg.sources import source_stem
+
+    name = Path(o.scene).name
+    folder = Path(o.folder).name if o.folder else ""
+    return f"{name} ({folder})" if folder and folder != source_stem(o.scene) else name
 
 
 def align(rows: Sequence[tuple[str, ...]]) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from geoseg.config import PredictOptions
 from geoseg.errors import GeosegError
-from geoseg.names import SceneOutputs, scene_dir
+from geoseg.names import SceneOutputs
 from geoseg.report import Tally, scene_report
 
 from .manifest import manifest_path, read_manifest, scene_manifest, write_json
@@ -47,23 +47,21 @@ def plan_scenes(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.Path
     from geoseg.flow import plan_flow
     from geoseg.scene import open_scene
 
-    stems: dict[str, str]
-    identity, stems, scenes = options.identity(), {}, []
+    from geoseg.sources import folder_names
+
+    identity, scenes = options.identity(), []
+    names = folder_names(scene_paths)  # scenes sharing a file name get distinct folders
     for scene_path in scene_paths:
         path = os.fspath(scene_path)
-        planned = PlannedScene(SceneOutcome(path))
+        folder = Path(out_dir) / names[path]
+        planned = PlannedScene(SceneOutcome(path, folder=str(folder)))
         outcome = planned.outcome
         scenes.append(planned)
         start = time.perf_counter()
-        folder = scene_dir(out_dir, path)
         try:
-            if folder.name in stems:
-                raise GeosegError(f"{path}: has the same stem as {stems[folder.name]}, so both "
-                                  f"would write {folder}; rename one")
-            stems[folder.name] = path
             scene = open_scene(path, allow_no_crs=options.allow_no_crs)
             flow = plan_flow(scene, out_dir, meta=meta, model_sha256=model_sha256,
-                             options=options)
+                             options=options, folder=folder)
             outcome.megapixels = round(scene.grid.height * scene.grid.width / 1e6, 3)
             outcome.tiles = len(flow.plan.tiles)
             status = scene_state(folder, model_sha256=model_sha256, identity=identity)
@@ -71,9 +69,9 @@ def plan_scenes(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.Path
                 outcome.status = "skipped"
                 continue
             if status == "different" and not options.overwrite:
-                raise GeosegError(f"{folder}: holds outputs of another model or other "
-                                  "options (see its manifest.json); pass --overwrite to "
-                                  "replace them, or choose another --out")
+                raise GeosegError(f"{folder}: holds outputs of "
+                                  f"{what_differs(folder, model_sha256, identity)}; pass "
+                                  "--overwrite to replace them, or choose another --out")
             if status == "foreign" and not options.overwrite:
                 raise GeosegError(f"{SceneOutputs(folder).classes}: already exists and was "
                                   "not written by geoseg; pass --overwrite to replace it, or "
@@ -191,6 +189,30 @@ def scene_state(folder: str | os.PathLike, *, model_sha256: str, identity: dict)
     if not outputs or not all(Path(folder, Path(p).name).is_file() for p in outputs.values()):
         return "absent"
     return "complete"
+
+
+def what_differs(folder: str | os.PathLike, model_sha256: str, identity: dict) -> str:
+    """What a complete scene's manifest says was made differently: ``another model (sha256
+    1a2b3c4d...)`` and/or ``other options: tta none (now flips), ...``."""
+    manifest = read_manifest(folder) or {}
+    parts = []
+    if manifest.get("model_sha256") != model_sha256:
+        parts.append(f"another model (sha256 {str(manifest.get('model_sha256'))[:12]}, now "
+                     f"{model_sha256[:12]})")
+    options = {**dict.fromkeys(identity), **(manifest.get("options") or {})}
+    changed = [f"{key} {_shown(options.get(key))} (now {_shown(value)})"
+               for key, value in identity.items() if options.get(key) != value]
+    if changed:
+        parts.append("other options: " + ", ".join(changed))
+    return " and ".join(parts) or "another run"
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _foreign_classes(path: Path) -> bool:

@@ -37,6 +37,15 @@ class _Running:
     graph: SceneGraph = field(default_factory=SceneGraph)
     tally: Tally = field(default_factory=Tally)
     started: float = 0.0
+    first_block: float = 0.0
+    """time.time() its first block began on a worker (0: none yet): the scene's own start,
+    not its submission (all scenes are submitted at once)."""
+
+    def own_start(self) -> float:
+        """The scene's start on this process's perf_counter clock."""
+        if not self.first_block:
+            return self.started
+        return time.perf_counter() - max(0.0, time.time() - self.first_block)
 
 
 def _cuda_available() -> bool:
@@ -191,6 +200,8 @@ def _collect(client: Any, pending: list, owner: dict, *, progress: Any,
                      f"{o.outputs.get('classes')}")
         else:
             state.tally.add(value)
+            if value.started and (not state.first_block or value.started < state.first_block):
+                state.first_block = value.started
             if progress is not None:
                 progress.advance(value.n_tiles)
 
@@ -226,7 +237,7 @@ def _fail(client: Any, state: _Running, exc: BaseException) -> None:
 
     outcome = state.planned.outcome
     mark_failed(outcome, exc)
-    outcome.seconds = round(time.perf_counter() - state.started, 3)
+    outcome.seconds = round(time.perf_counter() - state.own_start(), 3)
     client.cancel(state.graph.held)
     state.graph = SceneGraph()
     assert state.planned.job is not None
@@ -237,7 +248,7 @@ def _fail(client: Any, state: _Running, exc: BaseException) -> None:
 
 
 def _complete(state: _Running, outputs: dict) -> None:
-    complete_scene(state.planned, state.tally, outputs, started=state.started)
+    complete_scene(state.planned, state.tally, outputs, started=state.own_start())
     state.graph = SceneGraph()
 
 

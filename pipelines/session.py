@@ -116,10 +116,9 @@ def predict_batch(choice: ClusterChoice, paths: Sequence[str | os.PathLike], out
     error = None
     try:
         from geoseg.index_page import write_index
-        from geoseg.names import scene_dir
         from geoseg.stac import write_item_collection
 
-        write_item_collection([scene_dir(out, o.scene) for o in outcomes
+        write_item_collection([scene_folder(out, o) for o in outcomes
                                if o.status in ("done", "skipped")], out)
         write_index(index_cards(out, outcomes), out)
         write_summary(summary, outcomes, model=model, model_sha256=model_sha256,
@@ -129,17 +128,23 @@ def predict_batch(choice: ClusterChoice, paths: Sequence[str | os.PathLike], out
     return BatchResult(outcomes, interrupted, summary, error, log)
 
 
+def scene_folder(out: Path, outcome: SceneOutcome) -> Path:
+    """Where a scene's outputs are: the folder planning chose, else ``OUT/<stem>/``."""
+    from geoseg.names import scene_dir
+
+    return Path(outcome.folder) if outcome.folder else scene_dir(out, outcome.scene)
+
+
 def index_cards(out: Path, outcomes: Sequence[SceneOutcome]) -> list[SceneCard]:
     """What OUT/index.html shows of each scene: its outcome, and for a scene skipped as
     complete the outputs its manifest names."""
     from geoseg.index_page import SceneCard
-    from geoseg.names import scene_dir
 
     from .manifest import read_manifest
 
     cards = []
     for o in outcomes:
-        folder = scene_dir(out, o.scene)
+        folder = scene_folder(out, o)
         outputs = dict(o.outputs)
         if not outputs and o.status == "skipped":
             manifest = read_manifest(folder) or {}

@@ -39,6 +39,13 @@ def smooth_noise(shape, *, seed=0, bands=3, dtype="uint8"):
     return (out * scale).astype(dtype)
 
 
+@pytest.fixture(autouse=True)
+def quiet_progress_lines(monkeypatch):
+    """Commands in tests print no periodic progress line (output stays exact however slow
+    the machine); tests of those lines set their own interval."""
+    monkeypatch.setenv("GEOSEG_PROGRESS_SECONDS", "3600")
+
+
 @pytest.fixture
 def make_bundle(tmp_path):
     """``make_bundle(arch="tinycnn", bands=3, classes=("a","b"), ...) -> path``; ``bands``

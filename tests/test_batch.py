@@ -221,3 +221,20 @@ def test_manifests_from_before_a_new_option_still_count_as_complete(tmp_path):
     assert scene_state(tmp_path, model_sha256="abc", identity=identity) == "complete"
     assert scene_state(tmp_path, model_sha256="abc",
                        identity={**identity, "tta": "d4"}) == "different"
+
+
+def test_each_scenes_seconds_are_its_own(client, data, tmp_path):
+    """All scenes are submitted at once; a scene's seconds run from its first block's
+    start, so on one worker (scenes one after another) they add up to about the batch's
+    time instead of each growing with it."""
+    import time
+
+    if len(client.scheduler_info()["workers"]) != 1:
+        pytest.skip("scenes run one after another only on one worker")
+    root, model, scenes, options = data
+    start = time.perf_counter()
+    outcomes = run_batch(client, scenes, tmp_path, model=model, options=options)
+    wall = time.perf_counter() - start
+    assert [o.status for o in outcomes] == ["done", "done"]
+    assert sum(o.seconds for o in outcomes) <= wall * 1.05 + 0.2, \
+        ([o.seconds for o in outcomes], wall)

@@ -93,9 +93,10 @@ def test_vectorize_in_predict_never_reads_the_class_raster_back(tmp_path, make_b
         return real_open(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(rasterio, "open", recording_open)
+    # (preview.png, a separate output, reads the published raster's overviews: left out)
     summary = predict_scene(scene, tmp_path / "out", model=make_bundle(),
                             options=PredictOptions(vectorize=True, probabilities=True,
-                                                   block_size=64))
+                                                   block_size=64, preview=False))
     monkeypatch.undo()
     reads = [p for p, mode in opened if mode == "r"]
     assert reads and all(p == str(scene) for p in reads), reads

@@ -87,6 +87,7 @@ def test_configs_predict_yaml_holds_the_library_defaults():
     assert set(data) == {f.name for f in fields(PredictOptions)}
     defaults = PredictOptions()
     for key, value in data.items():
+        value = tuple(value) if isinstance(value, list) else value  # YAML lists: tuples
         assert value == getattr(defaults, key), key
 
 

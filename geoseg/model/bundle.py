@@ -73,9 +73,8 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
         try:
             network.load_state_dict(state_dict)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
             raise BundleError(f"the weights do not fit {arch}/{encoder} with {n} bands and "
-                              f"{len(classes)} classes: {first}") from exc
+                              f"{len(classes)} classes: {_load_problem(exc)}") from exc
     network.eval()
     prov = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "geoseg_version": __version__, "torch_version": torch.__version__,
@@ -136,6 +135,14 @@ def load_bundle(path: str | os.PathLike, *, device: str = "cpu") -> ModelBundle:
                           f"{str(exc).splitlines()[0]}") from exc
     network = network.eval().to(device).to(memory_format=torch.channels_last)
     return ModelBundle(meta, network, file_sha256(path), device)
+
+
+def _load_problem(exc: RuntimeError) -> str:
+    """torch's load_state_dict error in one line: its first specific complaint (missing or
+    unexpected keys, a size mismatch), not its header."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    text = lines[0] if lines else str(exc).splitlines()[0]
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def load_state_dict(path: str | os.PathLike) -> dict:
