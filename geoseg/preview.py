@@ -40,11 +40,12 @@ def stretch(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     bands = list(pixels[:3]) if pixels.shape[0] >= 3 else [pixels[0]] * 3
     for i, band in enumerate(bands):
         values = band[valid].astype(np.float64)
+        values = values[np.isfinite(values)]
         if values.size == 0:
             continue
         low, high = np.percentile(values, [2, 98])
         scaled = (band.astype(np.float64) - low) / max(high - low, 1e-9) * 255
-        out[..., i] = np.clip(scaled, 0, 255).astype(np.uint8)
+        out[..., i] = np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)  # NaN nodata
     return out
 
 
