@@ -23,7 +23,7 @@ import numpy as np
 from . import tiling
 from .classes import NODATA_CLASS, ClassInfo
 from .errors import InvalidInputError
-from .grid import Window, intersect
+from .grid import PixelGrid, Window, intersect
 from .labels import LabelSpec, labels_on_grid
 from .scene import open_raster, open_scene, read_window, select_bands
 
@@ -53,16 +53,44 @@ class LabelledScene:
 def load_labelled_scene(image: str | os.PathLike, labels: str | os.PathLike, *,
                         spec: LabelSpec, classes: tuple[ClassInfo, ...],
                         bands: Sequence[int] = (),
-                        band_names: Sequence[str] = ()) -> LabelledScene:
-    """Read a whole scene and burn its labels on its grid; nodata pixels get no label."""
+                        band_names: Sequence[str] = (), gsd: float = 0.0) -> LabelledScene:
+    """Read a whole scene and burn its labels on its grid; nodata pixels get no label.
+    With ``gsd`` (metres per pixel) a scene at another pixel size is read resampled onto a
+    grid of that size over the same extent (:func:`model_grid`; area average), and its
+    labels are burnt on that grid."""
     scene = open_scene(image)
     band_idx = select_bands(scene, bands, expected=len(band_names), names=band_names)
+    grid = model_grid(scene.grid, gsd) if gsd else scene.grid
     with open_raster(scene.path) as ds:
-        pixels, valid = read_window(ds, scene.grid.window, bands=band_idx)
-    ids = labels_on_grid(labels, scene.grid, spec, classes)
+        if grid == scene.grid:
+            pixels, valid = read_window(ds, grid.window, bands=band_idx)
+        else:
+            from rasterio.enums import Resampling
+            from rasterio.vrt import WarpedVRT
+
+            with WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width,
+                           height=grid.height, resampling=Resampling.average) as vrt:
+                pixels, valid = read_window(vrt, grid.window, bands=band_idx)
+    ids = labels_on_grid(labels, grid, spec, classes)
     ids = np.where(valid, ids, NODATA_CLASS).astype(np.uint8)
     return LabelledScene(str(image), str(labels), pixels, valid, ids,
                          np.ones(ids.shape, bool))
+
+
+def model_grid(grid: PixelGrid, gsd: float, *, tolerance: float = 0.01) -> PixelGrid:
+    """``grid``'s extent at ``gsd`` metres per pixel (the same grid when its pixels are
+    within ``tolerance`` of that already)."""
+    from affine import Affine
+
+    from .fit import metres_per_pixel
+
+    size = metres_per_pixel(grid)
+    if size is None or abs(size / gsd - 1) <= tolerance:
+        return grid
+    factor = gsd / size
+    height, width = max(1, round(grid.height / factor)), max(1, round(grid.width / factor))
+    transform = grid.transform * Affine.scale(grid.width / width, grid.height / height)
+    return PixelGrid(height, width, transform, grid.crs)
 
 
 def split_blocks(scene: LabelledScene, *, block_size: int, fraction: float,
@@ -215,14 +243,27 @@ def cut(scene: LabelledScene, window: Window, *,
 
 
 def augment(x: np.ndarray, y: np.ndarray, valid: np.ndarray, rng: np.random.Generator, *,
-            jitter: float) -> tuple[np.ndarray, np.ndarray]:
+            jitter: float, gamma: float = 0.0, blur: float = 0.0,
+            mean: np.ndarray | None = None,
+            std: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Random flip / 90-degree rotation of a normalized chip ``x`` (C, H, W) and its labels
     ``y`` (H, W); then radiometric jitter on valid pixels only (masked pixels stay exactly 0
     as in prediction): a gain ``1 +- jitter`` and an offset ``+- jitter`` (in std units)
     shared by all bands (brightness, contrast: scenes of other dates and sensors), plus a
-    third of that per band (colour balance)."""
+    third of that per band (colour balance). ``gamma``: the 0-1 scaled values (``x * std +
+    mean``) raised to a power in ``[1/(1+gamma), 1+gamma]`` (sensor response curves);
+    ``blur``: the probability of a Gaussian blur of sigma 0.5-1.5 px (other resolutions,
+    optics, compression)."""
     k = int(rng.integers(4))
     flip = bool(rng.integers(2))
+    if gamma > 0 and mean is not None and std is not None:
+        power = float(np.exp(rng.uniform(-np.log1p(gamma), np.log1p(gamma))))
+        scaled = np.clip(x * std + mean, 0, 1) ** power
+        x = ((scaled - mean) / std).astype(np.float32) * valid
+    if blur > 0 and rng.random() < blur:
+        from scipy.ndimage import gaussian_filter
+
+        x = gaussian_filter(x, sigma=(0, *(2 * [float(rng.uniform(0.5, 1.5))]))) * valid
     if jitter > 0:
         c = x.shape[0]
         gain = (1 + rng.uniform(-jitter, jitter)

@@ -16,12 +16,22 @@ from .errors import ConfigError, InputNotFoundError
 from .labels import LabelSpec
 
 
+LABEL_OVERRIDES = ("attribute", "mapping", "unlabelled", "layer")
+"""Label-spec fields a scene entry may set for its own labels (sources label differently)."""
+
+
 @dataclass(frozen=True)
 class SceneEntry:
-    """One labelled scene: image path, label path (vector or raster)."""
+    """One labelled scene: image path, label path (vector or raster), and label-spec fields
+    of its own (:data:`LABEL_OVERRIDES`) over the recipe's ``labels``."""
 
     image: str
     labels: str
+    label_spec: tuple[tuple[str, Any], ...] = ()
+
+    def spec(self, base: LabelSpec) -> LabelSpec:
+        """The recipe's label spec with this scene's own fields."""
+        return dataclasses.replace(base, **dict(self.label_spec)) if self.label_spec else base
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,9 @@ class Recipe:
     class_weights: tuple[float, ...] = ()
     balance: float = 0.5
     jitter: float = 0.1
+    gamma: float = 0.0               # random gamma in [1/(1+g), 1+g] on the 0-1 scaled values
+    blur: float = 0.0                # probability of a Gaussian blur (sigma 0.5-1.5 px)
+    gsd: float = 0.0                 # metres per pixel every scene is read at (0: as it is)
     ema: float = 0.0                 # decay of an exponential moving average of the weights
     val_every: int = 50
     patience: int = 4
@@ -115,12 +128,33 @@ def _entries(items: Any, source: str) -> tuple[SceneEntry, ...]:
     for item in items:
         if isinstance(item, SceneEntry):
             out.append(item)
-        elif isinstance(item, dict) and set(item) == {"image", "labels"}:
-            out.append(SceneEntry(str(item["image"]), str(item["labels"])))
+        elif isinstance(item, dict) and {"image", "labels"} <= set(item) \
+                and not set(item) - {"image", "labels", *LABEL_OVERRIDES}:
+            own = tuple((k, _frozen(item[k])) for k in LABEL_OVERRIDES if k in item)
+            out.append(SceneEntry(str(item["image"]), str(item["labels"]), own))
         else:
-            raise ConfigError(f"{source}: each scene is {{image: PATH, labels: PATH}}, got "
-                              f"{item!r}")
+            raise ConfigError(f"{source}: each scene is {{image: PATH, labels: PATH}} and "
+                              f"optionally its own {', '.join(LABEL_OVERRIDES)}; got {item!r}")
     return tuple(out)
+
+
+def _frozen(value: Any) -> Any:
+    """A mapping from YAML kept as a dict (LabelSpec's type); other values as they are."""
+    return dict(value) if isinstance(value, dict) else value
+
+
+def missing_data(recipe: Recipe, *, source: str = "recipe") -> None:
+    """Refuse a recipe whose scenes or labels are not there, naming the first missing path
+    and where the data is expected (paths are relative to the working folder)."""
+    for entry in (*recipe.train, *recipe.validation):
+        for path in (entry.image, entry.labels):
+            if "://" in path or path.startswith("/vsi") or Path(path).exists():
+                continue
+            hint = (" (the recipe expects the shared data beside the repository, run from "
+                    "the repository's root; see ../shared/data/SOURCES.md)"
+                    if "shared/data" in path else "")
+            raise InputNotFoundError(f"{source}: {path} not found; paths are relative to "
+                                     f"{Path.cwd()}{hint}")
 
 
 def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
@@ -146,6 +180,9 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
                           f"{len(r.bands)} bands ({', '.join(r.bands)})")
     if r.class_weights and len(r.class_weights) != len(r.classes):
         raise ConfigError(f"{source}: class_weights needs one value per class")
+    if r.gamma < 0 or not 0 <= r.blur <= 1 or r.gsd < 0:
+        raise ConfigError(f"{source}: gamma ({r.gamma}) and gsd ({r.gsd}) must be >= 0 and "
+                          f"blur ({r.blur}) a probability in [0, 1]")
     if not 0 <= r.ema < 1:
         raise ConfigError(f"{source}: ema {r.ema} must be in [0, 1) (0: off; e.g. 0.995)")
     if r.ema and r.ema ** r.steps > 0.01:

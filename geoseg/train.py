@@ -34,7 +34,7 @@ from .labels import background_id
 from .model.bundle import create_bundle, save_bundle
 from .model.meta import BundleMeta, file_sha256
 from .model.inference import normalize
-from .recipe import Recipe, SceneEntry
+from .recipe import Recipe, SceneEntry, missing_data
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou
 from .fit import training_gsd, training_radiometry
 
@@ -54,8 +54,9 @@ def prepare_data(recipe: Recipe, classes: tuple[ClassInfo, ...]
                  ) -> tuple[list[LabelledScene], list[LabelledScene]]:
     """(train scenes, validation scenes) in memory; regions split by scene or by blocks."""
     def load(entries: Iterable[SceneEntry]) -> list[LabelledScene]:
-        return [load_labelled_scene(e.image, e.labels, spec=recipe.labels, classes=classes,
-                                    bands=recipe.band_indexes, band_names=recipe.bands)
+        return [load_labelled_scene(e.image, e.labels, spec=e.spec(recipe.labels),
+                                    classes=classes, bands=recipe.band_indexes,
+                                    band_names=recipe.bands, gsd=recipe.gsd)
                 for e in entries]
 
     train_scenes, val_scenes = load(recipe.train), load(recipe.validation)
@@ -113,12 +114,15 @@ def make_batch(scenes: Sequence[LabelledScene], sampler: ChipSampler, rng: np.ra
                meta: BundleMeta, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
     """One augmented batch: x (N, C, S, S) float32 normalized, y (N, S, S) int64."""
     size = recipe.chip_size
+    stats = (np.asarray(meta.mean, np.float32).reshape(-1, 1, 1),
+             np.asarray(meta.std, np.float32).reshape(-1, 1, 1))
     xs, ys = [], []
     for _ in range(recipe.batch_size):
         i, row, col = sample_chip(scenes, sampler, rng, balance=recipe.balance)
         pixels, valid, labels = cut(scenes[i], Window(row, col, size, size))
         x = normalize(pixels, valid, meta)
-        x, y = augment(x, labels, valid, rng, jitter=recipe.jitter)
+        x, y = augment(x, labels, valid, rng, jitter=recipe.jitter, gamma=recipe.gamma,
+                       blur=recipe.blur, mean=stats[0], std=stats[1])
         xs.append(x)
         ys.append(y)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
@@ -166,6 +170,7 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     torch.use_deterministic_algorithms(True, warn_only=True)
     classes = make_classes(recipe.classes, recipe.colors)
     num_classes = len(classes)
+    missing_data(recipe)
     train_scenes, val_scenes = prepare_data(recipe, classes)
     scale = default_scale(train_scenes[0].pixels.dtype.name, len(recipe.bands))
     mean, std = band_statistics(train_scenes, scale=scale)
@@ -178,7 +183,8 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
         arch=recipe.arch, encoder=recipe.encoder, classes=classes, bands=recipe.bands,
         scale=scale, mean=mean, std=std, tile_size=recipe.tile_size, overlap=recipe.overlap,
         tta=recipe.tta, arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed,
-        gsd=training_gsd([e.image for e in recipe.train]), input_dtype=input_dtype,
+        gsd=recipe.gsd or training_gsd([e.image for e in recipe.train]),
+        input_dtype=input_dtype,
         input_range=input_range)
     bundle = create_bundle(**bundle_args)
     meta, network = bundle.meta, bundle.network.train()
@@ -246,7 +252,9 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
                             classes)
     metrics = {"validation_miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
                "per_class_iou": {k: v["iou"] for k, v in metrics["classes"].items()},
-               "best_step": state["best_step"]}
+               "best_step": state["best_step"],
+               "per_scene_iou": _per_scene(shipped, state["best_state"], val_scenes, meta,
+                                           recipe, classes)}
     provenance = {"recipe": recipe.to_dict(),
                   "data": data_provenance(recipe),
                   "metrics": metrics, "training": {"steps": state["step"],
@@ -259,6 +267,21 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     save_bundle(final, out, float16=recipe.float16)
     return TrainResult(str(out), state["step"], seconds, state["best_step"], metrics,
                        state["history"])
+
+
+def _per_scene(network: torch.nn.Module, best: dict | None, scenes: list[LabelledScene],
+               meta: BundleMeta, recipe: Recipe, classes: tuple[ClassInfo, ...]) -> dict:
+    """Each validation scene's per-class IoU with the shipped weights (its held-out blocks
+    under ``split: blocks``): how the model does on every source, not only on average."""
+    if best is not None:
+        network.load_state_dict(best)
+    out: dict = {}
+    for scene in scenes:
+        cm = validate(network, [scene], meta, size=recipe.chip_size,
+                      num_classes=len(classes))
+        scores = pixel_metrics(cm, classes)["classes"]
+        out[Path(scene.path).name] = {k: v["iou"] for k, v in scores.items()}
+    return out
 
 
 BUDGET_FIELDS = ("max_minutes", "output", "checkpoint_dir", "threads", "tta")

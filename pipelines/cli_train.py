@@ -51,16 +51,27 @@ def _parse_nodata(text: str | None) -> float | str | None:
               help="Bundle to write (default: the recipe's output).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the recipe's last checkpoint when there is one.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the bundle if it exists (the recipe's output may be the shipped "
+                   "model: without this, training refuses before it starts).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @one_line_errors
 def train_command(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool,
-                  progress: bool) -> None:
+                  overwrite: bool, progress: bool) -> None:
     """Train a model from the scenes and labels of RECIPE (YAML, see configs/train/)."""
-    from geoseg.recipe import load_recipe
+    from pathlib import Path
+
+    from geoseg.recipe import load_recipe, missing_data
     from geoseg.train import train
 
-    result = train(load_recipe(recipe, overrides=_parse_overrides(overrides)), resume=resume,
-                   progress=progress, output=out)
+    loaded = load_recipe(recipe, overrides=_parse_overrides(overrides))
+    target = Path(out or loaded.output)
+    if target.exists() and not overwrite:
+        raise ConfigError(f"{target} exists{' (the recipe output)' if not out else ''}; pass "
+                          "--out NEW.safetensors to write another file, or --overwrite to "
+                          "replace it")
+    missing_data(loaded, source=recipe)
+    result = train(loaded, resume=resume, progress=progress, output=out)
     m = result.metrics
     click.echo(f"{result.bundle}: {result.steps} steps in {result.seconds / 60:.1f} min; "
                f"best validation mIoU {m['validation_miou']:.4f} at step {result.best_step}; "

@@ -282,3 +282,86 @@ def test_shipped_model_keeps_its_measured_quality(shipped_report):
 @_marks
 def test_shipped_model_reaches_building_iou_half_on_scene_23429155(shipped_report):
     assert shipped_report["classes"]["building"]["iou"] >= 0.5
+
+
+# --- several sources at one GSD, held-out selection, a safe output ------------------------
+
+def test_scenes_are_read_at_the_recipes_gsd(tmp_path):
+    """A 1 m scene read with gsd 2: pixels at 2 m (the area average of 2 x 2 pixels), its
+    labels burnt on that grid (the houses keep their share)."""
+    from geoseg.chips import load_labelled_scene, model_grid
+    from geoseg.classes import make_classes
+    from geoseg.grid import PixelGrid
+    from geoseg.labels import LabelSpec
+
+    scene = make_scene(tmp_path)
+    classes = make_classes(["background", "building"])
+    spec = LabelSpec(attribute="kind", mapping={"house": "building"})
+    at_1m = load_labelled_scene(scene, make_labels(tmp_path), spec=spec, classes=classes,
+                                band_names=("r", "g", "b"), gsd=TRANSFORM.a * 2)
+    plain = load_labelled_scene(scene, make_labels(tmp_path), spec=spec, classes=classes,
+                                band_names=("r", "g", "b"))
+    assert at_1m.pixels.shape == (3, 48, 48) and plain.pixels.shape == (3, 96, 96)
+    averaged = plain.pixels.reshape(3, 48, 2, 48, 2).astype(float).mean(axis=(2, 4))
+    assert np.abs(at_1m.pixels.astype(float) - averaged).max() <= 1
+    assert abs((at_1m.labels == 1).mean() - (plain.labels == 1).mean()) < 0.02
+    grid = PixelGrid(96, 96, TRANSFORM, rasterio.crs.CRS.from_epsg(32618))
+    assert model_grid(grid, TRANSFORM.a) == grid  # already at that size
+
+
+def test_each_scene_may_label_its_own_way(tmp_path):
+    """Two sources: one with kind=house polygons, one whose every polygon is a building."""
+    scene = make_scene(tmp_path)
+    first = make_labels(tmp_path)
+    second = make_labels(tmp_path, values=["whatever"] * len(house_boxes()),
+                         name="plain.gpkg")
+    recipe = make_recipe(tmp_path, scene, first, steps=4, val_every=2,
+                         train=[{"image": str(scene), "labels": str(first)},
+                                {"image": str(scene), "labels": str(second),
+                                 "attribute": None, "mapping": {}}])
+    code, lines = run_train(recipe)
+    assert code == 0, lines
+    bad = make_recipe(tmp_path, scene, first,
+                      train=[{"image": str(scene), "labels": str(first), "colour": "red"}])
+    code, lines = run_train(bad)
+    assert_one_error_line(code, lines, "optionally its own attribute, mapping", exit_code=2)
+
+
+def test_missing_data_is_named_before_training(tmp_path):
+    recipe = make_recipe(tmp_path, tmp_path / "shared" / "data" / "nope.tif",
+                         make_labels(tmp_path))
+    code, lines = run_train(recipe)
+    assert_one_error_line(code, lines, "nope.tif not found", "SOURCES.md")
+
+
+def test_training_never_silently_replaces_a_bundle(tmp_path):
+    scene, labels = make_scene(tmp_path), make_labels(tmp_path)
+    recipe = make_recipe(tmp_path, scene, labels, steps=2, val_every=1)
+    (tmp_path / "model.safetensors").write_bytes(b"shipped")
+    code, lines = run_train(recipe)
+    assert_one_error_line(code, lines, "model.safetensors exists (the recipe output)",
+                          "--out NEW.safetensors", "--overwrite", exit_code=2)
+    assert (tmp_path / "model.safetensors").read_bytes() == b"shipped"
+    result = CliRunner().invoke(train_command, [str(recipe), "--no-progress", "--out",
+                                                str(tmp_path / "new.safetensors")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(train_command, [str(recipe), "--no-progress", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "model.safetensors").read_bytes() != b"shipped"
+
+
+def test_gamma_and_blur_touch_valid_pixels_only():
+    from geoseg.chips import augment
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 32, 32)).astype(np.float32)
+    valid = np.ones((32, 32), bool)
+    valid[:8] = False
+    x[:, ~valid] = 0
+    mean = np.full((3, 1, 1), 0.5, np.float32)
+    std = np.full((3, 1, 1), 0.25, np.float32)
+    out, _ = augment(x, np.zeros((32, 32), np.uint8), valid, rng, jitter=0.0, gamma=0.5,
+                     blur=1.0, mean=mean, std=std)
+    assert not np.allclose(out, x)
+    # masked pixels stay exactly 0 (as in prediction), whatever the flips did
+    assert (out == 0).sum() >= 3 * 8 * 32
