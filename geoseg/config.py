@@ -117,7 +117,8 @@ class PredictOptions:
                 "input_range": list(self.input_range) if self.input_range else None,
                 "resample": self.resample,
                 "probabilities": self.probabilities, "vectorize": self.vectorize,
-                "vector_format": self.vector_format, "preview": self.preview,
+                "vector_format": self.vector_format if self.vectorize else None,
+                "preview": self.preview,
                 "creation_options": list(self.creation_options)}
 
 

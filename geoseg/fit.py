@@ -44,7 +44,11 @@ GSD_TOLERANCE = 1.25
 """A scene whose pixel size is within this factor of the model's GSD is predicted at its own
 pixel size; beyond it, at the model's GSD."""
 COARSEST = 4.0
-"""Scenes coarser than the model's GSD by more than this are refused, never upsampled."""
+"""Scenes coarser than the model's GSD by more than this are refused (up to it, their tiles
+are enlarged to the network's; beyond it there is nothing left to see)."""
+FINEST = 20.0
+"""Scenes finer than the model's GSD by more than this are refused: their tiles would be
+``tile size x 20`` pixels and more (memory grows with its square); resample them first."""
 SAMPLE_SIDE = 1024
 """The decimated read a scene's value range is measured on, in pixels a side."""
 RANGE_SLACK = 0.02
@@ -168,6 +172,11 @@ def model_zoom(scene: Scene, meta: BundleMeta, *, resample: str) -> float:
             f"{_metres(meta.gsd)} the model was trained at, too coarse to show what it "
             f"looks for; use a model trained near {_metres(gsd)}, or pass --resample off to "
             "predict anyway")
+    if 1 / ratio > FINEST:
+        raise InvalidInputError(
+            f"{scene.path}: pixels are {_metres(gsd)}, {1 / ratio:.0f}x finer than the "
+            f"{_metres(meta.gsd)} the model was trained at: resample it first (gdalwarp -tr "
+            f"{meta.gsd:g} {meta.gsd:g} -r average), or pass --resample off")
     if 1 / GSD_TOLERANCE <= ratio <= GSD_TOLERANCE:
         return 1.0
     return 1 / ratio

@@ -238,11 +238,13 @@ class SceneWriter:
         if self.classes is not None:
             out["classes"] = str(self.classes.publish())
             if self.flow.preview:  # from the published COG's overviews: a small read
-                from .preview import write_preview
+                from .preview import try_preview
 
-                out["preview"] = str(write_preview(
-                    self.flow.scene, self.flow.outputs.classes, self.flow.outputs.preview,
-                    bands=self.flow.plan.bands, infos=self.flow.classes))
+                made = try_preview(self.flow.scene, self.flow.outputs.classes,
+                                   self.flow.outputs.preview, bands=self.flow.plan.bands,
+                                   infos=self.flow.classes)
+                if made is not None:
+                    out["preview"] = str(made)
         if self.probs is not None:
             out["probabilities"] = str(self.probs.publish())
         self._stack.close()  # the vector sink merges its last rows and publishes

@@ -74,11 +74,14 @@ def render_index(cards: Iterable[SceneCard], out: Path, *, title: str) -> str:
     """The page's HTML."""
     cards = list(cards)
     done = sum(c.status in ("done", "skipped") for c in cards)
+    failed = sum(c.status == "failed" for c in cards)
+    others = len(cards) - done - failed
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              f"<title>{escape(title)}</title>", f"<style>{STYLE}</style>", "</head>",
              "<body>", f"<h1>{escape(title)}</h1>",
              f"<p>{done} of {len(cards)} scene(s) complete"
-             f"{', ' + str(len(cards) - done) + ' failed' if done < len(cards) else ''}.</p>",
+             f"{f', {failed} failed' if failed else ''}"
+             f"{f', {others} interrupted' if others else ''}.</p>",
              '<div class="scenes">']
     for card in cards:
         failed = card.status == "failed"
@@ -116,5 +119,5 @@ def write_index(cards: Iterable[SceneCard], out: Path, *, title: str = "geoseg b
     """``OUT/index.html`` for ``cards``."""
     path = out / INDEX
     with replacing(path, suffix=".html") as tmp:
-        tmp.write_text(render_index(cards, out, title=title))
+        tmp.write_text(render_index(cards, out, title=title), encoding="utf-8")
     return path

@@ -3,7 +3,9 @@ a legend, at most :data:`PREVIEW_SIDE` pixels a side.
 
 Both rasters are read decimated (GDAL picks their overviews: the published classes.tif
 always has MODE overviews, a COG scene has its own), so a preview costs a small read
-whatever the scene's size. The scene's bands are stretched for display (2nd-98th
+whatever the scene's size; a scene without overviews is read once at that reduced size
+(GDAL still reads its blocks). A preview that cannot be made is logged, never a failed
+scene. The scene's bands are stretched for display (2nd-98th
 percentile per band, any pixel type); classes that are not background are blended over it
 in their colours, nodata is greyed. Deterministic: the same outputs give the same bytes.
 """
@@ -106,3 +108,17 @@ def write_preview(scene: str | os.PathLike, classes_path: str | os.PathLike,
     with replacing(out, suffix=".png") as tmp:
         image.save(tmp, format="PNG")  # type: ignore[attr-defined]
     return out
+
+
+def try_preview(scene: str | os.PathLike, classes_path: str | os.PathLike,
+                out: str | os.PathLike, *, bands: Sequence[int],
+                infos: Sequence[ClassInfo]) -> Path | None:
+    """:func:`write_preview`, or None with a logged warning when it cannot be made: a quick
+    look never fails a scene whose outputs are complete."""
+    import logging
+
+    try:
+        return write_preview(scene, classes_path, out, bands=bands, infos=infos)
+    except Exception as exc:  # noqa: BLE001 - any reader or image error: no preview
+        logging.getLogger("geoseg").warning("%s: no preview (%s)", scene, exc)
+        return None

@@ -62,25 +62,34 @@ def _parents(path: str) -> list[str]:
 
 
 def folder_names(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
-    """Each scene's output folder name: its stem (:func:`source_stem`); scenes that share a
-    stem get the fewest parent folders that tell them apart in front, joined by ``_``
-    (``a/x.tif`` and ``b/x.tif`` -> ``a_x`` and ``b_x``)."""
+    """Each scene's output folder name: its stem (:func:`source_stem`); scenes whose names
+    would clash (case-insensitively, as on some file systems) get the fewest parent folders
+    that tell them apart in front, joined by ``_`` (``a/x.tif`` and ``b/x.tif`` -> ``a_x``
+    and ``b_x``); names still equal after every parent are numbered in input order."""
     texts = [os.fspath(p) for p in paths]
-    groups: dict[str, list[str]] = {}
-    for text in texts:
-        groups.setdefault(source_stem(text), []).append(text)
-    names: dict[str, str] = {}
-    for stem, group in groups.items():
-        if len(group) == 1:
-            names[group[0]] = stem
-            continue
-        parents = {t: _parents(t) for t in group}
-        deepest = max(len(v) for v in parents.values())
-        for depth in range(1, deepest + 1):
-            candidate = {t: "_".join([*parents[t][-depth:], stem]) for t in group}
-            if len(set(candidate.values())) == len(group):
-                break
-        else:  # the same place given twice in other spellings: numbered, in input order
-            candidate = {t: f"{stem}_{i + 1}" for i, t in enumerate(group)}
-        names.update(candidate)
+    parents = {t: _parents(t) for t in texts}
+    depth = dict.fromkeys(texts, 0)
+
+    def name(t: str) -> str:
+        return "_".join([*parents[t][len(parents[t]) - depth[t]:], source_stem(t)])
+
+    while True:
+        groups: dict[str, list[str]] = {}
+        for t in texts:
+            groups.setdefault(name(t).lower(), []).append(t)
+        clashes = [g for g in groups.values() if len(g) > 1]
+        deeper = [t for g in clashes for t in g if depth[t] < len(parents[t])]
+        if not deeper:
+            break
+        for t in deeper:
+            depth[t] += 1
+    names = {t: name(t) for t in texts}
+    taken = {n.lower() for n in names.values()}
+    for group in clashes:  # the same place spelled twice, or no parent left to tell
+        for i, t in enumerate(group[1:], start=2):
+            candidate = f"{names[t]}_{i}"
+            while candidate.lower() in taken:
+                candidate += "_"
+            names[t] = candidate
+            taken.add(candidate.lower())
     return names

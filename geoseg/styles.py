@@ -87,4 +87,4 @@ def write_class_sidecars(raster: Path, classes: Sequence[ClassInfo]) -> None:
     aux, style = sidecar_paths(raster)
     for path, text in ((aux, pam_xml(classes)), (style, qml(classes))):
         with replacing(path, suffix=path.suffix) as tmp:
-            Path(tmp).write_text(text)
+            Path(tmp).write_text(text, encoding="utf-8")

@@ -24,9 +24,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .atomic import replacing
-from .chips import (ChipSampler, LabelledScene, augment, band_statistics, cut, default_scale,
-                    load_labelled_scene, make_sampler, sample_chip, split_blocks,
-                    validation_windows)
+from .chips import (SCALE_BY_DTYPE, ChipSampler, LabelledScene, augment, band_statistics, cut,
+                    default_scale, load_labelled_scene, make_sampler, sample_chip,
+                    split_blocks, validation_windows)
 from .classes import NODATA_CLASS, ClassInfo, make_classes
 from .errors import ConfigError, InvalidInputError
 from .grid import Window
@@ -116,12 +116,14 @@ def make_batch(scenes: Sequence[LabelledScene], sampler: ChipSampler, rng: np.ra
     size = recipe.chip_size
     stats = (np.asarray(meta.mean, np.float32).reshape(-1, 1, 1),
              np.asarray(meta.std, np.float32).reshape(-1, 1, 1))
+    # gamma needs values scaled into 0-1: the integer types' default scale does that
+    gamma = recipe.gamma if scenes[0].pixels.dtype.name in SCALE_BY_DTYPE else 0.0
     xs, ys = [], []
     for _ in range(recipe.batch_size):
         i, row, col = sample_chip(scenes, sampler, rng, balance=recipe.balance)
         pixels, valid, labels = cut(scenes[i], Window(row, col, size, size))
         x = normalize(pixels, valid, meta)
-        x, y = augment(x, labels, valid, rng, jitter=recipe.jitter, gamma=recipe.gamma,
+        x, y = augment(x, labels, valid, rng, jitter=recipe.jitter, gamma=gamma,
                        blur=recipe.blur, mean=stats[0], std=stats[1])
         xs.append(x)
         ys.append(y)

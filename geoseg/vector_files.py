@@ -54,23 +54,31 @@ def sidecars(path: Path) -> list[Path]:
 
 def translate(gpkg: Path, layer: str, target: Path, staging: Path) -> None:
     """Write the GeoPackage layer ``gpkg:layer`` as ``target``'s format at ``staging`` (same
-    extension), then rename it (and its sidecars) over ``target``."""
+    extension), then rename it over ``target`` (a shapefile's sidecars first, its ``.shp``
+    last, so a complete ``.shp`` never stands beside another run's parts). A failed write
+    leaves nothing of its own behind and ``target`` as it was."""
     import pyogrio
 
     suffix = vector_suffix(target)
-    frame = pyogrio.read_dataframe(gpkg, layer=layer)
-    for old in sidecars(staging):
-        old.unlink(missing_ok=True)
-    if suffix == ".parquet":
-        frame.to_parquet(staging, index=False)
-    else:
-        if suffix == ".shp":
-            frame = frame.rename(columns=SHAPEFILE_FIELDS)
-        with warnings.catch_warnings():  # a layer without CRS is what was asked for
-            warnings.filterwarnings("ignore", message="'crs' was not provided")
-            pyogrio.write_dataframe(frame, staging, driver=VECTOR_FORMATS[suffix],
-                                    layer=layer if suffix != ".shp" else None)
-    for part, final in zip(sidecars(staging), sidecars(target), strict=True):
+    parts = sidecars(staging)
+    try:
+        frame = pyogrio.read_dataframe(gpkg, layer=layer)
+        if suffix == ".parquet":
+            frame.to_parquet(staging, index=False)
+        else:
+            if suffix == ".shp":
+                frame = frame.rename(columns=SHAPEFILE_FIELDS)
+            with warnings.catch_warnings():  # a layer without CRS is what was asked for
+                warnings.filterwarnings("ignore", message="'crs' was not provided")
+                pyogrio.write_dataframe(frame, staging, driver=VECTOR_FORMATS[suffix],
+                                        layer=layer if suffix != ".shp" else None)
+    except Exception as exc:
+        for part in parts:
+            part.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise
+        raise OSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    for part, final in reversed(list(zip(parts, sidecars(target), strict=True))):
         if part.exists():
             os.replace(part, final)
         else:

@@ -200,12 +200,12 @@ class Warp:
 def warped_vrt(path: str, out: str | os.PathLike, warp: Warp) -> Path:
     """``path`` warped onto ``warp``'s CRS at its pixel size as a VRT at ``out`` (GDAL's
     warped VRT, read window by window): pixels on multiples of the pixel size (gdalwarp
-    ``-tap``), so scenes warped alike share one grid; an alpha band masks the pixels the
-    scene does not cover or has as nodata (the same for every scene, with or without
-    nodata, so they mosaic)."""
+    ``-tap``), so scenes warped alike share one grid; an alpha band (the scene's own, warped,
+    or one added) masks the pixels the scene does not cover or has as nodata, the same for
+    every scene with or without nodata, so they mosaic."""
     import rasterio
     import rasterio.shutil
-    from rasterio.enums import Resampling
+    from rasterio.enums import ColorInterp, Resampling
     from rasterio.vrt import WarpedVRT
     from rasterio.warp import transform_bounds
 
@@ -218,7 +218,7 @@ def warped_vrt(path: str, out: str | os.PathLike, warp: Warp) -> Path:
         height = max(1, math.ceil((y0 - bottom) / res - 1e-9))
         with WarpedVRT(src, crs=warp.crs, transform=Affine(res, 0, x0, 0, -res, y0),
                        width=width, height=height, resampling=Resampling[warp.resampling],
-                       add_alpha=True) as vrt:
+                       add_alpha=ColorInterp.alpha not in src.colorinterp) as vrt:
             target = Path(out)
             target.parent.mkdir(parents=True, exist_ok=True)
             rasterio.shutil.copy(vrt, str(target), driver="VRT")

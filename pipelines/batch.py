@@ -59,7 +59,7 @@ def batch_inputs(scenes: Sequence[str | os.PathLike], out: Path, *, model: str |
     check_against_model(options, meta)
     choice = choose_cluster(scheduler=scheduler, cluster=cluster, workers=workers,
                             dashboard=dashboard)
-    paths = expand_inputs(scenes, recursive=recursive)
+    paths = expand_inputs(scenes, recursive=recursive, exclude=out)
     if not paths:
         raise InputNotFoundError(
             f"no raster found in {', '.join(map(str, scenes))}; give scene files, folders "

@@ -15,12 +15,15 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
-def expand_inputs(items: Iterable[str | os.PathLike], *, recursive: bool = False) -> list[str]:
+def expand_inputs(items: Iterable[str | os.PathLike], *, recursive: bool = False,
+                  exclude: str | os.PathLike | None = None) -> list[str]:
     """Scene paths from files, folders (their rasters, sorted; with ``recursive`` those of
     every sub-folder too, hidden ones left out), glob patterns, text files of paths (one a
     line, ``#`` comments; relative to the text file's folder) and URLs or ``/vsi*`` paths
     (as given). Duplicates are dropped, order is kept. Missing paths are kept: they fail
-    alone."""
+    alone. Rasters found in folders under ``exclude`` (the batch's output folder) are left
+    out: a rerun never takes its own outputs for scenes."""
+    skip = Path(exclude).resolve() if exclude is not None else None
     out: list[str] = []
     for item in items:
         text = os.fspath(item)
@@ -32,7 +35,8 @@ def expand_inputs(items: Iterable[str | os.PathLike], *, recursive: bool = False
             out += sorted(str(p) for p in found
                           if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
                           and not any(part.startswith(".")
-                                      for part in p.relative_to(path).parts))
+                                      for part in p.relative_to(path).parts)
+                          and not (skip and p.resolve().is_relative_to(skip)))
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             for line in path.read_text().splitlines():
                 line = line.split("#", 1)[0].strip()

@@ -16,6 +16,14 @@ INTERVAL = 10.0
 overrides)."""
 
 
+def _interval(text: str | None) -> float:
+    """``GEOSEG_PROGRESS_SECONDS``: a number of seconds, at least 0.1; else the default."""
+    try:
+        return max(0.1, float(text)) if text else INTERVAL
+    except ValueError:
+        return INTERVAL
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
@@ -31,7 +39,7 @@ class TileProgress:
         self.bar = tqdm(total=total, unit="tile", dynamic_ncols=True, disable=None,
                         smoothing=0.1)
         self.stream = stream or sys.stderr
-        self.interval = interval or float(os.environ.get("GEOSEG_PROGRESS_SECONDS", INTERVAL))
+        self.interval = interval or _interval(os.environ.get("GEOSEG_PROGRESS_SECONDS"))
         self.total, self.done = total or 0, 0
         self.begun = time.monotonic()
         self._stop = threading.Event()

@@ -181,14 +181,23 @@ def scene_state(folder: str | os.PathLike, *, model_sha256: str, identity: dict)
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("status") != "complete":
         return "foreign" if _foreign_classes(SceneOutputs(Path(folder)).classes) else "absent"
-    # options a manifest predates were at their defaults (None: the model's) when it was written
-    options = {**dict.fromkeys(identity), **(manifest.get("options") or {})}
+    options = manifest_options(manifest, identity)
     if manifest.get("model_sha256") != model_sha256 or options != identity:
         return "different"
     outputs = manifest.get("outputs") or {}
     if not outputs or not all(Path(folder, Path(p).name).is_file() for p in outputs.values()):
         return "absent"
     return "complete"
+
+
+def manifest_options(manifest: dict, identity: dict) -> dict:
+    """The options a manifest was written with, in ``identity``'s keys: options it predates
+    were at the library's defaults then (options added later default to what geoseg did
+    before them), so outputs of an older geoseg are not redone for nothing."""
+    from geoseg.config import PredictOptions
+
+    defaults = PredictOptions().identity()
+    return {**{k: defaults.get(k) for k in identity}, **(manifest.get("options") or {})}
 
 
 def what_differs(folder: str | os.PathLike, model_sha256: str, identity: dict) -> str:
@@ -199,7 +208,7 @@ def what_differs(folder: str | os.PathLike, model_sha256: str, identity: dict) -
     if manifest.get("model_sha256") != model_sha256:
         parts.append(f"another model (sha256 {str(manifest.get('model_sha256'))[:12]}, now "
                      f"{model_sha256[:12]})")
-    options = {**dict.fromkeys(identity), **(manifest.get("options") or {})}
+    options = manifest_options(manifest, identity)
     changed = [f"{key} {_shown(options.get(key))} (now {_shown(value)})"
                for key, value in identity.items() if options.get(key) != value]
     if changed:

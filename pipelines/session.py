@@ -114,18 +114,33 @@ def predict_batch(choice: ClusterChoice, paths: Sequence[str | os.PathLike], out
         except BatchInterrupted as interruption:
             outcomes, interrupted = interruption.outcomes, True
     error = None
-    try:
-        from geoseg.index_page import write_index
-        from geoseg.stac import write_item_collection
-
-        write_item_collection([scene_folder(out, o) for o in outcomes
-                               if o.status in ("done", "skipped")], out)
-        write_index(index_cards(out, outcomes), out)
+    try:  # the summary first: it is the batch's record
         write_summary(summary, outcomes, model=model, model_sha256=model_sha256,
                       options=options, seconds=time.perf_counter() - start)
     except OSError as exc:
         error = str(exc.strerror or exc)
+    write_batch_pages(out, outcomes)
     return BatchResult(outcomes, interrupted, summary, error, log)
+
+
+def write_batch_pages(out: Path, outcomes: Sequence[SceneOutcome]) -> None:
+    """OUT/items.json (STAC ItemCollection) and OUT/index.html; one that cannot be written
+    is logged, never the batch's failure (its scenes and summary are done)."""
+    import logging
+
+    from geoseg.index_page import write_index
+    from geoseg.stac import write_item_collection
+
+    log = logging.getLogger("geoseg")
+    try:
+        write_item_collection([scene_folder(out, o) for o in outcomes
+                               if o.status in ("done", "skipped")], out)
+    except Exception as exc:  # noqa: BLE001 - a catalog page is not worth the batch
+        log.warning("%s: items.json not written (%s)", out, exc)
+    try:
+        write_index(index_cards(out, outcomes), out)
+    except Exception as exc:  # noqa: BLE001 - nor is the index
+        log.warning("%s: index.html not written (%s)", out, exc)
 
 
 def scene_folder(out: Path, outcome: SceneOutcome) -> Path:

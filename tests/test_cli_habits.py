@@ -52,7 +52,10 @@ def test_co_sets_the_rasters_creation_options(tmp_path, model):
             assert ds.compression.name == "zstd"
     bad = run("predict", scene, "-m", model, "-o", tmp_path / "bad", "--co", "COLOR=RED")
     assert bad.exit_code == 2
-    assert "--co COLOR: not a creation option of GDAL's COG driver" in error_line(bad)
+    assert "--co COLOR: not a creation option geoseg passes" in error_line(bad)
+    for lossy in ("COMPRESS=JPEG", "TARGET_SRS=EPSG:4326"):  # class ids and grid stay exact
+        bad = run("predict", scene, "-m", model, "-o", tmp_path / "bad", "--co", lossy)
+        assert bad.exit_code == 2, bad.output
     bad = run("predict", scene, "-m", model, "-o", tmp_path / "bad", "--co", "COMPRESS")
     assert bad.exit_code == 2 and "expected NAME=VALUE" in error_line(bad)
 
@@ -155,3 +158,39 @@ def test_every_option_has_help():
 
     walk(cli, "geoseg")
     assert not missing, missing
+
+
+def test_folder_names_never_clash():
+    from geoseg.sources import folder_names
+
+    names = folder_names(["/d/a/x.tif", "/d/b/x.tif", "/d/a_x.tif", "/e/y.tif", "/f/Y.tif",
+                          "/d/c/z.tif", "/d/c/z.tif"])
+    assert len({n.lower() for n in names.values()}) == len(names)
+    assert names["/d/b/x.tif"] == "b_x"
+    assert folder_names(["/d/x.tif"]) == {"/d/x.tif": "x"}
+
+
+def test_recursive_never_takes_the_batchs_own_outputs(tmp_path, model):
+    (tmp_path / "data").mkdir()
+    write_raster(tmp_path / "data" / "s.tif", smooth_noise((40, 50)), transform=UTM)
+    out = tmp_path / "data" / "pred"
+    for _ in range(2):
+        result = run("predict", tmp_path / "data", "-r", "-m", model, "-o", out)
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["s"]
+
+
+def test_outputs_of_an_older_geoseg_are_still_complete(tmp_path, model):
+    """A manifest written before an option existed is read with that option's default:
+    the rerun skips the scene instead of refusing it as made otherwise."""
+    import json
+
+    scene = write_raster(tmp_path / "s.tif", smooth_noise((40, 50)), transform=UTM)
+    assert run("predict", scene, "-m", model, "-o", tmp_path / "out").exit_code == 0
+    manifest = tmp_path / "out" / "s" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    for key in ("preview", "vector_format", "creation_options"):
+        del data["options"][key]
+    manifest.write_text(json.dumps(data))
+    again = run("predict", scene, "-m", model, "-o", tmp_path / "out")
+    assert again.exit_code == 0 and "skipped" in again.output, again.output

@@ -287,3 +287,10 @@ def test_landsat_uint16_is_refused_plainly_and_predicts_with_stretch(tmp_path, m
             rasterio.open(scene) as src:
         assert ds.shape == src.shape and ds.transform == src.transform
         assert "GEOSEG_RESCALED_FROM" in ds.tags()
+
+
+def test_a_far_finer_scene_is_refused_with_the_line_that_fits_it(tmp_path):
+    scene = write_raster(tmp_path / "drone.tif", smooth_noise((32, 32)),
+                         transform=Affine(0.02, 0, 500000, 0, -0.02, 5000000))
+    with pytest.raises(InvalidInputError, match=r"50x finer .* \(gdalwarp -tr 1 1 -r average\)"):
+        model_zoom(open_scene(scene), meta_at(1.0), resample="auto")

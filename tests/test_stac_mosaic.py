@@ -299,3 +299,20 @@ def test_assets_without_band_names_need_assets_option(tmp_path, rgb_model):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "plain" / "classes.tif").is_file()
     shutil.rmtree(tmp_path / "out")
+
+
+def test_scenes_with_their_own_alpha_band_are_warped_too(tmp_path):
+    from geoseg.vrt import Warp, mosaic_vrt
+
+    pixels = smooth_noise((64, 64), seed=1, bands=4)
+    pixels[3] = 255
+    pixels[3, :10] = 0
+    a = write_raster(tmp_path / "a.tif", pixels, transform=ORIGIN, photometric="RGB",
+                     alpha="YES")
+    b = write_raster(tmp_path / "b.tif", pixels[:3], transform=ORIGIN * Affine.translation(64, 0),
+                     crs="EPSG:32633")
+    vrt = mosaic_vrt([str(a), str(b)], tmp_path / "m.vrt", warp=Warp("EPSG:32633", 1.0))
+    with rasterio.open(vrt) as ds:
+        assert ds.count == 3 and ds.width >= 128
+        mask = ds.dataset_mask()
+        assert (mask[:10, :64] == 0).all() and (mask[12:60, 2:126] == 255).all()

@@ -23,12 +23,17 @@ def cuda_present() -> bool:
     assumed (resolving the device checks for real)."""
     import ctypes
     import glob
+    import os
     import sys
 
     if not sys.platform.startswith("linux"):
         return True
-    if not glob.glob("/dev/nvidia[0-9]*"):
+    # NVIDIA device nodes; WSL2's /dev/dxg; ROCm's /dev/kfd (torch names it cuda too)
+    if not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg")
+            or os.path.exists("/dev/kfd")):
         return False
+    if os.path.exists("/dev/kfd") and not glob.glob("/dev/nvidia[0-9]*"):
+        return True  # ROCm: no libcuda to look for
     try:
         ctypes.CDLL("libcuda.so.1")
     except OSError:
