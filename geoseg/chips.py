@@ -146,12 +146,15 @@ class ChipSampler:
 
 
 def make_sampler(scenes: Sequence[LabelledScene], *, size: int, num_classes: int,
-                 background: int | None) -> ChipSampler:
-    """Precompute chip origins (chips inside the region, at least one labelled pixel)."""
+                 background: int | None, inside: float = 1.0) -> ChipSampler:
+    """Precompute chip origins: chips with at least ``inside`` of their pixels in the
+    training region (1.0: the whole chip). The rest of a chip is masked when it is cut
+    (:func:`cut`: invalid and unlabelled), so a smaller share lets small scenes split into
+    held-out blocks still give chips without the chips seeing a held-out pixel."""
     origins, rare = [], []
     for s in scenes:
-        inside = _windows_inside(s.region, size)
-        origins.append(np.flatnonzero(inside))
+        inside_ok = _windows_inside(s.region, size, share=inside)
+        origins.append(np.flatnonzero(inside_ok))
         per_class: dict[int, np.ndarray] = {}
         for k in range(num_classes):
             if k == background:
@@ -167,8 +170,9 @@ def make_sampler(scenes: Sequence[LabelledScene], *, size: int, num_classes: int
     return ChipSampler(size, tuple(origins), tuple(rare), tuple(present))
 
 
-def _windows_inside(region: np.ndarray, size: int) -> np.ndarray:
-    """Boolean (H, W): chip at (row, col) lies inside ``region`` (scene padded to size)."""
+def _windows_inside(region: np.ndarray, size: int, *, share: float = 1.0) -> np.ndarray:
+    """Boolean (H, W): at least ``share`` of the chip at (row, col) lies inside ``region``
+    (scene padded to size)."""
     h, w = region.shape
     ph, pw = max(h, size), max(w, size)
     padded = np.zeros((ph, pw), bool)
@@ -182,7 +186,7 @@ def _windows_inside(region: np.ndarray, size: int) -> np.ndarray:
     sums = (integral[size:size + n_r, size:size + n_c] - integral[:n_r, size:size + n_c]
             - integral[size:size + n_r, :n_c] + integral[:n_r, :n_c])
     inside = np.zeros((h, w), bool)
-    inside[:n_r, :n_c] = sums == size * size
+    inside[:n_r, :n_c] = sums >= np.ceil(share * size * size)
     return inside
 
 

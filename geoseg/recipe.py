@@ -65,6 +65,7 @@ class Recipe:
     dice_weight: float = 1.0
     class_weights: tuple[float, ...] = ()
     balance: float = 0.5
+    chip_inside: float = 1.0         # share of a training chip that must be training area
     jitter: float = 0.1
     gamma: float = 0.0               # random gamma in [1/(1+g), 1+g] on the 0-1 scaled values
     blur: float = 0.0                # probability of a Gaussian blur (sigma 0.5-1.5 px)
@@ -180,6 +181,8 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
                           f"{len(r.bands)} bands ({', '.join(r.bands)})")
     if r.class_weights and len(r.class_weights) != len(r.classes):
         raise ConfigError(f"{source}: class_weights needs one value per class")
+    if not 0 < r.chip_inside <= 1:
+        raise ConfigError(f"{source}: chip_inside {r.chip_inside} must be in (0, 1]")
     if r.gamma < 0 or not 0 <= r.blur <= 1 or r.gsd < 0:
         raise ConfigError(f"{source}: gamma ({r.gamma}) and gsd ({r.gsd}) must be >= 0 and "
                           f"blur ({r.blur}) a probability in [0, 1]")

@@ -179,7 +179,7 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     input_dtype, input_range = training_radiometry(
         [(s.pixels, s.valid & s.region) for s in train_scenes])
     sampler = make_sampler(train_scenes, size=recipe.chip_size, num_classes=num_classes,
-                           background=background_id(classes))
+                           background=background_id(classes), inside=recipe.chip_inside)
     # what the bundle is, besides its weights and provenance: the same at start and end
     bundle_args: dict[str, Any] = dict(
         arch=recipe.arch, encoder=recipe.encoder, classes=classes, bands=recipe.bands,

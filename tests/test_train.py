@@ -365,3 +365,28 @@ def test_gamma_and_blur_touch_valid_pixels_only():
     assert not np.allclose(out, x)
     # masked pixels stay exactly 0 (as in prediction), whatever the flips did
     assert (out == 0).sum() >= 3 * 8 * 32
+
+
+def test_chips_may_reach_into_held_out_blocks_without_seeing_them():
+    """chip_inside 0.5: a chip needs half its pixels in the training area; the rest is cut
+    out (invalid, unlabelled), so small scenes split into blocks still give chips."""
+    from geoseg.chips import LabelledScene, cut, make_sampler
+    from geoseg.grid import Window
+
+    region = np.ones((96, 96), bool)
+    region[:, 40:56] = False  # a held-out band through the middle
+    pixels = np.full((3, 96, 96), 100, np.uint8)
+    scene = LabelledScene("s", "l", pixels, np.ones((96, 96), bool),
+                          np.ones((96, 96), np.uint8), region)
+    from geoseg.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="no 64 x 64 chip fits"):
+        make_sampler([scene], size=64, num_classes=2, background=0)  # whole chips only
+    half = make_sampler([scene], size=64, num_classes=2, background=0, inside=0.5)
+    assert len(half.origins[0]) > 0
+    origin = int(half.origins[0][len(half.origins[0]) // 2])
+    row, col = divmod(origin, 96)
+    chip, valid, labels = cut(scene, Window(row, col, 64, 64))
+    held = ~region[row:row + 64, col:col + 64]
+    assert held.any() and not valid[held].any() and (labels[held] == 255).all()
+    assert (chip[:, held] == 100).all()  # raw values stay; validity masks them (normalize -> 0)
