@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.geoseg-installed
-MODEL ?= models/buildings-massachusetts.safetensors
+MODEL ?= models/buildings.safetensors
 DEMO_SCENE := data/demo/23429155_15_uint8_clipped.tif
 DEMO_LABELS := data/demo/23429155_15.gpkg
 

@@ -3,7 +3,7 @@
 The Python API (see the README's "Python" section)::
 
     import geoseg
-    model = geoseg.load_model("models/buildings-massachusetts.safetensors")
+    model = geoseg.load_model("models/buildings.safetensors")
     classes, probabilities = geoseg.predict_array(image, model, transform=t, crs="EPSG:26986")
     geoseg.predict(["a.tif", "b.tif"], "model.safetensors", "out/", tta="flips")
     polygons = geoseg.vectorize("out/a/classes.tif")      # a GeoDataFrame

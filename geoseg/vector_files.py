@@ -14,7 +14,7 @@ import os
 import warnings
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, OutputNotWritableError
 
 VECTOR_FORMATS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet",
                   ".geojson": "GeoJSON", ".shp": "ESRI Shapefile"}
@@ -77,7 +77,8 @@ def translate(gpkg: Path, layer: str, target: Path, staging: Path) -> None:
             part.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise
-        raise OSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        raise OutputNotWritableError(str(exc).splitlines()[0] if str(exc)
+                                     else type(exc).__name__) from exc
     for part, final in reversed(list(zip(parts, sidecars(target), strict=True))):
         if part.exists():
             os.replace(part, final)

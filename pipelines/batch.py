@@ -54,7 +54,7 @@ def batch_inputs(scenes: Sequence[str | os.PathLike], out: Path, *, model: str |
     if not Path(model).is_file():
         raise ConfigError(f"--model {model}: no such file; give a .safetensors bundle "
                           "(geoseg model create, geoseg train, or the shipped "
-                          "models/buildings-massachusetts.safetensors)")
+                          "models/buildings.safetensors)")
     meta = read_meta(model)
     check_against_model(options, meta)
     choice = choose_cluster(scheduler=scheduler, cluster=cluster, workers=workers,
