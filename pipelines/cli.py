@@ -6,7 +6,6 @@ traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -278,148 +277,12 @@ def report_batch(result: BatchResult) -> None:
         fail(f"{len(failed)} of {len(outcomes)} scene(s) failed ({where})")
 
 
-@cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
-@one_line_errors
-def info(model: str, as_json: bool) -> None:
-    """Print a model bundle's metadata."""
-    from geoseg.model.meta import file_sha256, read_meta
-
-    meta = read_meta(model)
-    if as_json:
-        click.echo(meta.to_json())
-        return
-    rows = [("file", model), ("sha256", file_sha256(model)), ("name", meta.name),
-            ("architecture", f"{meta.arch} / {meta.encoder}"),
-            ("bands", ", ".join(meta.bands)),
-            ("scale", ", ".join(f"{v:g}" for v in meta.scale)),
-            ("mean", ", ".join(f"{v:g}" for v in meta.mean)),
-            ("std", ", ".join(f"{v:g}" for v in meta.std)),
-            ("classes", ", ".join(f"{c.id}={c.name} ({c.color})" for c in meta.classes)),
-            ("nodata class", meta.nodata_class),
-            ("ground sample distance",
-             "unknown" if meta.gsd is None else f"{meta.gsd:g} m/px"),
-            ("input", f"{meta.input_dtype or 'unknown type'}, "
-                      + ("range unknown" if meta.input_range is None else
-                         "; ".join(f"{b} {lo:g}-{hi:g}" for b, (lo, hi)
-                                   in zip(meta.bands, meta.input_range, strict=True)))),
-            ("tile size / overlap", f"{meta.tile_size} / {meta.overlap} px"),
-            ("test-time augmentation", meta.tta),
-            ("output stride", meta.output_stride),
-            ("receptive field", f"{meta.receptive_field} px")]
-    rows += [(f"provenance.{k}", json.dumps(v) if isinstance(v, (dict, list)) else v)
-             for k, v in sorted(meta.provenance.items())]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        click.echo(f"{key:<{width}}  {value}")
-
-
-@cli.group()
-def model() -> None:
-    """Create model bundles."""
-
-
-@model.command("create")
-@click.option("--arch", default="Unet", show_default=True, help="smp architecture name.")
-@click.option("--encoder", default="resnet18", show_default=True, help="smp encoder name.")
-@click.option("--classes", required=True, help="Class names in id order, e.g. background,building.")
-@click.option("--bands", required=True,
-              help="Input band count (3) or band names in order (red,green,blue).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help="The bundle to write (.safetensors).")
-@click.option("--weights", type=click.Path(dir_okay=False),
-              help="An smp state_dict (.pt/.pth via weights_only, or .safetensors).")
-@click.option("--tile-size", default=256, show_default=True,
-              help="Tile size predict uses by default, in pixels.")
-@click.option("--overlap", default=64, show_default=True,
-              help="Tile overlap predict uses by default, in pixels.")
-@click.option("--tta", type=click.Choice(TTA_MODES), default="none",
-              show_default=True, help="Default test-time augmentation of predict.")
-@click.option("--scale", help="Per-band multiplier to [0, 1], comma separated (default 1/255).")
-@click.option("--mean", help="Per-band mean after scaling, comma separated (default 0.5).")
-@click.option("--std", help="Per-band std after scaling, comma separated (default 0.25).")
-@click.option("--gsd", type=float,
-              help="Ground sample distance of the training data, metres per pixel.")
-@click.option("--input-dtype", type=click.Choice(["uint8", "uint16", "int16", "float32"]),
-              help="Pixel type of the training data (default uint8 with --scale 1/255).")
-@click.option("--input-range", metavar="LOW,HIGH",
-              help="Raw value range of the training data, one LOW,HIGH for every band or "
-                   "LOW,HIGH;LOW,HIGH;... per band (default 0,255 with --scale 1/255).")
-@click.option("--name", default=None, help="Model name (default: the output file's stem).")
-@click.option("--seed", default=0, show_default=True, help="Seed for untrained weights.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-@one_line_errors
-def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights: str | None,
-           tile_size: int, overlap: int, tta: str, scale: str | None, mean: str | None,
-           std: str | None, gsd: float | None, input_dtype: str | None,
-           input_range: str | None, name: str | None, seed: int, overwrite: bool) -> None:
-    """Make a bundle: untrained, or around an existing smp state_dict."""
-    from fractions import Fraction
-
-    from geoseg.classes import make_classes
-    from geoseg.errors import ConfigError
-    from geoseg.model import create_bundle, load_state_dict, save_bundle
-    from geoseg.writers import prepare_output
-
-    band_names = (tuple(f"band{i}" for i in range(1, int(bands) + 1)) if bands.isdigit()
-                  else tuple(b.strip() for b in bands.split(",")))
-
-    def floats(text: str | None) -> list[float] | None:
-        if text is None:
-            return None
-        try:  # numbers or fractions, as the help shows them (1/255)
-            return [float(Fraction(v.strip())) for v in text.split(",")]
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"{text!r} must be comma-separated numbers or fractions "
-                              "(e.g. 1/10000)") from None
-
-    out_path = prepare_output(Path(out), overwrite=overwrite)
-    if weights:
-        check_bundle_weights(weights, arch=arch, encoder=encoder, bands=len(band_names),
-                             classes=len(classes.split(",")))
-    state = load_state_dict(weights) if weights else None
-    bundle = create_bundle(arch=arch, encoder=encoder, classes=make_classes(classes.split(",")),
-                           bands=band_names, scale=floats(scale), mean=floats(mean),
-                           std=floats(std), tile_size=tile_size, overlap=overlap, tta=tta,
-                           state_dict=state, name=name or out_path.stem, seed=seed,
-                           gsd=gsd, input_dtype=input_dtype,
-                           input_range=[floats(r) or [] for r in input_range.split(";")]
-                           if input_range else None,
-                           provenance={"source": "weights: " + str(weights) if weights
-                                       else "untrained (random weights)"})
-    digest = save_bundle(bundle, out_path)
-    click.echo(f"wrote {out_path} ({arch}/{encoder}, {len(band_names)} bands, "
-               f"{len(bundle.meta.classes)} classes, sha256 {digest[:12]})")
-
-
-def check_bundle_weights(path: str, *, arch: str, encoder: str, bands: int,
-                         classes: int) -> None:
-    """A geoseg bundle given as --weights: refused in one line that says which --arch,
-    --encoder, --bands and --classes wrap its weights when they are not those given."""
-    from geoseg.errors import BundleError, ConfigError
-    from geoseg.model.meta import read_meta
-
-    if not str(path).endswith(".safetensors"):
-        return
-    try:
-        meta = read_meta(path)
-    except BundleError:  # a plain safetensors state_dict
-        return
-    given = (arch, encoder, bands, classes)
-    if given != (meta.arch, meta.encoder, meta.in_channels, len(meta.classes)):
-        raise ConfigError(
-            f"--weights {path} is a geoseg bundle of {meta.arch}/{meta.encoder} with "
-            f"{meta.in_channels} bands and {len(meta.classes)} classes; create with --arch "
-            f"{meta.arch} --encoder {meta.encoder} --bands {','.join(meta.bands)} --classes "
-            f"{','.join(c.name for c in meta.classes)} to wrap its weights")
-
-
 def _register() -> None:
+    from .cli_model import info, model
     from .cli_train import evaluate_command, train_command
     from .cli_vectorize import vectorize
 
-    for command in (vectorize, train_command, evaluate_command):
+    for command in (info, model, vectorize, train_command, evaluate_command):
         cli.add_command(command)
 
 
