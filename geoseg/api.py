@@ -68,21 +68,14 @@ def predict(scenes: str | os.PathLike | Sequence[str | os.PathLike],
     ``status``: done/skipped/failed, ``outputs``, ``seconds``, ``error``...). A failed
     scene does not stop the others; with ``errors="raise"`` (default) a
     :class:`BatchFailedError` follows at the end, ``errors="keep"`` only reports it."""
-    from geoseg_pipelines.batch import batch_inputs, run_predict
-
-    from .vrt import Warp
+    from geoseg_pipelines.batch import batch_inputs, mosaic_warp, run_predict
 
     if errors not in ("raise", "keep"):
         raise ConfigError(f"errors={errors!r}: expected 'raise' or 'keep'")
     if isinstance(scenes, (str, os.PathLike)):
         scenes = [scenes]
     opts = options_from(options, PredictOptions())
-    warp = None
-    if crs is not None or resolution is not None:
-        if not mosaic or crs is None or resolution is None:
-            raise ConfigError("crs= and resolution= warp the scenes of a mosaic: give both, "
-                              "with mosaic=True")
-        warp = Warp(crs, resolution, warp_resampling)
+    warp = mosaic_warp(mosaic, crs, resolution, warp_resampling)
     out = Path(out)
     inputs = batch_inputs(list(scenes), out, model=model, options=opts, scheduler=scheduler,
                           cluster=cluster, workers=workers, assets=assets, mosaic=mosaic,

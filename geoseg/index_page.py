@@ -3,12 +3,12 @@ class shares and links to its outputs; opens from the folder (no server, no scri
 beyond marking which previews loaded, for tests and screen readers).
 
 Written at the end of every batch from each scene's row of the summary and, for scenes
-that are complete, their ``manifest.json`` (class pixel counts), through a temporary name.
+that are complete, their ``manifest.json`` (class pixel counts, read once by the caller),
+through a temporary name.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,7 +16,6 @@ from html import escape
 from pathlib import Path
 
 from .atomic import replacing
-from .names import MANIFEST
 
 INDEX = "index.html"
 
@@ -49,15 +48,12 @@ class SceneCard:
     megapixels: float = 0.0
     error: str = ""
     outputs: dict = field(default_factory=dict)
+    shares: dict = field(default_factory=dict)
+    """Each class's share of the valid pixels (:func:`class_shares`)."""
 
 
-def class_shares(folder: Path) -> dict[str, float]:
-    """Each class's share of the scene's valid pixels, from its manifest (empty when it
-    has none)."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}
+def class_shares(manifest: dict) -> dict[str, float]:
+    """Each class's share of a scene's valid pixels, from its manifest's counts."""
     counts = manifest.get("class_pixels", {})
     total = sum(counts.values())
     return {name: n / total for name, n in counts.items()} if total else {}
@@ -96,7 +92,7 @@ def render_index(cards: Iterable[SceneCard], out: Path, *, title: str) -> str:
                      f" &middot; {card.megapixels:.2f} MPix &middot; {card.seconds:.1f} s</p>")
         if failed:
             parts.append(f'<p class="error">{escape(card.error)}</p>')
-        shares = class_shares(card.folder) if card.folder else {}
+        shares = card.shares
         if shares:
             parts.append("<table>")
             parts += [f"<tr><td>{escape(name)}</td><td>{100 * share:.1f}%</td></tr>"

@@ -70,6 +70,23 @@ def batch_inputs(scenes: Sequence[str | os.PathLike], out: Path, *, model: str |
                        cluster_asked=bool(workers or cluster))
 
 
+def mosaic_warp(mosaic: bool, crs: str | None, resolution: float | None,
+                resampling: str = "bilinear") -> Warp | None:
+    """``--crs``/``--resolution`` as a checked :class:`~geoseg.vrt.Warp` (None without
+    them); a ConfigError where one lacks the other or ``--mosaic``."""
+    from geoseg.vrt import Warp
+
+    if crs is None and resolution is None:
+        return None
+    if not mosaic:
+        raise ConfigError("--crs and --resolution warp the scenes of a --mosaic; add "
+                          "--mosaic (a single scene is predicted on its own grid)")
+    if crs is None or resolution is None:
+        raise ConfigError("--crs and --resolution go together: the CRS to warp the scenes "
+                          "to and its pixel size")
+    return Warp(crs, resolution, resampling)
+
+
 def check_against_model(options: PredictOptions, meta: BundleMeta) -> None:
     """The options that can be judged from the model's header alone: tiling, band count,
     the device (see :func:`geoseg.model.devices.check_device_present`)."""

@@ -24,7 +24,6 @@ from .errors import debug_wanted, one_line_errors
 
 if TYPE_CHECKING:
     from geoseg.config import PredictOptions
-    from geoseg.vrt import Warp
     from .session import BatchResult
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -204,7 +203,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
             **overrides: Any) -> None:
     """Predict SCENES (files, folders, globs or .txt lists of paths) into
     OUT/<scene stem>/ on a Dask cluster; complete scenes are skipped on a rerun."""
-    from .batch import batch_inputs, run_predict
+    from .batch import batch_inputs, mosaic_warp, run_predict
     from .cluster import describe
 
     # options, the model and the cluster choice: a ConfigError (exit 2) in a second
@@ -231,24 +230,6 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
         click.echo("error: interrupted before any scene started; nothing was kept", err=True)
         sys.exit(130)
     report_batch(result)
-
-
-def mosaic_warp(mosaic: bool, crs: str | None, resolution: float | None,
-                resampling: str) -> Warp | None:
-    """``--crs``/``--resolution`` as a checked :class:`~geoseg.vrt.Warp` (None without
-    them); a ConfigError (exit 2) where one lacks the other or --mosaic."""
-    from geoseg.errors import ConfigError
-    from geoseg.vrt import Warp
-
-    if crs is None and resolution is None:
-        return None
-    if not mosaic:
-        raise ConfigError("--crs and --resolution warp the scenes of a --mosaic; add "
-                          "--mosaic (a single scene is predicted on its own grid)")
-    if crs is None or resolution is None:
-        raise ConfigError("--crs and --resolution go together: the CRS to warp the scenes "
-                          "to and its pixel size")
-    return Warp(crs, resolution, resampling)
 
 
 def report_batch(result: BatchResult) -> None:

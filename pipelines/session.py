@@ -151,19 +151,19 @@ def scene_folder(out: Path, outcome: SceneOutcome) -> Path:
 
 
 def index_cards(out: Path, outcomes: Sequence[SceneOutcome]) -> list[SceneCard]:
-    """What OUT/index.html shows of each scene: its outcome, and for a scene skipped as
-    complete the outputs its manifest names."""
-    from geoseg.index_page import SceneCard
+    """What OUT/index.html shows of each scene: its outcome and, from its manifest (read
+    once), its class shares and, for a scene skipped as complete, its outputs."""
+    from geoseg.index_page import SceneCard, class_shares
 
     from .manifest import read_manifest
 
     cards = []
     for o in outcomes:
         folder = scene_folder(out, o)
-        outputs = dict(o.outputs)
-        if not outputs and o.status == "skipped":
-            manifest = read_manifest(folder) or {}
-            outputs = {k: str(folder / v) for k, v in manifest.get("outputs", {}).items()}
+        manifest = (read_manifest(folder) or {}) if o.status in ("done", "skipped") else {}
+        outputs = dict(o.outputs) or {k: str(folder / v)
+                                      for k, v in manifest.get("outputs", {}).items()}
         cards.append(SceneCard(o.scene, o.status, folder if folder.is_dir() else None,
-                               o.seconds, o.megapixels, o.error, outputs))
+                               o.seconds, o.megapixels, o.error, outputs,
+                               class_shares(manifest)))
     return cards
