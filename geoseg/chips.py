@@ -282,6 +282,24 @@ def augment(x: np.ndarray, y: np.ndarray, valid: np.ndarray, rng: np.random.Gene
     return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y)
 
 
+def resize_chip(x: np.ndarray, valid: np.ndarray, labels: np.ndarray,
+                size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A normalized chip ``x`` (C, h, w) with its validity and labels resized to ``size``:
+    pixels bilinear (area-averaged when shrinking), validity and labels by nearest pixel;
+    pixels that become invalid are 0 again, as in prediction (random zoom in training)."""
+    import torch
+    import torch.nn.functional as F
+
+    shrink = x.shape[1] > size
+    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(x))[None], size=(size, size),
+                        mode="bilinear", align_corners=False, antialias=shrink)[0].numpy()
+    masks = torch.from_numpy(np.stack([valid.astype(np.uint8), labels]))[None]
+    valid_out, labels_out = F.interpolate(masks, size=(size, size),
+                                          mode="nearest-exact")[0].numpy()
+    valid_out = valid_out.astype(bool)
+    return (out * valid_out).astype(np.float32), valid_out, labels_out.astype(labels.dtype)
+
+
 def validation_windows(scene: LabelledScene, *, size: int) -> list[Window]:
     """Non-overlapping ``size`` windows covering the scene that hold validation labels."""
     out = []

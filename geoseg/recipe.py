@@ -69,6 +69,7 @@ class Recipe:
     jitter: float = 0.1
     gamma: float = 0.0               # random gamma in [1/(1+g), 1+g] on the 0-1 scaled values
     blur: float = 0.0                # probability of a Gaussian blur (sigma 0.5-1.5 px)
+    zoom: float = 0.0                # random zoom in [1/(1+z), 1+z] (buildings of other sizes)
     gsd: float = 0.0                 # metres per pixel every scene is read at (0: as it is)
     ema: float = 0.0                 # decay of an exponential moving average of the weights
     val_every: int = 50
@@ -183,9 +184,9 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
         raise ConfigError(f"{source}: class_weights needs one value per class")
     if not 0 < r.chip_inside <= 1:
         raise ConfigError(f"{source}: chip_inside {r.chip_inside} must be in (0, 1]")
-    if r.gamma < 0 or not 0 <= r.blur <= 1 or r.gsd < 0:
-        raise ConfigError(f"{source}: gamma ({r.gamma}) and gsd ({r.gsd}) must be >= 0 and "
-                          f"blur ({r.blur}) a probability in [0, 1]")
+    if min(r.gamma, r.gsd, r.zoom) < 0 or not 0 <= r.blur <= 1:
+        raise ConfigError(f"{source}: gamma ({r.gamma}), gsd ({r.gsd}) and zoom ({r.zoom}) "
+                          f"must be >= 0 and blur ({r.blur}) a probability in [0, 1]")
     if not 0 <= r.ema < 1:
         raise ConfigError(f"{source}: ema {r.ema} must be in [0, 1) (0: off; e.g. 0.995)")
     if r.ema and r.ema ** r.steps > 0.01:

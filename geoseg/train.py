@@ -25,8 +25,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .atomic import replacing
 from .chips import (SCALE_BY_DTYPE, ChipSampler, LabelledScene, augment, band_statistics, cut,
-                    default_scale, load_labelled_scene, make_sampler, sample_chip,
-                    split_blocks, validation_windows)
+                    default_scale, load_labelled_scene, make_sampler, resize_chip,
+                    sample_chip, split_blocks, validation_windows)
 from .classes import NODATA_CLASS, ClassInfo, make_classes
 from .errors import ConfigError, InvalidInputError
 from .grid import Window
@@ -121,13 +121,20 @@ def make_batch(scenes: Sequence[LabelledScene], sampler: ChipSampler, rng: np.ra
     xs, ys = [], []
     for _ in range(recipe.batch_size):
         i, row, col = sample_chip(scenes, sampler, rng, balance=recipe.balance)
-        pixels, valid, labels = cut(scenes[i], Window(row, col, size, size))
+        factor = float(np.exp(rng.uniform(-np.log1p(recipe.zoom), np.log1p(recipe.zoom)))) \
+            if recipe.zoom else 1.0
+        side = max(1, round(size / factor))  # the window that becomes the chip, same centre
+        shift = (size - side) // 2
+        pixels, valid, labels = cut(scenes[i], Window(row + shift, col + shift, side, side))
         x = normalize(pixels, valid, meta)
+        if side != size:
+            x, valid, labels = resize_chip(x, valid, labels, size)
         x, y = augment(x, labels, valid, rng, jitter=recipe.jitter, gamma=gamma,
                        blur=recipe.blur, mean=stats[0], std=stats[1])
         xs.append(x)
         ys.append(y)
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
+    x = torch.from_numpy(np.stack(xs)).contiguous(memory_format=torch.channels_last)
+    return x, torch.from_numpy(np.stack(ys).astype(np.int64))
 
 
 def validate(network: torch.nn.Module, scenes: list[LabelledScene], meta: BundleMeta, *, size: int,
@@ -190,6 +197,8 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
         input_range=input_range)
     bundle = create_bundle(**bundle_args)
     meta, network = bundle.meta, bundle.network.train()
+    # the layout prediction runs in; on CPUs it also trains ~20% faster than NCHW
+    network = network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr,
                                   weight_decay=recipe.weight_decay)
     scheduler = SCHEDULES[recipe.schedule](recipe, optimizer)

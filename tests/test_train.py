@@ -405,3 +405,61 @@ def test_chips_may_reach_into_held_out_blocks_without_seeing_them():
     held = ~region[row:row + 64, col:col + 64]
     assert held.any() and not valid[held].any() and (labels[held] == 255).all()
     assert (chip[:, held] == 100).all()  # raw values stay; validity masks them (normalize -> 0)
+
+
+def test_zoomed_chips_keep_masks_labels_and_the_held_out_area_out():
+    """zoom: a window 1/z the chip's side around the same centre, resized to the chip;
+    pixels bilinear, validity and labels nearest, invalid pixels exactly 0."""
+    from geoseg.chips import resize_chip
+
+    x = np.arange(2 * 64 * 64, dtype=np.float32).reshape(2, 64, 64) / 1000
+    valid = np.ones((64, 64), bool)
+    valid[:, :16] = False
+    x[:, ~valid] = 0
+    labels = np.zeros((64, 64), np.uint8)
+    labels[32:, :] = 1
+    labels[:, :16] = 255
+    for size in (32, 128):
+        out, v, lab = resize_chip(x, valid, labels, size)
+        assert out.shape == (2, size, size) and v.shape == lab.shape == (size, size)
+        assert (out[:, ~v] == 0).all() and set(np.unique(lab)) == {0, 1, 255}
+        assert (lab[:, : size // 4] == 255).all() and not v[:, : size // 4].any()
+        assert lab[size - 1, size - 1] == 1 and lab[0, size - 1] == 0
+
+
+def test_zoom_in_a_recipe_trains_and_is_checked(tmp_path):
+    from geoseg.chips import LabelledScene, make_sampler
+    from geoseg.model.bundle import create_bundle
+    from geoseg.classes import make_classes
+    from geoseg.errors import ConfigError
+    from geoseg.recipe import Recipe, load_recipe
+    from geoseg.train import make_batch
+
+    region = np.ones((96, 96), bool)
+    region[:, 48:] = False  # held out: never seen, whatever the zoom
+    pixels = np.full((3, 96, 96), 100, np.uint8)
+    pixels[:, :, 48:] = 200
+    labels = np.zeros((96, 96), np.uint8)
+    labels[:, 48:] = 1
+    scene = LabelledScene("s", "l", pixels, np.ones((96, 96), bool), labels, region)
+    sampler = make_sampler([scene], size=32, num_classes=2, background=0, inside=0.5)
+    meta = create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("bg", "fg")),
+                         bands=("r", "g", "b"), scale=(1 / 255,) * 3, mean=(0.5,) * 3,
+                         std=(0.25,) * 3).meta
+    recipe = Recipe(name="z", classes=("bg", "fg"), bands=("r", "g", "b"), train=(),
+                    output=str(tmp_path / "z.safetensors"), chip_size=32, batch_size=16,
+                    zoom=0.5, jitter=0.0)
+    x, y = make_batch([scene], sampler, np.random.default_rng(0), meta, recipe)
+    assert tuple(x.shape) == (16, 3, 32, 32) and tuple(y.shape) == (16, 32, 32)
+    assert not (y == 1).any()  # the only building pixels are held out
+    bright = (200 / 255 - 0.5) / 0.25
+    assert not np.isclose(x.numpy(), bright).any()
+    sizes = set()  # the zoom varies what a chip covers: the 100-valued part's width
+    for _ in range(20):
+        _, y = make_batch([scene], sampler, np.random.default_rng(_), meta, recipe)
+        sizes |= {int((y[k] == 0).sum()) for k in range(len(y))}
+    assert len(sizes) > 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: b\nclasses: [bg, fg]\ntrain: [{image: a.tif, labels: a.gpkg}]\nsplit: blocks\noutput: b.safetensors\nzoom: -1\n")
+    with pytest.raises(ConfigError, match="zoom"):
+        load_recipe(bad)
