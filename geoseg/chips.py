@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +40,8 @@ class LabelledScene:
     valid: np.ndarray
     labels: np.ndarray
     region: np.ndarray
+    bands: tuple[int, ...] = ()
+    """The file's bands ``pixels`` holds, in order (1-based; empty: all of them)."""
 
     @property
     def height(self) -> int:
@@ -74,7 +76,7 @@ def load_labelled_scene(image: str | os.PathLike, labels: str | os.PathLike, *,
     ids = labels_on_grid(labels, grid, spec, classes)
     ids = np.where(valid, ids, NODATA_CLASS).astype(np.uint8)
     return LabelledScene(str(image), str(labels), pixels, valid, ids,
-                         np.ones(ids.shape, bool))
+                         np.ones(ids.shape, bool), tuple(band_idx))
 
 
 def model_grid(grid: PixelGrid, gsd: float, *, tolerance: float = 0.01) -> PixelGrid:
@@ -99,11 +101,8 @@ def split_blocks(scene: LabelledScene, *, block_size: int, fraction: float,
     (:func:`geoseg.tiling.split_blocks` chooses them)."""
     val = tiling.split_blocks(height=scene.height, width=scene.width, block_size=block_size,
                               fraction=fraction, rng=rng)
-    train = LabelledScene(scene.path, scene.labels_path, scene.pixels, scene.valid,
-                          scene.labels, scene.region & ~val)
-    valid = LabelledScene(scene.path, scene.labels_path, scene.pixels, scene.valid,
-                          scene.labels, scene.region & val)
-    return train, valid
+    return (replace(scene, region=scene.region & ~val),
+            replace(scene, region=scene.region & val))
 
 
 def band_statistics(scenes: Sequence[LabelledScene], *,

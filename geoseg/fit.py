@@ -21,7 +21,8 @@ and no output (DESIGN.md promise 10: never predicted as if it fitted).
   decimated read (overviews where the file has them, at most :data:`SAMPLE_SIDE` px a side)
   and must lie in that range. ``--stretch LOW,HIGH`` maps each band's LOW-th..HIGH-th
   percentile of that sample onto the expected range; ``--input-range LOW,HIGH`` maps a
-  known range. Values outside are clipped.
+  known range. Values outside are clipped. A model trained on stretched scenes (its
+  ``stretch``) has every scene stretched so unless one of those two options is given.
 """
 
 from __future__ import annotations
@@ -210,9 +211,13 @@ def fit_radiometry(scene: Scene, bands: Sequence[int], meta: BundleMeta,
                    options: PredictOptions) -> Ranges | None:
     """The per band source ranges to rescale from (None: the scene fits as it is); refuses
     a scene whose values do not fit and for which no rescale was asked. The scene is read
-    (a decimated sample) only when its type is not the model's or a stretch is asked."""
+    (a decimated sample) only when its type is not the model's or a stretch is asked or
+    recorded in the model."""
     expected = expected_range(meta)
-    if options.stretch is None and options.input_range is None:
+    stretch = options.stretch
+    if stretch is None and options.input_range is None:
+        stretch = meta.stretch  # a model trained on stretched scenes: each scene alike
+    if stretch is None and options.input_range is None:
         if expected is None or scene.dtype == (meta.input_dtype or "uint8"):
             return None
         values = _sample(scene, bands)
@@ -236,11 +241,21 @@ def fit_radiometry(scene: Scene, bands: Sequence[int], meta: BundleMeta,
                                 "--input-range")
     if options.input_range is not None:
         return (options.input_range,) * len(bands)
-    assert options.stretch is not None
-    values = _sample(scene, bands)
+    assert stretch is not None
+    return scene_stretch(scene.path, bands, stretch)
+
+
+def scene_stretch(path: str, bands: Sequence[int], stretch: Sequence[float]) -> Ranges:
+    """Per band (LOW-th, HIGH-th percentile) of a scene's decimated sample: the source
+    range ``--stretch`` (or a model trained with ``stretch``) maps onto the expected one.
+    Training measures its scenes with this too, so both see the same numbers."""
+    from .scene import open_raster
+
+    with open_raster(path) as ds:
+        values = sample_values(ds, bands)
     if values.size == 0:
-        raise InvalidInputError(f"{scene.path}: no valid pixel to compute --stretch from")
-    low, high = np.percentile(values, options.stretch, axis=1)
+        raise InvalidInputError(f"{path}: no valid pixel to compute the stretch from")
+    low, high = np.percentile(values, list(stretch), axis=1)
     return tuple((float(lo), float(hi) if hi > lo else float(lo) + 1.0)
                  for lo, hi in zip(low, high, strict=True))
 

@@ -70,6 +70,7 @@ class Recipe:
     gamma: float = 0.0               # random gamma in [1/(1+g), 1+g] on the 0-1 scaled values
     blur: float = 0.0                # probability of a Gaussian blur (sigma 0.5-1.5 px)
     zoom: float = 0.0                # random zoom in [1/(1+z), 1+z] (buildings of other sizes)
+    stretch: tuple[float, ...] = ()  # (LOW, HIGH): each scene's percentiles onto the range
     gsd: float = 0.0                 # metres per pixel every scene is read at (0: as it is)
     ema: float = 0.0                 # decay of an exponential moving average of the weights
     val_every: int = 50
@@ -116,7 +117,7 @@ def recipe_from_dict(data: dict, *, source: str = "recipe") -> Recipe:
             data["labels"] = labels
         else:
             data["labels"] = LabelSpec(**labels)
-        for key in ("classes", "colors", "bands", "band_indexes", "class_weights"):
+        for key in ("classes", "colors", "bands", "band_indexes", "class_weights", "stretch"):
             if key in data:
                 data[key] = tuple(data[key] or ())
         recipe = Recipe(**data)
@@ -187,6 +188,9 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
     if min(r.gamma, r.gsd, r.zoom) < 0 or not 0 <= r.blur <= 1:
         raise ConfigError(f"{source}: gamma ({r.gamma}), gsd ({r.gsd}) and zoom ({r.zoom}) "
                           f"must be >= 0 and blur ({r.blur}) a probability in [0, 1]")
+    if r.stretch and not (len(r.stretch) == 2 and 0 <= r.stretch[0] < r.stretch[1] <= 100):
+        raise ConfigError(f"{source}: stretch {list(r.stretch)} must be two percentiles "
+                          "[LOW, HIGH] with 0 <= LOW < HIGH <= 100 (e.g. [2, 98])")
     if not 0 <= r.ema < 1:
         raise ConfigError(f"{source}: ema {r.ema} must be in [0, 1) (0: off; e.g. 0.995)")
     if r.ema and r.ema ** r.steps > 0.01:

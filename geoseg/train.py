@@ -73,6 +73,25 @@ def prepare_data(recipe: Recipe, classes: tuple[ClassInfo, ...]
     return train_scenes, val_scenes
 
 
+def stretch_scenes(scenes: Sequence[LabelledScene], recipe: Recipe,
+                   expected: Sequence[tuple[float, float]]) -> list[LabelledScene]:
+    """Each scene's bands mapped from their ``recipe.stretch`` percentiles onto ``expected``
+    and clipped, measured on the file as prediction measures a scene
+    (:func:`geoseg.fit.scene_stretch`) and kept in the scene's pixel type."""
+    from .fit import rescale_terms, scene_stretch
+
+    out = []
+    for scene in scenes:
+        bands = scene.bands or tuple(range(1, scene.pixels.shape[0] + 1))
+        terms = rescale_terms(scene_stretch(scene.path, bands, recipe.stretch), tuple(expected))
+        pixels = np.empty_like(scene.pixels)
+        for i, (gain, offset, low, high) in enumerate(terms):
+            band = np.clip(scene.pixels[i].astype(np.float32) * gain + offset, low, high)
+            pixels[i] = np.rint(band) if pixels.dtype.kind in "iu" else band
+        out.append(dataclasses.replace(scene, pixels=pixels))
+    return out
+
+
 def _loss_fn(recipe: Recipe,
              num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     weight = torch.tensor(recipe.class_weights, dtype=torch.float32) if recipe.class_weights \
@@ -133,8 +152,8 @@ def make_batch(scenes: Sequence[LabelledScene], sampler: ChipSampler, rng: np.ra
                        blur=recipe.blur, mean=stats[0], std=stats[1])
         xs.append(x)
         ys.append(y)
-    x = torch.from_numpy(np.stack(xs)).contiguous(memory_format=torch.channels_last)
-    return x, torch.from_numpy(np.stack(ys).astype(np.int64))
+    batch = torch.from_numpy(np.stack(xs)).contiguous(memory_format=torch.channels_last)
+    return batch, torch.from_numpy(np.stack(ys).astype(np.int64))
 
 
 def validate(network: torch.nn.Module, scenes: list[LabelledScene], meta: BundleMeta, *, size: int,
@@ -182,9 +201,12 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     missing_data(recipe)
     train_scenes, val_scenes = prepare_data(recipe, classes)
     scale = default_scale(train_scenes[0].pixels.dtype.name, len(recipe.bands))
-    mean, std = band_statistics(train_scenes, scale=scale)
     input_dtype, input_range = training_radiometry(
         [(s.pixels, s.valid & s.region) for s in train_scenes])
+    if recipe.stretch:
+        train_scenes, val_scenes = stretch_scenes(train_scenes, recipe, input_range), \
+            stretch_scenes(val_scenes, recipe, input_range)
+    mean, std = band_statistics(train_scenes, scale=scale)
     sampler = make_sampler(train_scenes, size=recipe.chip_size, num_classes=num_classes,
                            background=background_id(classes), inside=recipe.chip_inside)
     # what the bundle is, besides its weights and provenance: the same at start and end
@@ -194,10 +216,10 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
         tta=recipe.tta, arch_kwargs=recipe.arch_kwargs, name=recipe.name, seed=recipe.seed,
         gsd=recipe.gsd or training_gsd([e.image for e in recipe.train]),
         input_dtype=input_dtype,
-        input_range=input_range)
+        input_range=input_range, stretch=recipe.stretch or None)
     bundle = create_bundle(**bundle_args)
     meta, network = bundle.meta, bundle.network.train()
-    # the layout prediction runs in; on CPUs it also trains ~20% faster than NCHW
+    # the layout prediction runs in
     network = network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr,
                                   weight_decay=recipe.weight_decay)

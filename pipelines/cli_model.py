@@ -40,6 +40,8 @@ def info(model: str, as_json: bool) -> None:
                       + ("range unknown" if meta.input_range is None else
                          "; ".join(f"{b} {lo:g}-{hi:g}" for b, (lo, hi)
                                    in zip(meta.bands, meta.input_range, strict=True)))),
+            ("input stretch", "none (scenes read as they are)" if meta.stretch is None else
+             f"each band's {meta.stretch[0]:g}-{meta.stretch[1]:g}th percentile onto the range"),
             ("tile size / overlap", f"{meta.tile_size} / {meta.overlap} px"),
             ("test-time augmentation", meta.tta),
             ("output stride", meta.output_stride),
@@ -82,6 +84,9 @@ def model() -> None:
 @click.option("--input-range", metavar="LOW,HIGH",
               help="Raw value range of the training data, one LOW,HIGH for every band or "
                    "LOW,HIGH;LOW,HIGH;... per band (default 0,255 with --scale 1/255).")
+@click.option("--stretch", metavar="LOW,HIGH",
+              help="Percentiles the training scenes' bands were each stretched from onto "
+                   "the input range (e.g. 2,98); predict then stretches every scene so.")
 @click.option("--name", default=None, help="Model name (default: the output file's stem).")
 @click.option("--seed", default=0, show_default=True, help="Seed for untrained weights.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
@@ -89,7 +94,8 @@ def model() -> None:
 def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights: str | None,
            tile_size: int, overlap: int, tta: str, scale: str | None, mean: str | None,
            std: str | None, gsd: float | None, input_dtype: str | None,
-           input_range: str | None, name: str | None, seed: int, overwrite: bool) -> None:
+           input_range: str | None, stretch: str | None, name: str | None, seed: int,
+           overwrite: bool) -> None:
     """Make a bundle: untrained, or around an existing smp state_dict."""
     from fractions import Fraction
 
@@ -121,7 +127,7 @@ def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights:
                            state_dict=state, name=name or out_path.stem, seed=seed,
                            gsd=gsd, input_dtype=input_dtype,
                            input_range=[floats(r) or [] for r in input_range.split(";")]
-                           if input_range else None,
+                           if input_range else None, stretch=floats(stretch),
                            provenance={"source": "weights: " + str(weights) if weights
                                        else "untrained (random weights)"})
     digest = save_bundle(bundle, out_path)

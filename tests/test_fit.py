@@ -207,6 +207,39 @@ def test_stretch_maps_each_bands_percentiles(tmp_path, make_bundle):
     assert summary["tiles_run"] > 0
 
 
+def test_a_model_trained_on_stretched_scenes_stretches_every_scene(tmp_path, make_bundle):
+    """A bundle with ``stretch`` maps each scene's percentiles onto its range by itself: a
+    darker, flatter copy of a scene (value / 2 + 20) predicts as the scene does, where a
+    model without it sees two different scenes; ``--input-range`` still overrides it."""
+    pixels = smooth_noise((96, 80), seed=5)
+    bright = write_raster(tmp_path / "bright.tif", pixels)
+    dull = write_raster(tmp_path / "dull.tif", pixels.astype(np.float32) / 2 + 20)
+    plain = make_bundle(arch="tinycnn", tile_size=64, overlap=32, name="plain",
+                        input_dtype="uint8", input_range=(0, 255))
+    stretched = make_bundle(arch="tinycnn", tile_size=64, overlap=32, name="stretched",
+                            input_dtype="uint8", input_range=(0, 255), stretch=(2, 98))
+    assert read_meta(stretched).stretch == (2.0, 98.0) and read_meta(plain).stretch is None
+    found = {}
+    for model in (plain, stretched):
+        for scene in (bright, dull):
+            out = tmp_path / model.stem
+            predict_scene(scene, out, model=model,
+                          options=PredictOptions(input_range=(0, 255))
+                          if scene == dull and model == plain else PredictOptions())
+            found[model.stem, scene.stem] = classes_of(out, scene.stem)
+    a, tags = found["stretched-tinycnn-0", "bright"]
+    b, _ = found["stretched-tinycnn-0", "dull"]
+    assert 0.02 < (a == 1).mean() < 0.98 and (a == b).mean() >= 0.999
+    assert "GEOSEG_RESCALED_FROM" in tags
+    plain_a, plain_tags = found["plain-tinycnn-0", "bright"]
+    plain_b, _ = found["plain-tinycnn-0", "dull"]
+    assert (plain_a != plain_b).mean() > 0.01 and "GEOSEG_RESCALED_FROM" not in plain_tags
+    predict_scene(dull, tmp_path / "fixed", model=stretched,
+                  options=PredictOptions(input_range=(0, 255)))
+    assert json.loads(classes_of(tmp_path / "fixed", "dull")[1]["GEOSEG_RESCALED_FROM"]) \
+        == [[0.0, 255.0]] * 3
+
+
 def test_a_uint16_scene_holding_0_255_fits_as_it_is(tmp_path, make_bundle):
     pixels = smooth_noise((64, 64), seed=2).astype(np.uint16)
     scene = write_raster(tmp_path / "wide.tif", pixels)
@@ -234,16 +267,24 @@ def test_the_bundle_records_gsd_and_radiometry_and_old_bundles_still_load(tmp_pa
                                       "-", "--classes", "bg,fg", "--bands", "red,green,nir",
                                       "--gsd", "0.5", "--input-dtype", "uint16",
                                       "--input-range", "0,10000", "--scale", "1e-4,1e-4,1e-4",
-                                      "-o", str(out)], obj={})
+                                      "--stretch", "1,99", "-o", str(out)], obj={})
     assert result.exit_code == 0, result.output
     meta = read_meta(out)
     assert meta.gsd == 0.5 and meta.input_dtype == "uint16"
-    assert meta.input_range == ((0.0, 10000.0),) * 3
+    assert meta.input_range == ((0.0, 10000.0),) * 3 and meta.stretch == (1.0, 99.0)
     info = CliRunner().invoke(cli, ["info", str(out)], obj={}).output
     assert "0.5 m/px" in info and "uint16, red 0-10000; green 0-10000; nir 0-10000" in info
+    assert re.search(r"input stretch\s+each band's 1-99th percentile onto the range", info)
+    for bad, message in ((["--stretch", "2"], "two percentiles"),
+                         (["--stretch", "2,98", "--scale", "1e-4"], "give the range too")):
+        result = CliRunner().invoke(cli, ["model", "create", "--arch", "pixelwise",
+                                          "--encoder", "-", "--classes", "bg,fg", "--bands",
+                                          "1", *bad, "-o", str(tmp_path / "x.safetensors")],
+                                    obj={})
+        assert result.exit_code == 2 and message in result.output, result.output
     # a bundle written before these fields existed
     old = json.loads(meta.to_json())
-    for key in ("gsd", "input_dtype", "input_range"):
+    for key in ("gsd", "input_dtype", "input_range", "stretch"):
         del old[key]
     from safetensors.numpy import load_file, save_file
 
@@ -254,6 +295,7 @@ def test_the_bundle_records_gsd_and_radiometry_and_old_bundles_still_load(tmp_pa
     info = CliRunner().invoke(cli, ["info", str(legacy)], obj={}).output
     assert re.search(r"ground sample distance\s+unknown", info)
     assert "unknown type, range unknown" in info
+    assert meta.stretch is None and re.search(r"input stretch\s+none", info)
 
 
 @pytest.mark.integration

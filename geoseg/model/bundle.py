@@ -45,13 +45,15 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
                   state_dict: dict | None = None, name: str = "model",
                   provenance: dict | None = None, seed: int = 0, gsd: float | None = None,
                   input_dtype: str | None = None,
-                  input_range: Sequence[Sequence[float]] | None = None) -> ModelBundle:
+                  input_range: Sequence[Sequence[float]] | None = None,
+                  stretch: Sequence[float] | None = None) -> ModelBundle:
     """A bundle around a new network (seeded random weights) or a given smp state_dict.
 
     ``gsd`` (metres per pixel), ``input_dtype`` and ``input_range`` (per band, or one
-    (low, high) for every band) describe the data it was trained on (see
+    (low, high) for every band) describe the data it was trained on, ``stretch`` the
+    percentiles each scene's bands were mapped from onto that range (see
     :mod:`geoseg.fit`)."""
-    from ..fit import check_input_range
+    from ..fit import check_input_range, expected_range
     from ..tiling import check_tiling
 
     n = len(bands)
@@ -64,6 +66,13 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     check_tiling(size=tile_size, overlap=overlap)
     check_tta(tta)
     ranges = check_input_range(input_range, bands=n)
+    percentiles: tuple[float, float] | None = None
+    if stretch is not None:
+        values = tuple(float(v) for v in stretch)
+        if len(values) != 2 or not 0 <= values[0] < values[1] <= 100:
+            raise ConfigError(f"stretch {','.join(f'{v:g}' for v in values)} must be two "
+                              "percentiles LOW,HIGH with 0 <= LOW < HIGH <= 100")
+        percentiles = (values[0], values[1])
     if gsd is not None and not gsd > 0:
         raise ConfigError(f"gsd {gsd!r} must be a positive number of metres per pixel")
     torch.manual_seed(seed)
@@ -85,7 +94,10 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
                       tta=tta, receptive_field=receptive_field(network, in_channels=n),
                       arch_kwargs=dict(arch_kwargs or {}), name=name, provenance=prov,
                       gsd=None if gsd is None else float(gsd), input_dtype=input_dtype,
-                      input_range=ranges)
+                      input_range=ranges, stretch=percentiles)
+    if meta.stretch is not None and expected_range(meta) is None:
+        raise ConfigError("a stretch maps each scene onto the model's input range: give the "
+                          "range too (--input-range LOW,HIGH)")
     return ModelBundle(meta, network)
 
 

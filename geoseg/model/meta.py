@@ -46,6 +46,10 @@ class BundleMeta:
     input_range: tuple[tuple[float, float], ...] | None = None
     """Per band (low, high) raw values seen in training (None: unknown; then a bundle whose
     scale is 1/255 is taken to expect 0-255)."""
+    stretch: tuple[float, float] | None = None
+    """(LOW, HIGH) percentiles: the model was trained on scenes whose bands were each mapped
+    from their LOW-th..HIGH-th percentile onto ``input_range``, and prediction maps every
+    scene so (as ``--stretch LOW,HIGH`` would). None: scenes are read as they are."""
 
     @property
     def in_channels(self) -> int:
@@ -66,6 +70,8 @@ class BundleMeta:
             d[key] = tuple(d[key])
         if d.get("input_range") is not None:
             d["input_range"] = tuple((float(lo), float(hi)) for lo, hi in d["input_range"])
+        if d.get("stretch") is not None:
+            d["stretch"] = (float(d["stretch"][0]), float(d["stretch"][1]))
         check_tta(d.get("tta", "none"))  # a ConfigError is a ValueError: read_meta names the file
         return cls(**d)
 
