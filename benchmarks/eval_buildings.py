@@ -32,28 +32,35 @@ SCENES = [
 ]
 
 
-def building_iou(model: Path, scene: Path, truth: Path, extra: list[str], tta: str) -> float:
+def building_iou(model: Path, scene: Path, truth: Path, extra: list[str],
+                 tta: str) -> tuple[float, float]:
+    """(building IoU, seconds of the `geoseg predict` process)."""
     out = WORK / "buildings" / model.stem / tta
-    geoseg_seconds(ROOT, "predict", scene, "-m", model, "-o", out, "--tta", tta, "--overwrite",
-                   "--no-preview")
+    seconds = geoseg_seconds(ROOT, "predict", scene, "-m", model, "-o", out, "--tta", tta,
+                             "--overwrite", "--no-preview")
     metrics = out / f"{scene.stem}.json"
     geoseg_seconds(ROOT, "evaluate", out / scene.stem / "classes.tif", "--truth", truth, *extra,
                    "--json", metrics)
-    return json.loads(metrics.read_text())["classes"]["building"]["iou"]
+    return json.loads(metrics.read_text())["classes"]["building"]["iou"], seconds
 
 
 def main() -> None:
     models = [Path(m) for m in sys.argv[1:]] or [ROOT / "models" / "buildings.safetensors"]
     rows = []
+    seconds: dict[str, float] = {}
     for name, scene, truth, extra in SCENES:
         require(scene)
         row = {"scene": name}
         for model in models:
             for tta in ("none", "flips"):
-                iou = building_iou(model, scene, truth, extra, tta)
+                iou, took = building_iou(model, scene, truth, extra, tta)
                 row[f"{model.stem} ({tta})"] = f"{iou:.3f}"
+                seconds[f"{model.stem} ({tta})"] = seconds.get(f"{model.stem} ({tta})", 0) + took
         rows.append(row)
         print(json.dumps(row), flush=True)
+    rows.append({"scene": "`geoseg predict` seconds, all four scenes", **{
+        k: f"{v:.1f}" for k, v in seconds.items()}})
+    print(json.dumps(rows[-1]), flush=True)
     publish("buildings", "Building IoU, `geoseg predict --tta T` + `geoseg evaluate`", rows)
 
 
