@@ -54,8 +54,9 @@ def main() -> None:
         for model in models:
             for tta in ("none", "flips"):
                 iou, took = building_iou(model, scene, truth, extra, tta)
-                row[f"{model.stem} ({tta})"] = f"{iou:.3f}"
-                seconds[f"{model.stem} ({tta})"] = seconds.get(f"{model.stem} ({tta})", 0) + took
+                column = f"{model.stem} ({tta})"
+                row[column] = f"{iou:.3f}"
+                seconds[column] = seconds.get(column, 0.0) + took
         rows.append(row)
         print(json.dumps(row), flush=True)
     rows.append({"scene": "`geoseg predict` seconds, all four scenes", **{

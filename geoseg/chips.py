@@ -284,14 +284,16 @@ def augment(x: np.ndarray, y: np.ndarray, valid: np.ndarray, rng: np.random.Gene
 def resize_chip(x: np.ndarray, valid: np.ndarray, labels: np.ndarray,
                 size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A normalized chip ``x`` (C, h, w) with its validity and labels resized to ``size``:
-    pixels bilinear (area-averaged when shrinking), validity and labels by nearest pixel;
-    pixels that become invalid are 0 again, as in prediction (random zoom in training)."""
+    pixels as prediction resamples tiles of a scene off the model's GSD (area average when
+    shrinking, bilinear when enlarging: :func:`geoseg.model.inference.resize_tiles`),
+    validity and labels by nearest pixel; pixels that become invalid are 0 again, as in
+    prediction (random zoom in training)."""
     import torch
     import torch.nn.functional as F
 
-    shrink = x.shape[1] > size
-    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(x))[None], size=(size, size),
-                        mode="bilinear", align_corners=False, antialias=shrink)[0].numpy()
+    from .model.inference import resize_tiles
+
+    out = resize_tiles(torch.from_numpy(np.ascontiguousarray(x))[None], size)[0].numpy()
     masks = torch.from_numpy(np.stack([valid.astype(np.uint8), labels]))[None]
     valid_out, labels_out = F.interpolate(masks, size=(size, size),
                                           mode="nearest-exact")[0].numpy()

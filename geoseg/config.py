@@ -72,14 +72,10 @@ class PredictOptions:
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
         check_device(self.device)
         check_precision(self.precision)
-        from .fit import RESAMPLE_MODES, parse_pair
+        from .fit import RESAMPLE_MODES, check_stretch, parse_pair
 
         if self.stretch is not None:
-            low, high = parse_pair(self.stretch, what="stretch") or (0, 0)
-            if not 0 <= low < high <= 100:
-                raise ConfigError(f"stretch {low:g},{high:g} must be percentiles 0 <= LOW < "
-                                  "HIGH <= 100, e.g. 2,98")
-            object.__setattr__(self, "stretch", (low, high))
+            object.__setattr__(self, "stretch", check_stretch(self.stretch))
         if self.input_range is not None:
             object.__setattr__(self, "input_range",
                                parse_pair(self.input_range, what="input range"))

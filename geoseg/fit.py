@@ -101,6 +101,19 @@ def parse_pair(text: str | Sequence[float] | None, *, what: str) -> tuple[float,
     return low, high
 
 
+def check_stretch(value: str | Sequence[float]) -> tuple[float, float]:
+    """``--stretch``, a recipe's or a bundle's ``stretch``: two percentiles 0 <= LOW < HIGH
+    <= 100 -> ``(LOW, HIGH)``; the one check all three go through."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if len(items) != 2:
+        raise ConfigError(f"stretch {value!r} must be two percentiles LOW,HIGH, e.g. 2,98")
+    low, high = parse_pair(value, what="stretch") or (0.0, 0.0)
+    if not 0 <= low < high <= 100:
+        raise ConfigError(f"stretch {low:g},{high:g} must be percentiles 0 <= LOW < HIGH "
+                          "<= 100, e.g. 2,98")
+    return low, high
+
+
 def training_radiometry(pixels: Sequence[tuple[np.ndarray, np.ndarray]]
                         ) -> tuple[str, Ranges]:
     """(pixel type, per band (low, high)) of training scenes given as (pixels (C, H, W),
@@ -189,21 +202,30 @@ def _metres(value: float) -> str:
 
 def sample_values(ds: Any, bands: Sequence[int]) -> np.ndarray:
     """(C, N) valid pixel values of ``bands`` from a decimated read (GDAL picks the
-    overview that fits, so a large scene costs a small read)."""
+    overview that fits, so a large scene costs a small read); a damaged file is the one
+    line :func:`geoseg.scene.read_window` gives."""
+    from rasterio.errors import RasterioError
+
+    from .grid import Window
+    from .scene import corrupt_pixels
+
     scale = max(ds.height, ds.width) / SAMPLE_SIDE
     shape = (len(bands), max(1, round(ds.height / max(scale, 1))),
              max(1, round(ds.width / max(scale, 1))))
-    data = ds.read(list(bands), out_shape=shape, masked=True)
+    try:
+        data = ds.read(list(bands), out_shape=shape, masked=True)
+    except RasterioError as exc:
+        raise corrupt_pixels(ds.name, Window(0, 0, ds.height, ds.width), exc) from exc
     valid = ~np.ma.getmaskarray(data).any(axis=0)
     if data.dtype.kind == "f":
         valid &= ~np.isnan(data.data).any(axis=0)
     return np.asarray(data.data)[:, valid]
 
 
-def _sample(scene: Scene, bands: Sequence[int]) -> np.ndarray:
+def _sample(path: str, bands: Sequence[int]) -> np.ndarray:
     from .scene import open_raster
 
-    with open_raster(scene.path) as ds:
+    with open_raster(path) as ds:
         return sample_values(ds, bands)
 
 
@@ -220,7 +242,7 @@ def fit_radiometry(scene: Scene, bands: Sequence[int], meta: BundleMeta,
     if stretch is None and options.input_range is None:
         if expected is None or scene.dtype == (meta.input_dtype or "uint8"):
             return None
-        values = _sample(scene, bands)
+        values = _sample(scene.path, bands)
         if values.size == 0:
             return None
         low, high = np.percentile(values, [0.5, 99.5], axis=1)
@@ -249,10 +271,7 @@ def scene_stretch(path: str, bands: Sequence[int], stretch: Sequence[float]) -> 
     """Per band (LOW-th, HIGH-th percentile) of a scene's decimated sample: the source
     range ``--stretch`` (or a model trained with ``stretch``) maps onto the expected one.
     Training measures its scenes with this too, so both see the same numbers."""
-    from .scene import open_raster
-
-    with open_raster(path) as ds:
-        values = sample_values(ds, bands)
+    values = _sample(path, bands)
     if values.size == 0:
         raise InvalidInputError(f"{path}: no valid pixel to compute the stretch from")
     low, high = np.percentile(values, list(stretch), axis=1)

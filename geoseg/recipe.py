@@ -188,9 +188,13 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
     if min(r.gamma, r.gsd, r.zoom) < 0 or not 0 <= r.blur <= 1:
         raise ConfigError(f"{source}: gamma ({r.gamma}), gsd ({r.gsd}) and zoom ({r.zoom}) "
                           f"must be >= 0 and blur ({r.blur}) a probability in [0, 1]")
-    if r.stretch and not (len(r.stretch) == 2 and 0 <= r.stretch[0] < r.stretch[1] <= 100):
-        raise ConfigError(f"{source}: stretch {list(r.stretch)} must be two percentiles "
-                          "[LOW, HIGH] with 0 <= LOW < HIGH <= 100 (e.g. [2, 98])")
+    if r.stretch:
+        from .fit import check_stretch
+
+        try:
+            check_stretch(r.stretch)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     if not 0 <= r.ema < 1:
         raise ConfigError(f"{source}: ema {r.ema} must be in [0, 1) (0: off; e.g. 0.995)")
     if r.ema and r.ema ** r.steps > 0.01:

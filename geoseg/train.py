@@ -80,15 +80,19 @@ def stretch_scenes(scenes: Sequence[LabelledScene], recipe: Recipe,
     (:func:`geoseg.fit.scene_stretch`) and kept in the scene's pixel type."""
     from .fit import rescale_terms, scene_stretch
 
+    stretched: dict[int, np.ndarray] = {}  # the halves of a split share one pixel array
     out = []
     for scene in scenes:
-        bands = scene.bands or tuple(range(1, scene.pixels.shape[0] + 1))
-        terms = rescale_terms(scene_stretch(scene.path, bands, recipe.stretch), tuple(expected))
-        pixels = np.empty_like(scene.pixels)
-        for i, (gain, offset, low, high) in enumerate(terms):
-            band = np.clip(scene.pixels[i].astype(np.float32) * gain + offset, low, high)
-            pixels[i] = np.rint(band) if pixels.dtype.kind in "iu" else band
-        out.append(dataclasses.replace(scene, pixels=pixels))
+        if id(scene.pixels) not in stretched:
+            bands = scene.bands or tuple(range(1, scene.pixels.shape[0] + 1))
+            terms = rescale_terms(scene_stretch(scene.path, bands, recipe.stretch),
+                                  tuple(expected))
+            pixels = np.empty_like(scene.pixels)
+            for i, (gain, offset, low, high) in enumerate(terms):
+                band = np.clip(scene.pixels[i].astype(np.float32) * gain + offset, low, high)
+                pixels[i] = np.rint(band) if pixels.dtype.kind in "iu" else band
+            stretched[id(scene.pixels)] = pixels
+        out.append(dataclasses.replace(scene, pixels=stretched[id(scene.pixels)]))
     return out
 
 
@@ -204,8 +208,8 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     input_dtype, input_range = training_radiometry(
         [(s.pixels, s.valid & s.region) for s in train_scenes])
     if recipe.stretch:
-        train_scenes, val_scenes = stretch_scenes(train_scenes, recipe, input_range), \
-            stretch_scenes(val_scenes, recipe, input_range)
+        both = stretch_scenes([*train_scenes, *val_scenes], recipe, input_range)
+        train_scenes, val_scenes = both[:len(train_scenes)], both[len(train_scenes):]
     mean, std = band_statistics(train_scenes, scale=scale)
     sampler = make_sampler(train_scenes, size=recipe.chip_size, num_classes=num_classes,
                            background=background_id(classes), inside=recipe.chip_inside)

@@ -240,6 +240,22 @@ def test_a_model_trained_on_stretched_scenes_stretches_every_scene(tmp_path, mak
         == [[0.0, 255.0]] * 3
 
 
+def test_a_damaged_file_is_one_line_when_its_sample_is_read(tmp_path, make_bundle):
+    """The stretch's decimated sample (a model's own stretch or --stretch) reads pixels
+    before any block: a truncated file is named there in the line a block read gives."""
+    pixels = smooth_noise((256, 256), seed=3)
+    scene = write_raster(tmp_path / "cut.tif", pixels)
+    data = scene.read_bytes()
+    scene.write_bytes(data[: len(data) // 2])
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32, input_dtype="uint8",
+                        input_range=(0, 255), stretch=(2, 98))
+    with pytest.raises(InvalidInputError) as err:
+        predict_scene(scene, tmp_path / "out", model=model, options=PredictOptions())
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{scene}: cannot read pixels")
+    assert message.endswith("the file may be corrupt")
+
+
 def test_a_uint16_scene_holding_0_255_fits_as_it_is(tmp_path, make_bundle):
     pixels = smooth_noise((64, 64), seed=2).astype(np.uint16)
     scene = write_raster(tmp_path / "wide.tif", pixels)

@@ -53,7 +53,7 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     (low, high) for every band) describe the data it was trained on, ``stretch`` the
     percentiles each scene's bands were mapped from onto that range (see
     :mod:`geoseg.fit`)."""
-    from ..fit import check_input_range, expected_range
+    from ..fit import check_input_range, check_stretch, expected_range
     from ..tiling import check_tiling
 
     n = len(bands)
@@ -66,13 +66,7 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     check_tiling(size=tile_size, overlap=overlap)
     check_tta(tta)
     ranges = check_input_range(input_range, bands=n)
-    percentiles: tuple[float, float] | None = None
-    if stretch is not None:
-        values = tuple(float(v) for v in stretch)
-        if len(values) != 2 or not 0 <= values[0] < values[1] <= 100:
-            raise ConfigError(f"stretch {','.join(f'{v:g}' for v in values)} must be two "
-                              "percentiles LOW,HIGH with 0 <= LOW < HIGH <= 100")
-        percentiles = (values[0], values[1])
+    percentiles = None if stretch is None else check_stretch(stretch)
     if gsd is not None and not gsd > 0:
         raise ConfigError(f"gsd {gsd!r} must be a positive number of metres per pixel")
     torch.manual_seed(seed)
