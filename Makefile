@@ -19,7 +19,7 @@ $(BIN)/python:
 # package), and only geoseg and geoseg_pipelines are importable, never the repo's root.
 # New modules need a reinstall: the stamp depends on the package folders (a file added or
 # removed changes the folder's time). setuptools' notice that strict mode is on is not shown.
-$(STAMP): pyproject.toml geoseg geoseg/model pipelines | $(BIN)/python
+$(STAMP): pyproject.toml geoseg $(wildcard geoseg/*/) pipelines | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	PYTHONWARNINGS="ignore:Editable installation" \

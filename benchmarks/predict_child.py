@@ -18,7 +18,7 @@ def predict(scene, model, block_size, batch, threads, tta=None):
 
     from geoseg.config import PredictOptions
     from geoseg.model import load_bundle
-    from geoseg.flow import predict_scene
+    from geoseg.prediction.flow import predict_scene
 
     torch.set_num_threads(int(threads))
     bundle = load_bundle(model)

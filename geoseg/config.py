@@ -41,11 +41,11 @@ class PredictOptions:
     """The scene's raw value range (low, high), mapped onto the model's input range."""
     resample: str = "auto"
     """auto: scenes at another pixel size than the model's are predicted at the model's;
-    off: at their own pixel size (see geoseg.fit)."""
+    off: at their own pixel size (see geoseg.inputs.fit)."""
     probabilities: bool = False
     vectorize: bool = False
     preview: bool = True
-    """preview.png beside the outputs: the scene, its classes and a legend (geoseg.preview)."""
+    """preview.png beside the outputs: the scene, its classes and a legend (geoseg.outputs.preview)."""
     vector_format: str = "gpkg"
     """The polygons' file format with ``vectorize``: gpkg, fgb, parquet, geojson or shp."""
     creation_options: tuple[str, ...] = ()
@@ -54,7 +54,7 @@ class PredictOptions:
     allow_no_crs: bool = False
 
     def __post_init__(self) -> None:
-        from .stitch import check_stitch
+        from .prediction.stitch import check_stitch
 
         check_stitch(self.stitch)
         if self.tta is not None:
@@ -72,7 +72,7 @@ class PredictOptions:
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
         check_device(self.device)
         check_precision(self.precision)
-        from .fit import RESAMPLE_MODES, check_stretch, parse_pair
+        from .inputs.fit import RESAMPLE_MODES, check_stretch, parse_pair
 
         if self.stretch is not None:
             object.__setattr__(self, "stretch", check_stretch(self.stretch))
@@ -81,8 +81,8 @@ class PredictOptions:
                                parse_pair(self.input_range, what="input range"))
         if self.stretch is not None and self.input_range is not None:
             raise ConfigError("give --stretch or --input-range, not both")
-        from .vector_files import format_suffix
-        from .writers import check_creation_options
+        from .vector.vector_files import format_suffix
+        from .outputs.writers import check_creation_options
 
         object.__setattr__(self, "creation_options",
                            check_creation_options(self.creation_options))

@@ -26,7 +26,7 @@ PARTS_FOLDER = ".parts"
 
 POLYGON_NAMES = tuple(f"polygons{suffix}" for suffix in (
     ".gpkg", ".fgb", ".parquet", ".geojson", ".shp", ".shx", ".dbf", ".prj", ".cpg"))
-"""polygons.<ext> in every vector format (geoseg.vector_files), a shapefile's sidecars too."""
+"""polygons.<ext> in every vector format (geoseg.vector.vector_files), a shapefile's sidecars too."""
 CLASS_SIDECARS = (f"{CLASSES}.aux.xml", "classes.qml")
 """Beside classes.tif: category names and attribute table (GDAL PAM), QGIS style."""
 OUTPUT_NAMES = (CLASSES, PROBABILITIES, *POLYGON_NAMES, *CLASS_SIDECARS, PREVIEW)
@@ -40,7 +40,7 @@ reused."""
 
 def scene_dir(out_dir: str | os.PathLike, scene_path: str | os.PathLike) -> Path:
     """``OUT/<scene stem>/`` (for a URL, the stem of its last path part)."""
-    from .sources import source_stem
+    from .inputs.sources import source_stem
 
     return Path(out_dir) / source_stem(scene_path)
 

@@ -20,7 +20,7 @@ from .cluster import ClusterChoice, choose_cluster
 
 if TYPE_CHECKING:
     from geoseg.model.meta import BundleMeta
-    from geoseg.vrt import Warp
+    from geoseg.inputs.vrt import Warp
 
     from .session import BatchResult
 
@@ -72,9 +72,9 @@ def batch_inputs(scenes: Sequence[str | os.PathLike], out: Path, *, model: str |
 
 def mosaic_warp(mosaic: bool, crs: str | None, resolution: float | None,
                 resampling: str = "bilinear") -> Warp | None:
-    """``--crs``/``--resolution`` as a checked :class:`~geoseg.vrt.Warp` (None without
+    """``--crs``/``--resolution`` as a checked :class:`~geoseg.inputs.vrt.Warp` (None without
     them); a ConfigError where one lacks the other or ``--mosaic``."""
-    from geoseg.vrt import Warp
+    from geoseg.inputs.vrt import Warp
 
     if crs is None and resolution is None:
         return None
@@ -109,9 +109,9 @@ def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],
     """STAC documents -> one VRT scene per item (OUT/.stac/); with ``mosaic``, every scene
     -> one VRT (OUT/mosaic.vrt; warped onto ``warp``'s grid first when given). A dry run
     writes them in a temporary folder."""
-    from geoseg.stac import expand_stac, is_stac
-    from geoseg.vrt import mosaic_vrt
-    from geoseg.writers import prepare_folder
+    from geoseg.inputs.stac import expand_stac, is_stac
+    from geoseg.inputs.vrt import mosaic_vrt
+    from geoseg.outputs.writers import prepare_folder
 
     if not mosaic and not any(is_stac(p) for p in paths):
         return paths
@@ -132,7 +132,7 @@ def run_predict(inputs: BatchInputs, out: Path, *, options: PredictOptions,
                 echo: Callable[[str], object] = print) -> BatchResult:
     """Run the batch of ``inputs`` into ``out`` (see :func:`pipelines.session.predict_batch`)
     and write its summary (``OUT/summary.json`` by default)."""
-    from geoseg.writers import prepare_folder
+    from geoseg.outputs.writers import prepare_folder
 
     from .session import choose_runner, predict_batch
 

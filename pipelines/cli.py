@@ -16,8 +16,8 @@ import click
 from geoseg import __version__
 from geoseg.model.devices import DEVICES, PRECISIONS, check_device
 from geoseg.model.tta import TTA_MODES
-from geoseg.stitch import WEIGHT_WINDOWS
-from geoseg.vector_files import FORMAT_NAMES
+from geoseg.prediction.stitch import WEIGHT_WINDOWS
+from geoseg.vector.vector_files import FORMAT_NAMES
 from .cluster import RUNNERS
 
 from .errors import debug_wanted, one_line_errors

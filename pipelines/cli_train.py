@@ -1,4 +1,4 @@
-"""``geoseg train`` and ``geoseg evaluate``: thin shells over geoseg.train and geoseg.evaluate.
+"""``geoseg train`` and ``geoseg evaluate``: thin shells over geoseg.training.train and geoseg.training.evaluate.
 
 Both are module-level click commands that pipelines.cli registers with ``add_command``.
 They also stand alone (tests call them through click.testing.CliRunner): a GeosegError
@@ -29,7 +29,7 @@ def _parse_overrides(items: Iterable[str]) -> dict:
 
 def _parse_nodata(text: str | None) -> float | str | None:
     """--truth-nodata: absent -> "auto" (see LabelSpec.nodata), "none" -> None, else a number."""
-    from geoseg.labels import AUTO_NODATA
+    from geoseg.training.labels import AUTO_NODATA
 
     if text is None:
         return AUTO_NODATA
@@ -61,8 +61,8 @@ def train_command(recipe: str, overrides: tuple[str, ...], out: str | None, resu
     """Train a model from the scenes and labels of RECIPE (YAML, see configs/train/)."""
     from pathlib import Path
 
-    from geoseg.recipe import load_recipe, missing_data
-    from geoseg.train import train
+    from geoseg.training.recipe import load_recipe, missing_data
+    from geoseg.training.train import train
 
     loaded = load_recipe(recipe, overrides=_parse_overrides(overrides))
     target = Path(out or loaded.output)
@@ -110,9 +110,9 @@ def evaluate_command(prediction: str, truth: str, attribute: str | None,
                      object_classes: tuple[str, ...], min_area: float,
                      truth_nodata: str | None, json_path: str | None) -> None:
     """Score a class raster PREDICTION (from geoseg predict) against --truth labels."""
-    from geoseg.evaluate import EvaluateOptions, evaluate_prediction, format_table, \
+    from geoseg.training.evaluate import EvaluateOptions, evaluate_prediction, format_table, \
         write_report
-    from geoseg.labels import LabelSpec
+    from geoseg.training.labels import LabelSpec
 
     pairs = {}
     for item in mapping:

@@ -1,4 +1,4 @@
-"""``geoseg vectorize``: a thin shell over :func:`geoseg.vectorization.vectorize_raster`."""
+"""``geoseg vectorize``: a thin shell over :func:`geoseg.vector.vectorization.vectorize_raster`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from geoseg.vectorization import vectorize_raster
+from geoseg.vector.vectorization import vectorize_raster
 
 from .errors import one_line_errors
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg.flow import block_steps
+from geoseg.prediction.flow import block_steps
 
 from . import tasks
 

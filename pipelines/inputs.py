@@ -1,5 +1,5 @@
 """Scene paths from what users type: files, folders, globs, text files of paths, and URLs or
-GDAL ``/vsi*`` paths (kept as text: see ``geoseg.sources``)."""
+GDAL ``/vsi*`` paths (kept as text: see ``geoseg.inputs.sources``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from geoseg.errors import InputNotFoundError
-from geoseg.sources import is_virtual
+from geoseg.inputs.sources import is_virtual
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 LIST_SUFFIXES = (".txt", ".lst", ".list")

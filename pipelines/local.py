@@ -1,4 +1,4 @@
-"""The local runner for a batch: every scene in this process (``geoseg.flow.run_local``), no
+"""The local runner for a batch: every scene in this process (``geoseg.prediction.flow.run_local``), no
 cluster to start.
 
 For small batches the seconds a local Dask cluster takes to start and stop are most of the
@@ -19,7 +19,7 @@ from typing import Any
 
 from geoseg.config import PredictOptions
 from geoseg.errors import GeosegError
-from geoseg.scene import gdal_env
+from geoseg.inputs.scene import gdal_env
 
 from .report import BatchInterrupted, SceneOutcome, announce_unplanned, mark_failed
 from .resume import complete_scene, plan_scenes, prepare_folder, remove_scene_leftovers
@@ -37,7 +37,7 @@ a batch runs for minutes to hours, where the cluster's start is under 2% of the 
 
 def batch_pixels(scene_paths: Sequence[str | os.PathLike]) -> int:
     """Pixels of the scenes that can be opened (headers only; bad files count 0)."""
-    from geoseg.scene import read_header
+    from geoseg.inputs.scene import read_header
 
     total = 0
     for path in scene_paths:
@@ -57,7 +57,7 @@ def run_batch_local(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.
                     stop: threading.Event | None = None) -> list[SceneOutcome]:
     """:func:`pipelines.run.run_batch` without a cluster: the same planning, outputs,
     manifests and outcomes, scenes one after another in input order."""
-    from geoseg.flow import run_local
+    from geoseg.prediction.flow import run_local
     from geoseg.model.optimize import load_for_prediction
     from geoseg.model.meta import file_sha256, read_meta
 

@@ -15,7 +15,7 @@ from geoseg import __version__
 from geoseg.atomic import replacing
 from geoseg.config import PredictOptions
 from geoseg.names import SceneOutputs
-from geoseg.report import SceneReport
+from geoseg.prediction.report import SceneReport
 
 def manifest_path(folder: str | os.PathLike) -> Path:
     return SceneOutputs(Path(folder)).manifest

@@ -27,7 +27,7 @@ class SceneOutcome:
     tiles: int = 0
     outputs: dict = field(default_factory=dict)
     folder: str = ""
-    """The scene's output folder (``OUT/<name>/``, see geoseg.sources.folder_names)."""
+    """The scene's output folder (``OUT/<name>/``, see geoseg.inputs.sources.folder_names)."""
     exception: BaseException | None = field(default=None, repr=False, compare=False)
     """The error itself (for --debug); not written to the summary."""
 
@@ -88,7 +88,7 @@ def format_table(outcomes: list[SceneOutcome]) -> str:
 def _shown_name(o: SceneOutcome) -> str:
     """The scene's file name, with its output folder where that is not its stem (scenes
     sharing a file name: ``tile.tif (north_tile)``)."""
-    from geoseg.sources import source_stem
+    from geoseg.inputs.sources import source_stem
 
     name = Path(o.scene).name
     folder = Path(o.folder).name if o.folder else ""

@@ -4,7 +4,7 @@ a (re)run.
 A scene is complete when ``OUT/<stem>/manifest.json`` exists, says so, names the same model
 sha256 and the same output-changing options (``PredictOptions.identity()``) as this run, and
 every output it lists exists. Scenes are checked and planned on the client from metadata
-only (no pixels), into the :class:`~geoseg.flow.SceneFlow` their tasks run.
+only (no pixels), into the :class:`~geoseg.prediction.flow.SceneFlow` their tasks run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from geoseg.config import PredictOptions
 from geoseg.errors import GeosegError
 from geoseg.names import SceneOutputs
-from geoseg.report import Tally, scene_report
+from geoseg.prediction.report import Tally, scene_report
 
 from .manifest import manifest_path, read_manifest, scene_manifest, write_json
 from .report import SceneOutcome, mark_failed
@@ -44,10 +44,10 @@ def plan_scenes(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.Path
                 model_path: str | os.PathLike, meta: BundleMeta, model_sha256: str,
                 options: PredictOptions) -> list[PlannedScene]:
     """Check and plan every scene on the client (metadata only, no pixels)."""
-    from geoseg.flow import plan_flow
-    from geoseg.scene import open_scene
+    from geoseg.prediction.flow import plan_flow
+    from geoseg.inputs.scene import open_scene
 
-    from geoseg.sources import folder_names
+    from geoseg.inputs.sources import folder_names
 
     identity, scenes = options.identity(), []
     names = folder_names(scene_paths)  # scenes sharing a file name get distinct folders
@@ -101,12 +101,12 @@ def prepare_folder(job: SceneJob, *, out_dir: str | os.PathLike) -> frozenset[tu
     interrupted earlier run of the same identity left complete (they are reused).
 
     The manifest goes first; staging leftovers are removed; parts of another identity are
-    removed. The disk must have room for the scene (:func:`geoseg.flow.disk_estimate`).
+    removed. The disk must have room for the scene (:func:`geoseg.prediction.flow.disk_estimate`).
     """
-    from geoseg.flow import disk_estimate
-    from geoseg.parts import (clean_scene_folder, finished_blocks, read_identity,
+    from geoseg.prediction.flow import disk_estimate
+    from geoseg.prediction.parts import (clean_scene_folder, finished_blocks, read_identity,
                               remove_leftovers, write_identity)
-    from geoseg.writers import check_free_space, prepare_output
+    from geoseg.outputs.writers import check_free_space, prepare_output
 
     outputs = job.flow.outputs
     prepare_output(outputs.classes, overwrite=True)
@@ -128,7 +128,7 @@ def complete_scene(planned: PlannedScene, tally: Tally, outputs: dict, *,
                    started: float) -> None:
     """A scene's outputs are published: its parts go, its manifest (from the scene report)
     is written last, and its outcome says done. The same for both runners."""
-    from geoseg.parts import clean_scene_folder
+    from geoseg.prediction.parts import clean_scene_folder
 
     job, outcome = planned.job, planned.outcome
     assert job is not None
@@ -148,12 +148,12 @@ def write_scene_item(job: SceneJob, outputs: dict) -> None:
     last); a scene made from a STAC item links back to it."""
     from geoseg import __version__
     from geoseg.classes import NODATA_CLASS
-    from geoseg.scene import read_header
-    from geoseg.stac import STAC_DATETIME_TAG, STAC_TAG, scene_item, write_item
+    from geoseg.inputs.scene import read_header
+    from geoseg.inputs.stac import STAC_DATETIME_TAG, STAC_TAG, scene_item, write_item
 
     flow = job.flow
     tags: dict = {}
-    if flow.scene.lower().endswith(".vrt"):  # a STAC item's VRT names the item (geoseg.stac)
+    if flow.scene.lower().endswith(".vrt"):  # a STAC item's VRT names the item (geoseg.inputs.stac)
         tags = read_header(flow.scene).tags
     stamp = tags.get(STAC_DATETIME_TAG)
     item = scene_item(stem=flow.outputs.folder.name, grid=flow.plan.scene.grid,
@@ -167,7 +167,7 @@ def write_scene_item(job: SceneJob, outputs: dict) -> None:
 def remove_scene_leftovers(folder: Path) -> None:
     """Parts, staging files and, when nothing else is left, the scene's folder (the run
     made it; an unfinished or failed scene leaves nothing behind)."""
-    from geoseg.parts import clean_scene_folder
+    from geoseg.prediction.parts import clean_scene_folder
 
     clean_scene_folder(folder)
     if folder.is_dir() and not any(folder.iterdir()):
@@ -231,7 +231,7 @@ def _foreign_classes(path: Path) -> bool:
         return False
     import rasterio
 
-    from geoseg.scene import open_raster
+    from geoseg.inputs.scene import open_raster
 
     try:
         with open_raster(path) as ds:

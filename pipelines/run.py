@@ -2,8 +2,8 @@
 
 The client plans scenes (metadata only, :mod:`pipelines.resume`), submits each scene's
 graph (:mod:`pipelines.graph`), tallies finished blocks as they come in (the same
-:class:`~geoseg.report.Tally` the local runner keeps) and writes each scene's
-``manifest.json`` last, from the same :class:`~geoseg.report.SceneReport`.
+:class:`~geoseg.prediction.report.Tally` the local runner keeps) and writes each scene's
+``manifest.json`` last, from the same :class:`~geoseg.prediction.report.SceneReport`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from geoseg.config import PredictOptions
 from geoseg.errors import GeosegError
-from geoseg.report import Tally
+from geoseg.prediction.report import Tally
 
 from .graph import SceneGraph, submit_scene
 from .report import (BatchInterrupted, SceneOutcome, align, announce_unplanned,
@@ -233,7 +233,7 @@ def _sweep_failed(running: list[_Running]) -> None:
 
 
 def _fail(client: Any, state: _Running, exc: BaseException) -> None:
-    from geoseg.parts import remove_leftovers
+    from geoseg.prediction.parts import remove_leftovers
 
     outcome = state.planned.outcome
     mark_failed(outcome, exc)

@@ -27,7 +27,7 @@ from .progress import TileProgress
 from .report import BatchInterrupted, SceneOutcome, write_summary
 
 if TYPE_CHECKING:
-    from geoseg.index_page import SceneCard
+    from geoseg.outputs.index_page import SceneCard
 
 
 @dataclass
@@ -128,8 +128,8 @@ def write_batch_pages(out: Path, outcomes: Sequence[SceneOutcome]) -> None:
     is logged, never the batch's failure (its scenes and summary are done)."""
     import logging
 
-    from geoseg.index_page import write_index
-    from geoseg.stac import write_item_collection
+    from geoseg.outputs.index_page import write_index
+    from geoseg.inputs.stac import write_item_collection
 
     log = logging.getLogger("geoseg")
     try:
@@ -153,7 +153,7 @@ def scene_folder(out: Path, outcome: SceneOutcome) -> Path:
 def index_cards(out: Path, outcomes: Sequence[SceneOutcome]) -> list[SceneCard]:
     """What OUT/index.html shows of each scene: its outcome and, from its manifest (read
     once), its class shares and, for a scene skipped as complete, its outputs."""
-    from geoseg.index_page import SceneCard, class_shares
+    from geoseg.outputs.index_page import SceneCard, class_shares
 
     from .manifest import read_manifest
 

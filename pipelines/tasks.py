@@ -1,4 +1,4 @@
-"""The functions Dask runs on workers: the steps of :mod:`geoseg.flow` as tasks.
+"""The functions Dask runs on workers: the steps of :mod:`geoseg.prediction.flow` as tasks.
 
 Per block: ``predict`` (read + model), ``spills`` (strips for later blocks), ``finish``
 (classes, probabilities and polygon pieces, saved as part files); per scene: ``rasters``
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from geoseg.config import PredictOptions
 from geoseg.errors import GeosegError
-from geoseg.flow import SceneFlow, SceneWriter, finish_block, spill_strips
-from geoseg.report import BlockDone
-from geoseg.scene import gdal_env, open_raster
+from geoseg.prediction.flow import SceneFlow, SceneWriter, finish_block, spill_strips
+from geoseg.prediction.report import BlockDone
+from geoseg.inputs.scene import gdal_env, open_raster
 
 if TYPE_CHECKING:
-    from geoseg.prediction import PredictedBlock
+    from geoseg.prediction.prediction import PredictedBlock
 
 
 _T = TypeVar("_T", bound=Callable[..., Any])
@@ -59,8 +59,8 @@ def portable_errors(task: _T) -> _T:
 
 def _disk_full(job: SceneJob) -> bool:
     """True when the disk of the scene's outputs has less room left than the scene needs."""
-    from geoseg.flow import disk_estimate
-    from geoseg.writers import free_bytes
+    from geoseg.prediction.flow import disk_estimate
+    from geoseg.outputs.writers import free_bytes
 
     try:
         return free_bytes(job.flow.outputs.folder) < disk_estimate(job.flow)
@@ -71,8 +71,8 @@ def _disk_full(job: SceneJob) -> bool:
 def _no_space(job: SceneJob) -> GeosegError:
     """A full disk while a task writes: the same one line as the check before the scene."""
     from geoseg.errors import OutputNotWritableError
-    from geoseg.flow import disk_estimate
-    from geoseg.writers import no_space_message
+    from geoseg.prediction.flow import disk_estimate
+    from geoseg.outputs.writers import no_space_message
 
     outputs = job.flow.outputs
     return OutputNotWritableError(no_space_message(outputs.folder.parent,
@@ -98,8 +98,8 @@ class SceneJob:
 
 @portable_errors
 def predict_task(job: SceneJob, row: int, col: int) -> PredictedBlock:
-    """Read block ``(row, col)`` with its halo and run its tiles (``geoseg.prediction``)."""
-    from geoseg.prediction import predict_block, read_block
+    """Read block ``(row, col)`` with its halo and run its tiles (``geoseg.prediction.prediction``)."""
+    from geoseg.prediction.prediction import predict_block, read_block
 
     from .worker import model_cache
 
@@ -125,7 +125,7 @@ def finish_task(job: SceneJob, predicted: PredictedBlock, *source_spills: dict,
                 outgoing: dict) -> BlockDone:
     """Finish a block with the strips of its ``BlockGrid.sources``; save its parts, and in
     its done record the strips it sends on (``outgoing``: its own spills task's result)."""
-    from geoseg.parts import save_finished
+    from geoseg.prediction.parts import save_finished
 
     key = (predicted.block.row, predicted.block.col)
     incoming = [spill[key] for spill in source_spills if key in spill]
@@ -137,7 +137,7 @@ def finish_task(job: SceneJob, predicted: PredictedBlock, *source_spills: dict,
 @portable_errors
 def saved_done_task(job: SceneJob, row: int, col: int) -> BlockDone:
     """A block an earlier, interrupted run finished: its record, read back (no model)."""
-    from geoseg.parts import load_done
+    from geoseg.prediction.parts import load_done
 
     return load_done(job.flow.outputs, row, col)[0]
 
@@ -145,7 +145,7 @@ def saved_done_task(job: SceneJob, row: int, col: int) -> BlockDone:
 @portable_errors
 def saved_spills_task(job: SceneJob, row: int, col: int) -> dict:
     """The spill strips a block finished by an earlier run sends to later blocks."""
-    from geoseg.parts import load_done
+    from geoseg.prediction.parts import load_done
 
     return load_done(job.flow.outputs, row, col)[1]
 
@@ -155,7 +155,7 @@ def rasters_task(job: SceneJob, *done: BlockDone) -> dict:
     """Stream the scene's raster parts into classes.tif (+ probabilities.tif) through the
     local runner's writer, one block at a time, and publish them. ``done`` are the finish
     results (dependencies only)."""
-    from geoseg.parts import raster_parts
+    from geoseg.prediction.parts import raster_parts
 
     flow = job.flow
     with gdal_env(), SceneWriter(flow, polygons=False) as writer:
@@ -169,7 +169,7 @@ def rasters_task(job: SceneJob, *done: BlockDone) -> dict:
 def polygons_task(job: SceneJob, *done: BlockDone) -> dict:
     """Merge every block's pieces across seams into the vector file, reading the part
     files in row-major block order (one block row in memory at a time)."""
-    from geoseg.parts import vector_parts
+    from geoseg.prediction.parts import vector_parts
 
     flow = job.flow
     with SceneWriter(flow, rasters=False) as writer:

@@ -30,7 +30,7 @@ def test_the_package_lists_its_api_and_imports_light():
 def test_the_api_names_stay_functions_after_the_library_is_imported():
     """No module of the package shares a name with an API function (importing a submodule
     sets the package's attribute of that name)."""
-    import geoseg.flow  # noqa: F401  (imports the prediction and vectorization modules)
+    import geoseg.prediction.flow  # noqa: F401  (imports the prediction and vectorization modules)
 
     assert callable(geoseg.predict) and callable(geoseg.vectorize)
 

@@ -16,7 +16,7 @@ from conftest import smooth_noise, write_raster
 from geoseg.classes import make_classes
 from geoseg.config import PredictOptions
 from geoseg.model import create_bundle, save_bundle
-from geoseg.flow import predict_scene
+from geoseg.prediction.flow import predict_scene
 from geoseg_pipelines import tasks
 from geoseg_pipelines.run import run_batch
 from geoseg_pipelines.manifest import read_manifest
@@ -230,10 +230,10 @@ def test_each_scenes_seconds_run_from_its_first_block(data, tmp_path):
     import time
 
     from geoseg.config import PredictOptions
-    from geoseg.flow import finish_block, plan_flow
+    from geoseg.prediction.flow import finish_block, plan_flow
     from geoseg.model.optimize import load_for_prediction
-    from geoseg.prediction import predict_block, read_block
-    from geoseg.scene import open_raster, open_scene
+    from geoseg.prediction.prediction import predict_block, read_block
+    from geoseg.inputs.scene import open_raster, open_scene
     from geoseg_pipelines.resume import PlannedScene
     from geoseg_pipelines.report import SceneOutcome
     from geoseg_pipelines.run import _Running

@@ -161,7 +161,7 @@ def test_every_option_has_help():
 
 
 def test_folder_names_never_clash():
-    from geoseg.sources import folder_names
+    from geoseg.inputs.sources import folder_names
 
     names = folder_names(["/d/a/x.tif", "/d/b/x.tif", "/d/a_x.tif", "/e/y.tif", "/f/Y.tif",
                           "/d/c/z.tif", "/d/c/z.tif"])

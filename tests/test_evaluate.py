@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from geoseg.classes import CLASSES_TAG, NODATA_CLASS, classes_to_json, make_classes
-from geoseg.evaluate import (confusion_matrix, evaluate_prediction, match_objects,
+from geoseg.training.evaluate import (confusion_matrix, evaluate_prediction, match_objects,
                              pixel_metrics)
 from geoseg_pipelines.cli_train import evaluate_command
 
@@ -175,8 +175,8 @@ def nodata_zero_case(tmp_path):
 
 
 def test_label_raster_nodata_that_is_a_class_value_is_read_as_the_class(nodata_zero_case):
-    from geoseg.evaluate import EvaluateOptions
-    from geoseg.labels import LabelSpec
+    from geoseg.training.evaluate import EvaluateOptions
+    from geoseg.training.labels import LabelSpec
 
     pred, tagged, untagged = nodata_zero_case
     report = evaluate_prediction(pred, tagged)

@@ -17,12 +17,12 @@ from click.testing import CliRunner
 from conftest import shared_data, smooth_noise, write_raster
 from geoseg.config import PredictOptions
 from geoseg.errors import ConfigError, InvalidInputError
-from geoseg.fit import metres_per_pixel, model_zoom
-from geoseg.flow import predict_scene
+from geoseg.inputs.fit import metres_per_pixel, model_zoom
+from geoseg.prediction.flow import predict_scene
 from geoseg.grid import PixelGrid
 from geoseg.model import read_meta
 from geoseg.model.meta import BundleMeta
-from geoseg.scene import open_scene
+from geoseg.inputs.scene import open_scene
 from geoseg_pipelines.cli import cli
 
 GEOSEG = [sys.executable, "-c", "from geoseg_pipelines.cli import main; main()"]

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from conftest import smooth_noise, write_raster
 from geoseg.config import PredictOptions
-from geoseg.flow import predict_scene
+from geoseg.prediction.flow import predict_scene
 from geoseg.grid import to_map
-from geoseg.polygonize import PieceRules, polygonize_classes
-from geoseg.seams import stream_regions
+from geoseg.vector.polygonize import PieceRules, polygonize_classes
+from geoseg.vector.seams import stream_regions
 from geoseg.tiling import BlockGrid, TileGrid
 from test_vectorize import UTM, assert_same_polygons, blobs, reference
 
@@ -82,7 +82,7 @@ def test_vectorize_in_predict_never_reads_the_class_raster_back(tmp_path, make_b
     """Polygons come from the blocks prediction finished: classes.tif and
     probabilities.tif are written, never opened for reading; the polygons equal
     `geoseg vectorize` of the published class raster."""
-    from geoseg.vectorization import vectorize_raster
+    from geoseg.vector.vectorization import vectorize_raster
 
     scene = write_raster(tmp_path / "s.tif", smooth_noise((150, 130), seed=4))
     opened = []
@@ -113,7 +113,7 @@ def test_vectorize_in_predict_never_reads_the_class_raster_back(tmp_path, make_b
 
 def test_the_summary_is_the_scene_report(tmp_path, make_bundle):
     """predict_scene's summary and the manifest come from one SceneReport."""
-    from geoseg.report import SceneReport
+    from geoseg.prediction.report import SceneReport
 
     scene = write_raster(tmp_path / "s.tif", smooth_noise((100, 90), seed=2))
     summary = predict_scene(scene, tmp_path / "out", model=make_bundle())
@@ -126,11 +126,11 @@ def test_the_summary_is_the_scene_report(tmp_path, make_bundle):
 def test_vector_file_bytes_do_not_depend_on_the_block_grid(tmp_path, monkeypatch, batch):
     """Features reach the GeoPackage in batches of a fixed size, so the file's bytes, not
     only its features, are the same for any block size (DESIGN.md promise 2)."""
-    import geoseg.gpkg
-    from geoseg.vectorization import vectorize_raster
+    import geoseg.vector.gpkg
+    from geoseg.vector.vectorization import vectorize_raster
     from test_vectorize import write_classes
 
-    monkeypatch.setattr(geoseg.gpkg, "BATCH_FEATURES", batch)
+    monkeypatch.setattr(geoseg.vector.gpkg, "BATCH_FEATURES", batch)
     path = write_classes(tmp_path / "c.tif", blobs(5, (90, 70)))
     outputs = []
     for block_size in (16, 33, 90):
@@ -142,9 +142,9 @@ def test_vector_file_bytes_do_not_depend_on_the_block_grid(tmp_path, monkeypatch
 
 
 def test_block_steps_list_every_block_after_its_sources(tmp_path, make_bundle):
-    from geoseg.flow import block_steps, plan_flow
+    from geoseg.prediction.flow import block_steps, plan_flow
     from geoseg.model import read_meta
-    from geoseg.scene import open_scene
+    from geoseg.inputs.scene import open_scene
 
     scene = open_scene(write_raster(tmp_path / "s.tif", smooth_noise((300, 250))))
     model = make_bundle()

@@ -12,7 +12,7 @@ from shapely.geometry import box
 from geoseg.classes import NODATA_CLASS, make_classes
 from geoseg.errors import ConfigError, InvalidInputError
 from geoseg.grid import PixelGrid
-from geoseg.labels import LabelSpec, labels_on_grid
+from geoseg.training.labels import LabelSpec, labels_on_grid
 
 # 40 x 30 pixels of 2 m, top-left corner (500000, 4000000) in UTM 33N.
 GRID = PixelGrid(30, 40, Affine(2.0, 0, 500000.0, 0, -2.0, 4000000.0), CRS.from_epsg(32633))
@@ -134,7 +134,7 @@ def write_label_raster(path, values, *, nodata, transform=GRID.transform):
 
 
 def test_nodata_tag_that_is_a_class_id_is_read_as_the_class(tmp_path):
-    from geoseg.labels import read_labels
+    from geoseg.training.labels import read_labels
 
     values = np.zeros((30, 40), np.uint8)
     values[:5] = 1
@@ -158,7 +158,7 @@ def test_nodata_tag_that_is_a_class_id_is_read_as_the_class(tmp_path):
 
 
 def test_nodata_tag_read_as_a_class_survives_resampling(tmp_path):
-    from geoseg.labels import read_labels
+    from geoseg.training.labels import read_labels
 
     values = np.zeros((30, 40), np.uint8)
     values[:5] = 1
@@ -172,7 +172,7 @@ def test_nodata_tag_read_as_a_class_survives_resampling(tmp_path):
 
 
 def test_nodata_tag_of_no_class_covering_most_of_the_raster_is_kept_but_said(tmp_path):
-    from geoseg.labels import read_labels
+    from geoseg.training.labels import read_labels
 
     values = np.full((30, 40), 9, np.uint8)
     values[:10] = 1
@@ -185,7 +185,7 @@ def test_nodata_tag_of_no_class_covering_most_of_the_raster_is_kept_but_said(tmp
 
 
 def test_a_bad_nodata_option_is_refused(tmp_path):
-    from geoseg.labels import read_labels
+    from geoseg.training.labels import read_labels
 
     path = write_label_raster(tmp_path / "l.tif", np.ones((30, 40), np.uint8), nodata=None)
     with pytest.raises(ConfigError, match="nodata 'zero'.*a number, none or auto"):

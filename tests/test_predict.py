@@ -12,7 +12,7 @@ from conftest import smooth_noise, write_raster
 from geoseg.config import PredictOptions
 from geoseg.model import forward_probabilities, load_bundle, normalize
 from geoseg.model.devices import resolve_precision
-from geoseg.flow import predict_scene
+from geoseg.prediction.flow import predict_scene
 from geoseg.tiling import TileGrid
 
 

@@ -17,8 +17,8 @@ from PIL import Image
 
 from conftest import smooth_noise, write_raster
 from geoseg.config import PredictOptions
-from geoseg.flow import predict_scene
-from geoseg.preview import LEGEND_ROW, PREVIEW_SIDE, preview_shape, stretch
+from geoseg.prediction.flow import predict_scene
+from geoseg.outputs.preview import LEGEND_ROW, PREVIEW_SIDE, preview_shape, stretch
 from geoseg_pipelines.cli import cli
 
 UTM = Affine(1.0, 0, 500000.0, 0, -1.0, 5000000.0)

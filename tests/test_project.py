@@ -72,8 +72,8 @@ def test_only_model_and_train_import_torch_at_module_level():
 
 
 def test_vector_only_use_stays_light():
-    code = ("import sys, geoseg.grid, geoseg.tiling, geoseg.stitch, geoseg.scene, "
-            "geoseg.writers, geoseg.config, geoseg.prediction, geoseg.flow, geoseg.vectorization;"
+    code = ("import sys, geoseg.grid, geoseg.tiling, geoseg.prediction.stitch, geoseg.inputs.scene, "
+            "geoseg.outputs.writers, geoseg.config, geoseg.prediction.prediction, geoseg.prediction.flow, geoseg.vector.vectorization;"
             "print(sorted(m for m in ('torch', 'dask') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout.strip()
@@ -138,7 +138,7 @@ def test_option_names_come_from_the_registries():
     from geoseg.config import PredictOptions
     from geoseg.model.devices import check_device
     from geoseg.model.tta import TTA, TTA_MODES
-    from geoseg.stitch import WEIGHT_WINDOWS
+    from geoseg.prediction.stitch import WEIGHT_WINDOWS
     from geoseg_pipelines.cli import cli
 
     params = {p.name: p for p in cli.commands["predict"].params}
@@ -170,7 +170,7 @@ def test_the_batch_client_never_imports_torch():
     (its import alone is hundreds of MB of the client's memory)."""
     code = ("import sys, geoseg_pipelines.cli, geoseg_pipelines.run, "
             "geoseg_pipelines.resume, geoseg_pipelines.graph, "
-            "geoseg.flow, geoseg.model as m; m.read_meta('models/buildings-massachusetts."
+            "geoseg.prediction.flow, geoseg.model as m; m.read_meta('models/buildings-massachusetts."
             "safetensors'); m.file_sha256('models/buildings-massachusetts.safetensors'); "
             "print(sorted(k for k in ('torch', 'segmentation_models_pytorch') "
             "if k in sys.modules))")

@@ -11,7 +11,7 @@ import rasterio
 
 from conftest import SHARED_DATA, shared_data
 from geoseg.config import PredictOptions
-from geoseg.flow import predict_scene
+from geoseg.prediction.flow import predict_scene
 
 SCENES = [
     "massachusetts/22978945_15_uint8_clipped.tif",

@@ -16,9 +16,9 @@ import rasterio
 
 from conftest import smooth_noise, write_raster
 from geoseg.errors import InvalidInputError
-from geoseg.flow import predict_scene
+from geoseg.prediction.flow import predict_scene
 from geoseg.names import scene_dir
-from geoseg.sources import gdal_path, is_virtual, source_stem
+from geoseg.inputs.sources import gdal_path, is_virtual, source_stem
 from geoseg_pipelines.inputs import expand_inputs
 
 GEOSEG = [sys.executable, "-c", "from geoseg_pipelines.cli import main; main()"]

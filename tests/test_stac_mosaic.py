@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from conftest import smooth_noise, write_raster
 from geoseg.errors import InvalidInputError
-from geoseg.vrt import mosaic_vrt
+from geoseg.inputs.vrt import mosaic_vrt
 from geoseg_pipelines.cli import cli
 
 pystac = pytest.importorskip("pystac")
@@ -185,7 +185,7 @@ def test_bad_warp_options_are_usage_errors(tmp_path, tiny_model_file, args, mess
 
 def test_bands_are_picked_by_their_descriptions(tmp_path, make_bundle):
     from geoseg.config import PredictOptions
-    from geoseg.flow import predict_scene
+    from geoseg.prediction.flow import predict_scene
 
     pixels = smooth_noise((64, 64), seed=2, bands=4)
     scene = write_raster(tmp_path / "bgrn.tif", pixels)
@@ -302,7 +302,7 @@ def test_assets_without_band_names_need_assets_option(tmp_path, rgb_model):
 
 
 def test_scenes_with_their_own_alpha_band_are_warped_too(tmp_path):
-    from geoseg.vrt import Warp, mosaic_vrt
+    from geoseg.inputs.vrt import Warp, mosaic_vrt
 
     pixels = smooth_noise((64, 64), seed=1, bands=4)
     pixels[3] = 255

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from geoseg.errors import ConfigError
-from geoseg.stitch import FIXED_POINT, WEIGHT_WINDOWS, check_stitch, tile_weights
+from geoseg.prediction.stitch import FIXED_POINT, WEIGHT_WINDOWS, check_stitch, tile_weights
 from geoseg.tiling import TileGrid
 
 
@@ -48,7 +48,7 @@ def test_finish_takes_the_lowest_class_on_ties_and_rounds_probabilities_exactly(
     import torch
 
     from geoseg.grid import Window
-    from geoseg.stitch import finish
+    from geoseg.prediction.stitch import finish
     from geoseg.tiling import BlockGrid
 
     grid = TileGrid.build(height=64, width=64, size=64, overlap=0)
@@ -75,7 +75,7 @@ def test_a_batch_adds_the_same_integers_as_tile_by_tile_and_drops_what_is_outsid
     import torch
 
     from geoseg.grid import Window
-    from geoseg.stitch import add_tiles, device_weights, new_accumulator
+    from geoseg.prediction.stitch import add_tiles, device_weights, new_accumulator
 
     grid = TileGrid.build(height=150, width=120, size=64, overlap=32)
     tiles = list(grid.tiles())

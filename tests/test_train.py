@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from geoseg.model import load_bundle
-from geoseg.recipe import load_recipe
+from geoseg.training.recipe import load_recipe
 from geoseg_pipelines.cli_train import train_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,8 +73,8 @@ def make_recipe(tmp_path, scene, labels_path, **overrides) -> Path:
 
 
 def test_training_lowers_loss_and_writes_a_bundle_that_predicts(tmp_path):
-    from geoseg.recipe import load_recipe
-    from geoseg.train import train
+    from geoseg.training.recipe import load_recipe
+    from geoseg.training.train import train
 
     scene = make_scene(tmp_path)
     result = train(load_recipe(make_recipe(tmp_path, scene, make_labels(tmp_path))),
@@ -90,8 +90,8 @@ def test_training_lowers_loss_and_writes_a_bundle_that_predicts(tmp_path):
     assert all(0 < s < 1 for s in meta.std)  # statistics from the scene, scaled by 1/255
 
     from geoseg.config import PredictOptions
-    from geoseg.evaluate import evaluate_prediction
-    from geoseg.flow import predict_scene
+    from geoseg.training.evaluate import evaluate_prediction
+    from geoseg.prediction.flow import predict_scene
 
     summary = predict_scene(scene, tmp_path / "out", model=bundle, options=PredictOptions())
     report = evaluate_prediction(summary["outputs"]["classes"], make_labels(tmp_path),
@@ -100,15 +100,15 @@ def test_training_lowers_loss_and_writes_a_bundle_that_predicts(tmp_path):
 
 
 def _options():
-    from geoseg.evaluate import EvaluateOptions
-    from geoseg.labels import LabelSpec
+    from geoseg.training.evaluate import EvaluateOptions
+    from geoseg.training.labels import LabelSpec
 
     return EvaluateOptions(labels=LabelSpec(attribute="kind", mapping={"house": "building"}))
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.5], ids=["weights", "moving-average"])
 def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypatch, ema):
-    import geoseg.train as gtrain
+    import geoseg.training.train as gtrain
 
     scene, labels = make_scene(tmp_path), make_labels(tmp_path)
     recipe_a = load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
@@ -151,7 +151,7 @@ def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypat
 
 
 def test_the_moving_average_is_what_is_validated_and_shipped(tmp_path):
-    import geoseg.train as gtrain
+    import geoseg.training.train as gtrain
 
     scene, labels = make_scene(tmp_path), make_labels(tmp_path)
     recipe = load_recipe(make_recipe(tmp_path, scene, labels, steps=8, val_every=8,
@@ -168,8 +168,8 @@ def test_the_moving_average_is_what_is_validated_and_shipped(tmp_path):
 
 
 def test_checkpoints_from_before_a_new_recipe_field_still_resume():
-    from geoseg.recipe import Recipe, SceneEntry
-    from geoseg.train import _fingerprint
+    from geoseg.training.recipe import Recipe, SceneEntry
+    from geoseg.training.train import _fingerprint
 
     recipe = Recipe(name="m", classes=("a", "b"), train=(SceneEntry("s.tif", "l.gpkg"),),
                     output="m.safetensors", validation=(SceneEntry("v.tif", "l.gpkg"),))
@@ -257,8 +257,8 @@ def shipped_report(tmp_path_factory):
     """The shipped model through geoseg predict with its defaults (tta flips), scored by
     geoseg evaluate (once)."""
     from geoseg.config import PredictOptions
-    from geoseg.evaluate import evaluate_prediction
-    from geoseg.flow import predict_scene
+    from geoseg.training.evaluate import evaluate_prediction
+    from geoseg.prediction.flow import predict_scene
 
     scene = MASSACHUSETTS / "23429155_15_uint8_clipped.tif"
     summary = predict_scene(scene, tmp_path_factory.mktemp("shipped"), model=SHIPPED,
@@ -286,8 +286,8 @@ def test_shipped_model_reaches_building_iou_half_on_a_source_it_never_saw(tmp_pa
     nor used to choose the checkpoint: predicted at 1 m on the fly, building IoU >= 0.5
     (measured 0.555; the first model, trained on one scene: 0.399)."""
     from geoseg.config import PredictOptions
-    from geoseg.evaluate import evaluate_prediction
-    from geoseg.flow import predict_scene
+    from geoseg.training.evaluate import evaluate_prediction
+    from geoseg.prediction.flow import predict_scene
 
     if not SPACENET.is_dir():
         pytest.skip(f"{SPACENET} is absent")
@@ -304,10 +304,10 @@ def test_shipped_model_reaches_building_iou_half_on_a_source_it_never_saw(tmp_pa
 def test_scenes_are_read_at_the_recipes_gsd(tmp_path):
     """A 1 m scene read with gsd 2: pixels at 2 m (the area average of 2 x 2 pixels), its
     labels burnt on that grid (the houses keep their share)."""
-    from geoseg.chips import load_labelled_scene, model_grid
+    from geoseg.training.chips import load_labelled_scene, model_grid
     from geoseg.classes import make_classes
     from geoseg.grid import PixelGrid
-    from geoseg.labels import LabelSpec
+    from geoseg.training.labels import LabelSpec
 
     scene = make_scene(tmp_path)
     classes = make_classes(["background", "building"])
@@ -369,10 +369,10 @@ def test_stretch_in_a_recipe_trains_on_stretched_scenes_and_records_it(tmp_path)
     """stretch: [2, 98] maps each training scene as prediction will map every scene; the
     bundle records it; a half-contrast copy of the scene then scores like the scene."""
     from geoseg.config import PredictOptions
-    from geoseg.evaluate import evaluate_prediction
-    from geoseg.flow import predict_scene
-    from geoseg.recipe import load_recipe
-    from geoseg.train import train
+    from geoseg.training.evaluate import evaluate_prediction
+    from geoseg.prediction.flow import predict_scene
+    from geoseg.training.recipe import load_recipe
+    from geoseg.training.train import train
 
     scene = make_scene(tmp_path)
     labels = make_labels(tmp_path)
@@ -401,7 +401,7 @@ def test_stretch_in_a_recipe_trains_on_stretched_scenes_and_records_it(tmp_path)
 
 
 def test_gamma_and_blur_touch_valid_pixels_only():
-    from geoseg.chips import augment
+    from geoseg.training.chips import augment
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 32, 32)).astype(np.float32)
@@ -420,7 +420,7 @@ def test_gamma_and_blur_touch_valid_pixels_only():
 def test_chips_may_reach_into_held_out_blocks_without_seeing_them():
     """chip_inside 0.5: a chip needs half its pixels in the training area; the rest is cut
     out (invalid, unlabelled), so small scenes split into blocks still give chips."""
-    from geoseg.chips import LabelledScene, cut, make_sampler
+    from geoseg.training.chips import LabelledScene, cut, make_sampler
     from geoseg.grid import Window
 
     region = np.ones((96, 96), bool)
@@ -445,7 +445,7 @@ def test_chips_may_reach_into_held_out_blocks_without_seeing_them():
 def test_zoomed_chips_keep_masks_labels_and_the_held_out_area_out():
     """zoom: a window 1/z the chip's side around the same centre, resized to the chip;
     pixels bilinear, validity and labels nearest, invalid pixels exactly 0."""
-    from geoseg.chips import resize_chip
+    from geoseg.training.chips import resize_chip
 
     x = np.arange(2 * 64 * 64, dtype=np.float32).reshape(2, 64, 64) / 1000
     valid = np.ones((64, 64), bool)
@@ -463,12 +463,12 @@ def test_zoomed_chips_keep_masks_labels_and_the_held_out_area_out():
 
 
 def test_zoom_in_a_recipe_trains_and_is_checked(tmp_path):
-    from geoseg.chips import LabelledScene, make_sampler
+    from geoseg.training.chips import LabelledScene, make_sampler
     from geoseg.model.bundle import create_bundle
     from geoseg.classes import make_classes
     from geoseg.errors import ConfigError
-    from geoseg.recipe import Recipe, load_recipe
-    from geoseg.train import make_batch
+    from geoseg.training.recipe import Recipe, load_recipe
+    from geoseg.training.train import make_batch
 
     region = np.ones((96, 96), bool)
     region[:, 48:] = False  # held out: never seen, whatever the zoom

@@ -11,7 +11,7 @@ from conftest import smooth_noise, write_raster
 from geoseg.config import TTA_MODES, PredictOptions
 from geoseg.errors import ConfigError
 from geoseg.model import TTA, forward_probabilities, load_bundle
-from geoseg.flow import predict_scene
+from geoseg.prediction.flow import predict_scene
 from geoseg.tiling import TileGrid
 from test_predict import counting
 

@@ -17,10 +17,10 @@ from rasterio.features import rasterize, shapes
 
 from geoseg.classes import CLASSES_TAG, make_classes, classes_to_json
 from geoseg.grid import to_map
-from geoseg.polygonize import BlockJob, polygonize_block
+from geoseg.vector.polygonize import BlockJob, polygonize_block
 from geoseg.tiling import BlockGrid
-from geoseg.seams import merge_blocks
-from geoseg.vectorization import (block_windows, open_class_raster, polygonize_raster,
+from geoseg.vector.seams import merge_blocks
+from geoseg.vector.vectorization import (block_windows, open_class_raster, polygonize_raster,
                               vectorize_raster)
 
 UTM = Affine(0.5, 0, 500000.0, 0, -0.5, 4100000.0)
@@ -343,7 +343,7 @@ def test_geographic_areas_are_geodesic(tmp_path):
 
 def test_streamed_gpkg_same_across_block_sizes_and_workers_in_canonical_order(tmp_path):
     """Streaming writes regions block row by block row; the file does not depend on it."""
-    from geoseg.seams import canonical_order, stream_regions
+    from geoseg.vector.seams import canonical_order, stream_regions
 
     data = blobs(11, (90, 70))
     path = write_classes(tmp_path / "c.tif", data)
@@ -375,7 +375,7 @@ def test_plan_blocks_write_in_any_order_equals_vectorize_raster(tmp_path, min_ar
     """The three library steps a scheduler runs give the file vectorize_raster writes."""
     import pickle
 
-    from geoseg.vectorization import plan_vectorize, write_vectorized
+    from geoseg.vector.vectorization import plan_vectorize, write_vectorized
 
     data = blobs(12, (60, 75))
     path = write_classes(tmp_path / "c.tif", data)
@@ -392,7 +392,7 @@ def test_plan_blocks_write_in_any_order_equals_vectorize_raster(tmp_path, min_ar
 
 @pytest.mark.parametrize("connectivity", [4, 8])
 def test_saved_block_loads_back_exactly(tmp_path, connectivity):
-    from geoseg.polygonize import load_block, save_block
+    from geoseg.vector.polygonize import load_block, save_block
 
     data = diagonals()
     data[rings() == 0] = 0

@@ -52,8 +52,8 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     ``gsd`` (metres per pixel), ``input_dtype`` and ``input_range`` (per band, or one
     (low, high) for every band) describe the data it was trained on, ``stretch`` the
     percentiles each scene's bands were mapped from onto that range (see
-    :mod:`geoseg.fit`)."""
-    from ..fit import check_input_range, check_stretch, expected_range
+    :mod:`geoseg.inputs.fit`)."""
+    from ..inputs.fit import check_input_range, check_stretch, expected_range
     from ..tiling import check_tiling
 
     n = len(bands)

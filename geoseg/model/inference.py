@@ -63,7 +63,7 @@ def normalize_region(raw: torch.Tensor, valid: torch.Tensor, meta: BundleMeta, *
     once. Pixels where ``valid`` (H, W) is False become 0 (see :func:`normalize`).
 
     ``rescale``: per band (gain, offset, low, high); raw values become ``clip(value * gain +
-    offset, low, high)`` first (``--stretch``, ``--input-range``: geoseg.fit)."""
+    offset, low, high)`` first (``--stretch``, ``--input-range``: geoseg.inputs.fit)."""
     scale = torch.tensor(meta.scale, dtype=torch.float32)
     mean = torch.tensor(meta.mean, dtype=torch.float32)
     std = torch.tensor(meta.std, dtype=torch.float32)
@@ -87,7 +87,7 @@ def resize_tiles(x: torch.Tensor, size: int) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, size, size) in float32: the area average of the pixels each
     output pixel covers when shrinking (GDAL's ``average``; no aliasing), bilinear
     interpolation of pixel centres when enlarging. Used both ways around the network when
-    a scene is predicted at the model's GSD (:func:`geoseg.fit.model_zoom`): tiles of the
+    a scene is predicted at the model's GSD (:func:`geoseg.inputs.fit.model_zoom`): tiles of the
     scene to the network's size, probabilities back to the scene's pixels (a convex
     combination, so they still sum to 1)."""
     if x.shape[-1] == size and x.shape[-2] == size:

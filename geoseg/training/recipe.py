@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .classes import make_classes
-from .config import check_tta, load_yaml
-from .errors import ConfigError, InputNotFoundError
+from ..classes import make_classes
+from ..config import check_tta, load_yaml
+from ..errors import ConfigError, InputNotFoundError
 from .labels import LabelSpec
 
 
@@ -161,7 +161,7 @@ def missing_data(recipe: Recipe, *, source: str = "recipe") -> None:
 
 
 def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
-    from .tiling import check_tiling
+    from ..tiling import check_tiling
 
     if not r.train:
         raise ConfigError(f"{source}: no training scenes")
@@ -189,7 +189,7 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
         raise ConfigError(f"{source}: gamma ({r.gamma}), gsd ({r.gsd}) and zoom ({r.zoom}) "
                           f"must be >= 0 and blur ({r.blur}) a probability in [0, 1]")
     if r.stretch:
-        from .fit import check_stretch
+        from ..inputs.fit import check_stretch
 
         try:
             check_stretch(r.stretch)

@@ -1,5 +1,5 @@
 """Polygon layers of vectorize: measurements in metres and atomic layer writing (built as a
-GeoPackage, published in the format the file's extension names: :mod:`geoseg.vector_files`).
+GeoPackage, published in the format the file's extension names: :mod:`geoseg.vector.vector_files`).
 
 Areas and perimeters are in square metres and metres: planar, scaled by the CRS's linear
 unit, for projected CRSs; geodesic on the CRS's ellipsoid (pyproj ``Geod``) for
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
-from .errors import OutputNotWritableError
-from .names import staging_path
+from ..errors import OutputNotWritableError
+from ..names import staging_path
 
 if TYPE_CHECKING:
     import geopandas as gpd

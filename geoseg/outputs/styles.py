@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from .atomic import replacing
-from .classes import ClassInfo
+from ..atomic import replacing
+from ..classes import ClassInfo
 
 RAT_FIELDS = (("value", 0, 5), ("class", 2, 2), ("red", 0, 6), ("green", 0, 7),
               ("blue", 0, 8), ("alpha", 0, 9))

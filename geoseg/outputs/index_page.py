@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
-from .atomic import replacing
+from ..atomic import replacing
 
 INDEX = "index.html"
 

@@ -3,7 +3,7 @@
 When blocks finish in different processes (or on different machines), each saves its
 class block, probability block and polygon pieces as small part files in the scene's hidden
 parts folder (:class:`~geoseg.names.SceneOutputs`); the assembling steps then stream them in
-row-major block order into the same :class:`~geoseg.flow.SceneWriter` the local runner
+row-major block order into the same :class:`~geoseg.prediction.flow.SceneWriter` the local runner
 writes through, so the published bytes are the same. Every process holds at most one block
 (or one block row of pieces): no whole scene is gathered anywhere (DESIGN.md promise 4).
 
@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .atomic import replacing, write_npz
-from .errors import IncompleteRunError
-from .grid import Window
-from .names import SceneOutputs, is_leftover
-from .polygonize import load_block, save_block
+from ..atomic import replacing, write_npz
+from ..errors import IncompleteRunError
+from ..grid import Window
+from ..names import SceneOutputs, is_leftover
+from ..vector.polygonize import load_block, save_block
 from .report import BlockDone
-from .seams import BlockResult
-from .tiling import Block, BlockGrid
+from ..vector.seams import BlockResult
+from ..tiling import Block, BlockGrid
 
 if TYPE_CHECKING:
     from .flow import FinishedBlock
@@ -50,7 +50,7 @@ def read_part(path: str | os.PathLike) -> np.ndarray:
 
 
 def save_finished(outputs: SceneOutputs, finished: FinishedBlock, spills: dict) -> None:
-    """Save a :class:`~geoseg.flow.FinishedBlock`'s classes, probabilities and pieces, then
+    """Save a :class:`~geoseg.prediction.flow.FinishedBlock`'s classes, probabilities and pieces, then
     its ``done`` record: counts, tiles, and the ``spills`` it sends to later blocks (so a
     rerun can finish those without predicting this block again). The record is written
     last: its presence means every part of the block is whole."""

@@ -5,7 +5,7 @@ In: every item of an ``item.json``, ``collection.json``, ``catalog.json`` or
 ``FeatureCollection`` (local or a URL) becomes one virtual scene: the assets that hold the
 model's bands, matched by name (asset key, ``eo:bands`` name or common name; ``--assets``
 to choose), stacked in the model's band order on the grid of the finest of them, read with
-a declared resampling (a VRT, :mod:`geoseg.vrt`). The VRT carries the item's href in its
+a declared resampling (a VRT, :mod:`geoseg.inputs.vrt`). The VRT carries the item's href in its
 metadata (``GEOSEG_STAC_ITEM``), so the output item links back to it.
 
 Out: ``OUT/<scene>/item.json`` with the projection, raster, classification and file
@@ -23,14 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .sources import is_virtual
 
 if TYPE_CHECKING:
     import pystac
 
-    from .classes import ClassInfo
-    from .grid import PixelGrid
+    from ..classes import ClassInfo
+    from ..grid import PixelGrid
 
 STAC_TAG = "GEOSEG_STAC_ITEM"
 STAC_DATETIME_TAG = "GEOSEG_STAC_DATETIME"

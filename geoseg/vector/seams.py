@@ -8,7 +8,7 @@ other with the same class: at the same position (4-connectivity), or also one po
 along (8-connectivity, which covers diagonal and block-corner touches). These pairs are
 found with array comparisons of the strips, grouped by connected components of the pair
 graph, and each group of two or more pieces is one exact coverage union
-(:func:`geoseg.coverage.union_pieces`). A piece in no pair is final as it is.
+(:func:`geoseg.vector.coverage.union_pieces`). A piece in no pair is final as it is.
 
 The merge streams (:class:`SeamStream`): blocks are taken one block row at a time (rows
 in order, blocks of a row in any order); a piece touching no internal seam is final at
@@ -37,9 +37,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .coverage import ragged_rings, union_pieces
-from .errors import IncompleteRunError
-from .grid import Window
-from .tiling import BlockGrid
+from ..errors import IncompleteRunError
+from ..grid import Window
+from ..tiling import BlockGrid
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ pixel type; there it is cut into the tiles of the global grid, normalized, batch
 the network, and each batch's probabilities are weighted into the block's integer
 accumulator (see ``stitch``), which stays on the device. Tiles that hold no valid pixel
 never reach the model. What happens to a computed block next (spills, finish, write,
-polygons) is the scene's flow (:mod:`geoseg.flow`), run by the local runner there or by the
+polygons) is the scene's flow (:mod:`geoseg.prediction.flow`), run by the local runner there or by the
 Dask runner in ``pipelines/``. Peak memory is set by block, tile and batch size, not by the scene.
 """
 
@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import PredictOptions
-from .scene import Scene, read_window, select_bands
-from .tiling import Block, BlockGrid, TileGrid, check_tiling
-from .writers import output_tags
+from ..config import PredictOptions
+from ..inputs.scene import Scene, read_window, select_bands
+from ..tiling import Block, BlockGrid, TileGrid, check_tiling
+from ..outputs.writers import output_tags
 
 if TYPE_CHECKING:
     import torch
 
-    from .model.bundle import ModelBundle
-    from .model.meta import BundleMeta
+    from ..model.bundle import ModelBundle
+    from ..model.meta import BundleMeta
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,12 @@ class Plan:
     compile: bool = False
     rescale: tuple[tuple[float, ...], ...] | None = None
     """Per band (gain, offset, low, high) applied to raw values before normalization
-    (``--stretch``/``--input-range``, see :mod:`geoseg.fit`); None: as they are."""
+    (``--stretch``/``--input-range``, see :mod:`geoseg.inputs.fit`); None: as they are."""
     rescaled_from: tuple[tuple[float, float], ...] | None = None
     model_tile: int | None = None
     """The network's tile side when the scene is predicted at the model's GSD: each tile of
     ``tiles`` (scene pixels) is resampled to it and its probabilities back (see
-    :mod:`geoseg.fit`); None: tiles go to the network as they are."""
+    :mod:`geoseg.inputs.fit`); None: tiles go to the network as they are."""
 
     def tags(self, meta: BundleMeta, model_sha256: str) -> dict:
         """The output rasters' tags: the model and the options that shaped the pixels (one
@@ -70,8 +70,8 @@ class Plan:
 def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     """Tile and block grids for ``scene`` with ``options`` (tile size from the model's
     metadata unless overridden); checks the bands, the pixel size and the radiometry
-    against the model (:mod:`geoseg.fit`)."""
-    from .fit import expected_range, fit_radiometry, model_zoom, rescale_terms
+    against the model (:mod:`geoseg.inputs.fit`)."""
+    from ..inputs.fit import expected_range, fit_radiometry, model_zoom, rescale_terms
 
     bands = select_bands(scene, options.bands, expected=meta.in_channels, names=meta.bands)
     zoom = model_zoom(scene, meta, resample=options.resample)
@@ -82,7 +82,7 @@ def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     overlap = meta.overlap if options.overlap is None else options.overlap
     check_tiling(size=size, overlap=overlap, multiple=meta.output_stride)
     model_tile = None
-    if zoom != 1.0:  # the same grid in scene pixels: tiles of size * zoom (see geoseg.fit)
+    if zoom != 1.0:  # the same grid in scene pixels: tiles of size * zoom (see geoseg.inputs.fit)
         model_tile, scene_size = size, max(2, round(size * zoom))
         size, overlap = scene_size, min(round(overlap * zoom), scene_size // 2)
     tiles = TileGrid.build(height=scene.grid.height, width=scene.grid.width, size=size,
@@ -130,7 +130,7 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
     """
     import torch
 
-    from .model.inference import (forward_probabilities, normalize_region, resize_tiles,
+    from ..model.inference import (forward_probabilities, normalize_region, resize_tiles,
                                   to_device)
     from .stitch import add_tiles, device_weights, new_accumulator
 

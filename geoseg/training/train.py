@@ -23,20 +23,20 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .atomic import replacing
+from ..atomic import replacing
 from .chips import (SCALE_BY_DTYPE, ChipSampler, LabelledScene, augment, band_statistics, cut,
                     default_scale, load_labelled_scene, make_sampler, resize_chip,
                     sample_chip, split_blocks, validation_windows)
-from .classes import NODATA_CLASS, ClassInfo, make_classes
-from .errors import ConfigError, InvalidInputError
-from .grid import Window
+from ..classes import NODATA_CLASS, ClassInfo, make_classes
+from ..errors import ConfigError, InvalidInputError
+from ..grid import Window
 from .labels import background_id
-from .model.bundle import create_bundle, save_bundle
-from .model.meta import BundleMeta, file_sha256
-from .model.inference import normalize
+from ..model.bundle import create_bundle, save_bundle
+from ..model.meta import BundleMeta, file_sha256
+from ..model.inference import normalize
 from .recipe import Recipe, SceneEntry, missing_data
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou
-from .fit import training_gsd, training_radiometry
+from ..inputs.fit import training_gsd, training_radiometry
 
 @dataclass
 class TrainResult:
@@ -77,8 +77,8 @@ def stretch_scenes(scenes: Sequence[LabelledScene], recipe: Recipe,
                    expected: Sequence[tuple[float, float]]) -> list[LabelledScene]:
     """Each scene's bands mapped from their ``recipe.stretch`` percentiles onto ``expected``
     and clipped, measured on the file as prediction measures a scene
-    (:func:`geoseg.fit.scene_stretch`) and kept in the scene's pixel type."""
-    from .fit import rescale_terms, scene_stretch
+    (:func:`geoseg.inputs.fit.scene_stretch`) and kept in the scene's pixel type."""
+    from ..inputs.fit import rescale_terms, scene_stretch
 
     stretched: dict[int, np.ndarray] = {}  # the halves of a split share one pixel array
     out = []

@@ -20,8 +20,8 @@ import rasterio
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 
-from .errors import InputNotFoundError, InvalidInputError
-from .grid import PixelGrid, Window, intersect
+from ..errors import InputNotFoundError, InvalidInputError
+from ..grid import PixelGrid, Window, intersect
 from .sources import gdal_path, is_virtual
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -45,7 +45,7 @@ class Scene:
 @dataclass(frozen=True, slots=True)
 class RasterHeader:
     """What opening a raster file tells before any pixel is read. ``path`` is the text the
-    user gave (a local path, a URL or a ``/vsi*`` path; see :mod:`geoseg.sources`)."""
+    user gave (a local path, a URL or a ``/vsi*`` path; see :mod:`geoseg.inputs.sources`)."""
 
     path: str
     grid: PixelGrid
@@ -62,7 +62,7 @@ def open_raster(path: str | os.PathLike) -> Iterator[Any]:
     """``rasterio.open`` for reading, without rasterio's NotGeoreferencedWarning: geoseg
     checks georeferencing itself (:func:`require_crs`, ``--allow-no-crs``) and says so in
     its own words, so the library's two-line warning never reaches the user. URLs open
-    through GDAL's network file systems (:func:`geoseg.sources.gdal_path`)."""
+    through GDAL's network file systems (:func:`geoseg.inputs.sources.gdal_path`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         ds = rasterio.open(gdal_path(path))

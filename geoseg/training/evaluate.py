@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .atomic import replacing
-from .classes import NODATA_CLASS, ClassInfo, make_classes
-from .errors import InvalidInputError
-from .grid import PixelGrid
-from .scene import open_raster, read_band
+from ..atomic import replacing
+from ..classes import NODATA_CLASS, ClassInfo, make_classes
+from ..errors import InvalidInputError
+from ..grid import PixelGrid
+from ..inputs.scene import open_raster, read_band
 from .labels import LabelSpec, is_vector, polygon_classes, read_labels, read_vector_labels
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def object_classes(classes: Sequence[ClassInfo],
 @dataclass(frozen=True)
 class EvaluateOptions:
     """How to read the truth and what to score. ``labels``: how vector truth or a label
-    raster maps to class names (see :class:`~geoseg.labels.LabelSpec`); ``min_area`` in
+    raster maps to class names (see :class:`~geoseg.training.labels.LabelSpec`); ``min_area`` in
     pixels; ``object_classes``: names (None: building-like names)."""
 
     labels: LabelSpec = field(default_factory=LabelSpec)
@@ -171,7 +171,7 @@ def read_prediction(path: str | os.PathLike) -> tuple[np.ndarray, PixelGrid, tup
     """A class raster written by geoseg: ids (H, W), grid, classes (from its tag, else
     numbered class_0.. from the largest value). Checked like vectorize's input (one integer
     band; see ``class_raster.open_class_raster``)."""
-    from .class_raster import open_class_raster
+    from ..outputs.class_raster import open_class_raster
 
     raster = open_class_raster(path, allow_no_crs=True)
     with open_raster(raster.path) as ds:

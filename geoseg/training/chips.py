@@ -20,12 +20,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import tiling
-from .classes import NODATA_CLASS, ClassInfo
-from .errors import InvalidInputError
-from .grid import PixelGrid, Window, intersect
+from .. import tiling
+from ..classes import NODATA_CLASS, ClassInfo
+from ..errors import InvalidInputError
+from ..grid import PixelGrid, Window, intersect
 from .labels import LabelSpec, labels_on_grid
-from .scene import open_raster, open_scene, read_window, select_bands
+from ..inputs.scene import open_raster, open_scene, read_window, select_bands
 
 SCALE_BY_DTYPE = {"uint8": 1 / 255, "uint16": 1 / 65535}
 
@@ -84,7 +84,7 @@ def model_grid(grid: PixelGrid, gsd: float, *, tolerance: float = 0.01) -> Pixel
     within ``tolerance`` of that already)."""
     from affine import Affine
 
-    from .fit import metres_per_pixel
+    from ..inputs.fit import metres_per_pixel
 
     size = metres_per_pixel(grid)
     if size is None or abs(size / gsd - 1) <= tolerance:
@@ -291,7 +291,7 @@ def resize_chip(x: np.ndarray, valid: np.ndarray, labels: np.ndarray,
     import torch
     import torch.nn.functional as F
 
-    from .model.inference import resize_tiles
+    from ..model.inference import resize_tiles
 
     out = resize_tiles(torch.from_numpy(np.ascontiguousarray(x))[None], size)[0].numpy()
     masks = torch.from_numpy(np.stack([valid.astype(np.uint8), labels]))[None]

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 
 if TYPE_CHECKING:
-    from .config import PredictOptions
-    from .grid import PixelGrid
-    from .model.meta import BundleMeta
+    from ..config import PredictOptions
+    from ..grid import PixelGrid
+    from ..model.meta import BundleMeta
     from .scene import Scene
 
 GSD_TOLERANCE = 1.25
@@ -203,10 +203,10 @@ def _metres(value: float) -> str:
 def sample_values(ds: Any, bands: Sequence[int]) -> np.ndarray:
     """(C, N) valid pixel values of ``bands`` from a decimated read (GDAL picks the
     overview that fits, so a large scene costs a small read); a damaged file is the one
-    line :func:`geoseg.scene.read_window` gives."""
+    line :func:`geoseg.inputs.scene.read_window` gives."""
     from rasterio.errors import RasterioError
 
-    from .grid import Window
+    from ..grid import Window
     from .scene import corrupt_pixels
 
     scale = max(ds.height, ds.width) / SAMPLE_SIDE

@@ -6,7 +6,7 @@ one polygon ("piece") per connected component inside the block, with integer ver
 piece's area is its pixel count. The block comes from memory where prediction finished it
 (:func:`polygonize_classes`) or from a class raster on disk (:class:`BlockJob`, for
 ``geoseg vectorize``); the pieces are the same either way. Piece ids along the four edges
-are read off the polygons' boundary segments (:func:`~geoseg.seams.block_edges`).
+are read off the polygons' boundary segments (:func:`~geoseg.vector.seams.block_edges`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import rasterio
 import shapely
 from rasterio.features import shapes
 
-from .atomic import write_npz
+from ..atomic import write_npz
 from .coverage import from_rings, ragged_rings, remove_collinear
-from .errors import InvalidInputError
-from .grid import Window
-from .scene import open_raster, read_band
+from ..errors import InvalidInputError
+from ..grid import Window
+from ..inputs.scene import open_raster, read_band
 from .seams import BlockResult, Pieces, block_edges
 
 

@@ -1,8 +1,8 @@
 """Polygons of a whole raster from its blocks: the plan, the streaming merge into a vector
 file (:class:`VectorSink`), and ``geoseg vectorize`` over a class raster on disk.
 
-Blocks are polygonized on their own (:mod:`geoseg.polygonize`), in global pixel
-coordinates; the seam merge (:mod:`geoseg.seams`) pairs pieces across block seams pixel by
+Blocks are polygonized on their own (:mod:`geoseg.vector.polygonize`), in global pixel
+coordinates; the seam merge (:mod:`geoseg.vector.seams`) pairs pieces across block seams pixel by
 pixel and unions each group as an exact coverage; the raster's affine transform is applied
 once at the end (:func:`geoseg.grid.to_map`), so the result equals one whole-raster
 ``rasterio.features.shapes`` call (made valid) polygon for polygon, whatever the blocks.
@@ -15,7 +15,7 @@ classes.tif back); ``geoseg vectorize`` reads square blocks of a class raster
 output does not depend on block size or worker count.
 
 Memory: without ``min_area`` and ``simplify`` the merge streams, and each block row's final
-regions are appended to the staging file at once (:class:`~geoseg.gpkg.LayerWriter`).
+regions are appended to the staging file at once (:class:`~geoseg.vector.gpkg.LayerWriter`).
 Peak memory is then about one block row of pieces plus the regions still open across the
 current row seam, not the whole output.
 """
@@ -35,19 +35,19 @@ from typing import Any
 import numpy as np
 import shapely
 
-from . import __version__
-from .class_raster import (ClassRaster, class_name, open_class_raster, probability_bands,
+from .. import __version__
+from ..outputs.class_raster import (ClassRaster, class_name, open_class_raster, probability_bands,
                            resolve_classes)
-from .classes import CLASSES_TAG
+from ..classes import CLASSES_TAG
 from .coverage import merge_small, simplify_coverage, union_pieces
-from .errors import ConfigError, OutputNotWritableError
+from ..errors import ConfigError, OutputNotWritableError
 from .gpkg import LayerWriter, measure
 from .vector_files import vector_suffix
-from .grid import PixelGrid, Window, to_map
+from ..grid import PixelGrid, Window, to_map
 from .polygonize import BlockJob, PieceRules, polygonize_block
 from .seams import BlockResult, Pieces, SeamStream, canonical_order
-from .tiling import BlockGrid
-from .writers import prepare_output
+from ..tiling import BlockGrid
+from ..outputs.writers import prepare_output
 
 
 def block_windows(grid: PixelGrid, *, block_size: int) -> list[Window]:
@@ -167,7 +167,7 @@ def plan_vectorize(classes_path: str | os.PathLike, out_path: str | os.PathLike,
 
 
 def _apply_min_area(pieces: Pieces, grid: PixelGrid, *, min_area: float) -> Pieces:
-    """Merge regions under ``min_area`` m^2 into neighbours (see :mod:`geoseg.coverage`).
+    """Merge regions under ``min_area`` m^2 into neighbours (see :mod:`geoseg.vector.coverage`).
 
     A merged region keeps the survivor's class and pixel statistics: its ``mean_prob`` is
     over the pixels the raster gave that class, not over the absorbed ones.

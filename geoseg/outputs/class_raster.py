@@ -12,10 +12,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .classes import NODATA_CLASS, ClassInfo, classes_from_tags
-from .errors import ConfigError, InvalidInputError
-from .grid import PixelGrid
-from .scene import read_header, require_crs
+from ..classes import NODATA_CLASS, ClassInfo, classes_from_tags
+from ..errors import ConfigError, InvalidInputError
+from ..grid import PixelGrid
+from ..inputs.scene import read_header, require_crs
 
 CLASS_DTYPES = ("uint8", "uint16", "int16", "int32")
 """Integer pixel types ``rasterio.features.shapes`` accepts for class rasters."""

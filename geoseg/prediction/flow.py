@@ -6,7 +6,7 @@ plan on the *same* block grid. :func:`block_steps` lists its block work as data 
 with the blocks whose spills it takes, in row-major order); the steps of every block, in
 dependency order::
 
-    predict(block)                       read block + halo, run its tiles (geoseg.prediction)
+    predict(block)                       read block + halo, run its tiles (geoseg.prediction.prediction)
     spill_strips(predicted)              the strips it owes later blocks (BlockGrid.spills)
     finish_block(predicted, incoming)    add the strips from BlockGrid.sources(block):
                                          classes (+ probabilities), counts, polygon pieces
@@ -34,24 +34,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .class_raster import ClassRaster, resolve_classes
-from .classes import NODATA_CLASS, ClassInfo
-from .config import PredictOptions
-from .names import SceneOutputs, scene_dir
-from .polygonize import polygonize_classes
+from ..outputs.class_raster import ClassRaster, resolve_classes
+from ..classes import NODATA_CLASS, ClassInfo
+from ..config import PredictOptions
+from ..names import SceneOutputs, scene_dir
+from ..vector.polygonize import polygonize_classes
 from .prediction import Plan, PredictedBlock, make_plan, predict_block, read_block
 from .report import BlockDone, Tally, scene_report
-from .scene import Scene, gdal_env, open_raster, open_scene
-from .seams import BlockResult
+from ..inputs.scene import Scene, gdal_env, open_raster, open_scene
+from ..vector.seams import BlockResult
 from .stitch import finish, spills
-from .tiling import Block
-from .vectorization import VectorizePlan, VectorSink, make_vector_plan
-from .writers import RasterOutput, class_output, prepare_output, probability_output
+from ..tiling import Block
+from ..vector.vectorization import VectorizePlan, VectorSink, make_vector_plan
+from ..outputs.writers import RasterOutput, class_output, prepare_output, probability_output
 
 if TYPE_CHECKING:
-    from .grid import Window
-    from .model.bundle import ModelBundle
-    from .model.meta import BundleMeta
+    from ..grid import Window
+    from ..model.bundle import ModelBundle
+    from ..model.meta import BundleMeta
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
               model_sha256: str, options: PredictOptions,
               folder: str | os.PathLike | None = None) -> SceneFlow:
     """The flow of ``scene`` into ``folder`` (default ``OUT/<stem>/``; a batch names the
-    folders of scenes that share a stem: :func:`geoseg.sources.folder_names`). Metadata
+    folders of scenes that share a stem: :func:`geoseg.inputs.sources.folder_names`). Metadata
     only; checks bands and tiling."""
     plan = make_plan(scene, meta, options)
     outputs = SceneOutputs(Path(folder) if folder else scene_dir(out_dir, scene.path),
@@ -238,7 +238,7 @@ class SceneWriter:
         if self.classes is not None:
             out["classes"] = str(self.classes.publish())
             if self.flow.preview:  # from the published COG's overviews: a small read
-                from .preview import try_preview
+                from ..outputs.preview import try_preview
 
                 made = try_preview(self.flow.scene, self.flow.outputs.classes,
                                    self.flow.outputs.preview, bands=self.flow.plan.bands,
@@ -299,11 +299,11 @@ def predict_scene(scene_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     ``polygons.gpkg``) with the local runner.
 
     ``model`` is a bundle path or a loaded ``ModelBundle``. Returns the scene's summary
-    (:meth:`geoseg.report.SceneReport.summary`). Raises ``GeosegError`` subclasses for bad
+    (:meth:`geoseg.prediction.report.SceneReport.summary`). Raises ``GeosegError`` subclasses for bad
     input, before anything is written under a final name.
     """
-    from .model.bundle import ModelBundle
-    from .model.optimize import for_inference, load_for_prediction
+    from ..model.bundle import ModelBundle
+    from ..model.optimize import for_inference, load_for_prediction
 
     start = time.perf_counter()
     with gdal_env():

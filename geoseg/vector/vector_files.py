@@ -1,7 +1,7 @@
 """Vector file formats of polygon outputs, chosen by the file's extension.
 
 Polygons are always built as a GeoPackage layer (streamed in batches, atomically published:
-:class:`~geoseg.gpkg.LayerWriter`); another format is a translation of that finished
+:class:`~geoseg.vector.gpkg.LayerWriter`); another format is a translation of that finished
 layer by pyogrio (GDAL's drivers) or, for GeoParquet, geopandas with pyarrow, written under
 a staging name and renamed into place (a shapefile's sidecar files with it), so nothing
 partial ever has the final name. The translation holds the layer's features (polygons,
@@ -14,7 +14,7 @@ import os
 import warnings
 from pathlib import Path
 
-from .errors import ConfigError, OutputNotWritableError
+from ..errors import ConfigError, OutputNotWritableError
 
 VECTOR_FORMATS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet",
                   ".geojson": "GeoJSON", ".shp": "ESRI Shapefile"}

@@ -19,15 +19,15 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 
-from . import __version__
-from .atomic import replacing
-from .classes import CLASSES_TAG, NODATA_CLASS, ClassInfo, classes_to_json
-from .errors import OutputExistsError, OutputNotWritableError
-from .grid import PixelGrid, Window
-from .names import probe_path, staging_path
+from .. import __version__
+from ..atomic import replacing
+from ..classes import CLASSES_TAG, NODATA_CLASS, ClassInfo, classes_to_json
+from ..errors import OutputExistsError, OutputNotWritableError
+from ..grid import PixelGrid, Window
+from ..names import probe_path, staging_path
 
 if TYPE_CHECKING:
-    from .model.meta import BundleMeta
+    from ..model.meta import BundleMeta
 
 _STAGING = dict(driver="GTiff", tiled=True, blockxsize=512, blockysize=512,
                 compress="zstd", zstd_level=1, num_threads="ALL_CPUS", BIGTIFF="IF_SAFER")
@@ -54,7 +54,7 @@ LOSSLESS = ("NONE", "DEFLATE", "LZW", "ZSTD", "LZMA", "PACKBITS")
 def check_creation_options(options: Iterable[str]) -> tuple[str, ...]:
     """``NAME=VALUE`` strings -> the same with names upper-case; unknown or grid-changing
     names, lossy compressions and missing values refused in one line."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     out = []
     for item in options:
@@ -173,7 +173,7 @@ class RasterOutput:
 
     def publish(self) -> Path:
         """Convert to COG under a temporary name, then rename over the final name (a class
-        raster's category and style sidecars then: :mod:`geoseg.styles`)."""
+        raster's category and style sidecars then: :mod:`geoseg.outputs.styles`)."""
         self._ds.close()
         try:
             with replacing(self.path, suffix=".tif") as cog:
@@ -211,7 +211,7 @@ def class_output(path: Path, grid: PixelGrid, classes: tuple[ClassInfo, ...],
                  tags: dict, creation: Iterable[str] = ()) -> RasterOutput:
     """The class raster: uint8, nodata 255, colour table (background classes transparent),
     class names in tags, in a category/attribute sidecar and a QGIS style
-    (:mod:`geoseg.styles`)."""
+    (:mod:`geoseg.outputs.styles`)."""
     from .styles import class_rgba
 
     colormap = {c.id: class_rgba(c) for c in classes}

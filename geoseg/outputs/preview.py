@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import replacing
-from .classes import NODATA_CLASS, ClassInfo
+from ..atomic import replacing
+from ..classes import NODATA_CLASS, ClassInfo
 
 PREVIEW_SIDE = 1024
 """The longest side of a preview image, in pixels."""
@@ -91,7 +91,7 @@ def write_preview(scene: str | os.PathLike, classes_path: str | os.PathLike,
     import rasterio
     from rasterio.enums import Resampling
 
-    from .sources import gdal_path
+    from ..inputs.sources import gdal_path
 
     with rasterio.open(classes_path) as ds:
         shape = preview_shape(ds.height, ds.width)

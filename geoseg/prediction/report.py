@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .classes import NODATA_CLASS
+from ..classes import NODATA_CLASS
 
 if TYPE_CHECKING:
     from .flow import SceneFlow

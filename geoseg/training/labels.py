@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rasterio.errors import RasterioIOError
 
-from .classes import NODATA_CLASS, ClassInfo
-from .errors import ConfigError, InputNotFoundError, InvalidInputError
-from .extents import check_geographic_bounds, fmt_extent
-from .grid import PixelGrid
-from .scene import open_raster, read_band
+from ..classes import NODATA_CLASS, ClassInfo
+from ..errors import ConfigError, InputNotFoundError, InvalidInputError
+from ..inputs.extents import check_geographic_bounds, fmt_extent
+from ..grid import PixelGrid
+from ..inputs.scene import open_raster, read_band
 
 if TYPE_CHECKING:
     import geopandas as gpd

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ConfigError
-from .grid import Window, intersect
-from .tiling import Block, BlockGrid, Tile, TileGrid
+from ..errors import ConfigError
+from ..grid import Window, intersect
+from ..tiling import Block, BlockGrid, Tile, TileGrid
 
 if TYPE_CHECKING:
     import torch

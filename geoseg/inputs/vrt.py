@@ -19,8 +19,8 @@ from xml.sax.saxutils import escape
 
 from affine import Affine
 
-from .errors import ConfigError, InvalidInputError
-from .grid import PixelGrid
+from ..errors import ConfigError, InvalidInputError
+from ..grid import PixelGrid
 from .sources import gdal_path
 
 GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
