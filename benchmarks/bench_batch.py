@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         print(f"skipped: {OAM} is absent (the OAM tiles live in ../shared/data beside the "
               "repo; a user's clone has none)")
         return 0
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
 
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:

@@ -16,7 +16,7 @@ import time
 def predict(scene, model, block_size, batch, threads, tta=None):
     import torch
 
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.model import load_bundle
     from geoseg.prediction.flow import predict_scene
 

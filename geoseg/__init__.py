@@ -10,8 +10,16 @@ The Python API (see the README's "Python" section)::
 
 The library is pure functions and small frozen values; it never imports dask (the Dask
 orchestration lives in ``pipelines/``, installed as ``geoseg_pipelines``) and imports torch
-only in the model package and ``train.py``. The API's names are imported on first use, so
-``import geoseg`` stays light.
+only in the model package and the training loop. The API's names are imported on first use,
+so ``import geoseg`` stays light.
+
+Layout, in the order of the flow (tests/test_layout.py holds it): the shared values at the
+top (errors, config, classes, grid, tiling, names, atomic), then ``model``, ``inputs``,
+``outputs``, ``vector``, ``prediction``, ``training`` and ``api``. A module may import
+its own stage and the stages before it, never a later one, and no two modules import each
+other, lazily or for types only; each package's docstring says what it owns. The shared
+modules may import only each other; ``api`` alone may reach into ``pipelines`` (its batch
+function runs the CLI's runners).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ __all__ = ["BatchFailedError", "GeosegError", "PredictOptions", "__version__", "
            "predict", "predict_array", "vectorize"]
 
 _HOMES = {"load_model": "api", "predict": "api", "predict_array": "api", "vectorize": "api",
-          "BatchFailedError": "api", "GeosegError": "errors", "PredictOptions": "config"}
+          "BatchFailedError": "api", "GeosegError": "errors", "PredictOptions": "prediction.options"}
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ commands.
   georeferencing) -> classes and probabilities in memory.
 * :func:`vectorize`: a class raster -> polygons, as a GeoDataFrame or a vector file.
 
-Options are :class:`~geoseg.config.PredictOptions` fields by name (``tta="flips"``,
+Options are :class:`~geoseg.prediction.options.PredictOptions` fields by name (``tta="flips"``,
 ``stretch=(2, 98)``, ``probabilities=True``, ...). Errors are ``GeosegError`` subclasses
 with the one-line messages the commands print. :func:`predict` is the library's one
 entry into ``pipelines/`` (the batch, its runners and cluster), imported when it is called;
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import PredictOptions, options_from
+from .prediction.options import PredictOptions, options_from
 from .errors import ConfigError, GeosegError
 
 if TYPE_CHECKING:

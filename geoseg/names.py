@@ -38,13 +38,6 @@ PARTS_IDENTITY = "identity.json"
 reused."""
 
 
-def scene_dir(out_dir: str | os.PathLike, scene_path: str | os.PathLike) -> Path:
-    """``OUT/<scene stem>/`` (for a URL, the stem of its last path part)."""
-    from .inputs.sources import source_stem
-
-    return Path(out_dir) / source_stem(scene_path)
-
-
 @dataclass(frozen=True, slots=True)
 class SceneOutputs:
     """The files of one scene's run, all under ``folder``."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.errors import ConfigError, InputNotFoundError
 from geoseg.names import SUMMARY
 

@@ -23,7 +23,7 @@ from .cluster import RUNNERS
 from .errors import debug_wanted, one_line_errors
 
 if TYPE_CHECKING:
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from .session import BatchResult
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -140,7 +140,7 @@ def predict_options(function: _F) -> _F:
 
 def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
     """configs/predict.yaml, then ``--config``, then command-line options."""
-    from geoseg.config import PredictOptions, load_predict_options, options_from
+    from geoseg.prediction.options import PredictOptions, load_predict_options, options_from
 
     base = load_predict_options(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else PredictOptions()
     if config:

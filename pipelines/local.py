@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.errors import GeosegError
 from geoseg.inputs.scene import gdal_env
 

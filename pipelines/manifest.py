@@ -13,7 +13,7 @@ from pathlib import Path
 
 from geoseg import __version__
 from geoseg.atomic import replacing
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.names import SceneOutputs
 from geoseg.prediction.report import SceneReport
 

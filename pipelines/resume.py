@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.errors import GeosegError
 from geoseg.names import SceneOutputs
-from geoseg.prediction.report import Tally, scene_report
+from geoseg.prediction.report import Tally
 
 from .manifest import manifest_path, read_manifest, scene_manifest, write_json
 from .report import SceneOutcome, mark_failed
@@ -128,6 +128,7 @@ def complete_scene(planned: PlannedScene, tally: Tally, outputs: dict, *,
                    started: float) -> None:
     """A scene's outputs are published: its parts go, its manifest (from the scene report)
     is written last, and its outcome says done. The same for both runners."""
+    from geoseg.prediction.flow import scene_report
     from geoseg.prediction.parts import clean_scene_folder
 
     job, outcome = planned.job, planned.outcome
@@ -149,7 +150,8 @@ def write_scene_item(job: SceneJob, outputs: dict) -> None:
     from geoseg import __version__
     from geoseg.classes import NODATA_CLASS
     from geoseg.inputs.scene import read_header
-    from geoseg.inputs.stac import STAC_DATETIME_TAG, STAC_TAG, scene_item, write_item
+    from geoseg.inputs.stac import STAC_DATETIME_TAG, STAC_TAG
+    from geoseg.outputs.stac_items import scene_item, write_item
 
     flow = job.flow
     tags: dict = {}
@@ -194,7 +196,7 @@ def manifest_options(manifest: dict, identity: dict) -> dict:
     """The options a manifest was written with, in ``identity``'s keys: options it predates
     were at the library's defaults then (options added later default to what geoseg did
     before them), so outputs of an older geoseg are not redone for nothing."""
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
 
     defaults = PredictOptions().identity()
     return {**{k: defaults.get(k) for k in identity}, **(manifest.get("options") or {})}

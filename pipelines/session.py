@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.names import LOG
 
 from .cluster import RUNNERS, ClusterChoice, connect
@@ -129,7 +129,7 @@ def write_batch_pages(out: Path, outcomes: Sequence[SceneOutcome]) -> None:
     import logging
 
     from geoseg.outputs.index_page import write_index
-    from geoseg.inputs.stac import write_item_collection
+    from geoseg.outputs.stac_items import write_item_collection
 
     log = logging.getLogger("geoseg")
     try:
@@ -145,7 +145,7 @@ def write_batch_pages(out: Path, outcomes: Sequence[SceneOutcome]) -> None:
 
 def scene_folder(out: Path, outcome: SceneOutcome) -> Path:
     """Where a scene's outputs are: the folder planning chose, else ``OUT/<stem>/``."""
-    from geoseg.names import scene_dir
+    from geoseg.inputs.sources import scene_dir
 
     return Path(outcome.folder) if outcome.folder else scene_dir(out, outcome.scene)
 

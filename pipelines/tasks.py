@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.errors import GeosegError
 from geoseg.prediction.flow import SceneFlow, SceneWriter, finish_block, spill_strips
 from geoseg.prediction.report import BlockDone

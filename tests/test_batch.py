@@ -14,7 +14,7 @@ import pytest
 
 from conftest import smooth_noise, write_raster
 from geoseg.classes import make_classes
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.model import create_bundle, save_bundle
 from geoseg.prediction.flow import predict_scene
 from geoseg_pipelines import tasks
@@ -229,7 +229,7 @@ def test_each_scenes_seconds_run_from_its_first_block(data, tmp_path):
     submission."""
     import time
 
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.prediction.flow import finish_block, plan_flow
     from geoseg.model.optimize import load_for_prediction
     from geoseg.prediction.prediction import predict_block, read_block

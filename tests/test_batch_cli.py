@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from conftest import REPO, smooth_noise, write_raster
 from geoseg.classes import make_classes
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.model import create_bundle, save_bundle
 from geoseg.prediction.flow import predict_scene
 from geoseg_pipelines.inputs import expand_inputs

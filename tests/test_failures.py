@@ -230,7 +230,7 @@ def test_a_disk_that_fills_while_writing_is_the_same_one_line(tiny_disk, tmp_pat
     errors, ENOSPC) become the no-space line, not a traceback."""
     import errno
 
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.errors import OutputNotWritableError
     from geoseg.model import file_sha256, read_meta
     from geoseg_pipelines.resume import plan_scenes

@@ -15,7 +15,7 @@ from affine import Affine
 from click.testing import CliRunner
 
 from conftest import shared_data, smooth_noise, write_raster
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.errors import ConfigError, InvalidInputError
 from geoseg.inputs.fit import metres_per_pixel, model_zoom
 from geoseg.prediction.flow import predict_scene

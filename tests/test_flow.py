@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import smooth_noise, write_raster
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.prediction.flow import predict_scene
 from geoseg.grid import to_map
 from geoseg.vector.polygonize import PieceRules, polygonize_classes

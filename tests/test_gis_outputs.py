@@ -15,7 +15,7 @@ import rasterio
 from affine import Affine
 
 from conftest import smooth_noise, write_raster
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.prediction.flow import predict_scene
 
 UTM = Affine(1.0, 0, 500000.0, 0, -1.0, 5000000.0)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from conftest import smooth_noise, write_raster
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.prediction.flow import predict_scene
 from geoseg.model import (fold_batch_norm, for_inference, forward_probabilities,
                           load_bundle)

@@ -9,7 +9,7 @@ import torch
 from affine import Affine
 
 from conftest import smooth_noise, write_raster
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.model import forward_probabilities, load_bundle, normalize
 from geoseg.model.devices import resolve_precision
 from geoseg.prediction.flow import predict_scene

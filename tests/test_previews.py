@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import smooth_noise, write_raster
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.prediction.flow import predict_scene
 from geoseg.outputs.preview import LEGEND_ROW, PREVIEW_SIDE, preview_shape, stretch
 from geoseg_pipelines.cli import cli

@@ -81,7 +81,7 @@ def test_vector_only_use_stays_light():
 
 
 def test_configs_predict_yaml_holds_the_library_defaults():
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
 
     data = yaml.safe_load((REPO / "configs" / "predict.yaml").read_text())["predict"]
     assert set(data) == {f.name for f in fields(PredictOptions)}
@@ -99,7 +99,7 @@ def test_readme_starts_with_the_two_commands():
 BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
                   if isinstance(value, type) and issubclass(value, BaseException)}
 PROTOCOL_RAISES = {("model/__init__.py", "AttributeError"), ("__init__.py", "AttributeError"),
-                   ("flow.py", "KeyboardInterrupt")}
+                   ("prediction/flow.py", "KeyboardInterrupt")}
 """Builtin exceptions that a protocol demands, not user input: a module's __getattr__, and
 the local runner stopping at a block boundary when Ctrl-C set its stop flag."""
 
@@ -135,7 +135,7 @@ def test_option_names_come_from_the_registries():
     """The CLI's choices and the YAML checks use the same lists of names."""
     from click.testing import CliRunner
 
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.model.devices import check_device
     from geoseg.model.tta import TTA, TTA_MODES
     from geoseg.prediction.stitch import WEIGHT_WINDOWS

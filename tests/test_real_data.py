@@ -10,7 +10,7 @@ import pytest
 import rasterio
 
 from conftest import SHARED_DATA, shared_data
-from geoseg.config import PredictOptions
+from geoseg.prediction.options import PredictOptions
 from geoseg.prediction.flow import predict_scene
 
 SCENES = [

@@ -17,7 +17,7 @@ import rasterio
 from conftest import smooth_noise, write_raster
 from geoseg.errors import InvalidInputError
 from geoseg.prediction.flow import predict_scene
-from geoseg.names import scene_dir
+from geoseg.inputs.sources import scene_dir
 from geoseg.inputs.sources import gdal_path, is_virtual, source_stem
 from geoseg_pipelines.inputs import expand_inputs
 

@@ -184,7 +184,7 @@ def test_bad_warp_options_are_usage_errors(tmp_path, tiny_model_file, args, mess
 # --- bands by description ----------------------------------------------------------------
 
 def test_bands_are_picked_by_their_descriptions(tmp_path, make_bundle):
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.prediction.flow import predict_scene
 
     pixels = smooth_noise((64, 64), seed=2, bands=4)

@@ -89,7 +89,7 @@ def test_training_lowers_loss_and_writes_a_bundle_that_predicts(tmp_path):
     assert meta.provenance["recipe"]["arch"] == "tinycnn"
     assert all(0 < s < 1 for s in meta.std)  # statistics from the scene, scaled by 1/255
 
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.training.evaluate import evaluate_prediction
     from geoseg.prediction.flow import predict_scene
 
@@ -256,7 +256,7 @@ real_data = [
 def shipped_report(tmp_path_factory):
     """The shipped model through geoseg predict with its defaults (tta flips), scored by
     geoseg evaluate (once)."""
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.training.evaluate import evaluate_prediction
     from geoseg.prediction.flow import predict_scene
 
@@ -285,7 +285,7 @@ def test_shipped_model_reaches_building_iou_half_on_a_source_it_never_saw(tmp_pa
     """The SpaceNet Atlanta chip (0.5 m, another city and sensor) was neither trained on
     nor used to choose the checkpoint: predicted at 1 m on the fly, building IoU >= 0.5
     (measured 0.555; the first model, trained on one scene: 0.399)."""
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.training.evaluate import evaluate_prediction
     from geoseg.prediction.flow import predict_scene
 
@@ -368,7 +368,7 @@ def test_training_never_silently_replaces_a_bundle(tmp_path):
 def test_stretch_in_a_recipe_trains_on_stretched_scenes_and_records_it(tmp_path):
     """stretch: [2, 98] maps each training scene as prediction will map every scene; the
     bundle records it; a half-contrast copy of the scene then scores like the scene."""
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.training.evaluate import evaluate_prediction
     from geoseg.prediction.flow import predict_scene
     from geoseg.training.recipe import load_recipe

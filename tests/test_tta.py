@@ -8,7 +8,8 @@ import rasterio
 import torch
 
 from conftest import smooth_noise, write_raster
-from geoseg.config import TTA_MODES, PredictOptions
+from geoseg.model.tta import TTA_MODES
+from geoseg.prediction.options import PredictOptions
 from geoseg.errors import ConfigError
 from geoseg.model import TTA, forward_probabilities, load_bundle
 from geoseg.prediction.flow import predict_scene

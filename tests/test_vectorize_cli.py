@@ -186,7 +186,7 @@ def test_other_extensions_are_refused_in_one_line(tmp_path, classes_tif):
 
 def test_predict_writes_polygons_in_the_vector_format(tmp_path):
     from conftest import smooth_noise, write_raster
-    from geoseg.config import PredictOptions
+    from geoseg.prediction.options import PredictOptions
     from geoseg.prediction.flow import predict_scene
 
     from geoseg.model import create_bundle, save_bundle

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, InvalidInputError
+from ..errors import InvalidInputError
+from ..model.radiometry import Ranges, expected_range
 
 if TYPE_CHECKING:
-    from ..config import PredictOptions
     from ..grid import PixelGrid
     from ..model.meta import BundleMeta
     from .scene import Scene
@@ -55,64 +55,6 @@ SAMPLE_SIDE = 1024
 RANGE_SLACK = 0.02
 """Share of the expected range a scene's 0.5th/99.5th percentile may pass it by."""
 RESAMPLE_MODES = ("auto", "off")
-
-Ranges = tuple[tuple[float, float], ...]
-
-
-def check_input_range(value: Sequence[Sequence[float]] | Sequence[float] | None, *,
-                      bands: int) -> Ranges | None:
-    """``(low, high)`` for every band, or one ``(low, high)`` per band -> per band ranges;
-    refused unless each low < high."""
-    if value is None:
-        return None
-    items = list(value)
-    if len(items) == 2 and all(isinstance(v, (int, float)) for v in items):
-        items = [items] * bands
-    elif len(items) == 1:
-        items = items * bands
-    message = f"input range {value!r} must be LOW,HIGH or one LOW,HIGH per band"
-    try:
-        ranges = tuple((float(pair[0]), float(pair[1]))  # type: ignore[index]
-                       for pair in items if len(pair) == 2)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(message) from None
-    if len(ranges) != len(items):
-        raise ConfigError(message)
-    if len(ranges) != bands:
-        raise ConfigError(f"input range has {len(ranges)} band ranges; the model has "
-                          f"{bands} bands")
-    bad = [r for r in ranges if not r[0] < r[1]]
-    if bad:
-        raise ConfigError(f"input range {bad[0][0]:g},{bad[0][1]:g}: LOW must be below HIGH")
-    return ranges
-
-
-def parse_pair(text: str | Sequence[float] | None, *, what: str) -> tuple[float, float] | None:
-    """``"2,98"`` or ``[2, 98]`` -> ``(2.0, 98.0)``; None stays None."""
-    if text is None or text == "":
-        return None
-    items = text.split(",") if isinstance(text, str) else list(text)
-    try:
-        low, high = (float(v) for v in items)
-    except ValueError:
-        raise ConfigError(f"{what} {text!r} must be two numbers LOW,HIGH") from None
-    if not low < high:
-        raise ConfigError(f"{what} {text!r}: LOW must be below HIGH")
-    return low, high
-
-
-def check_stretch(value: str | Sequence[float]) -> tuple[float, float]:
-    """``--stretch``, a recipe's or a bundle's ``stretch``: two percentiles 0 <= LOW < HIGH
-    <= 100 -> ``(LOW, HIGH)``; the one check all three go through."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    if len(items) != 2:
-        raise ConfigError(f"stretch {value!r} must be two percentiles LOW,HIGH, e.g. 2,98")
-    low, high = parse_pair(value, what="stretch") or (0.0, 0.0)
-    if not 0 <= low < high <= 100:
-        raise ConfigError(f"stretch {low:g},{high:g} must be percentiles 0 <= LOW < HIGH "
-                          "<= 100, e.g. 2,98")
-    return low, high
-
 
 def training_radiometry(pixels: Sequence[tuple[np.ndarray, np.ndarray]]
                         ) -> tuple[str, Ranges]:
@@ -138,15 +80,6 @@ def training_gsd(paths: Sequence[str]) -> float | None:
 
     sizes = [g for g in (metres_per_pixel(read_header(p).grid) for p in paths) if g]
     return float(np.median(sizes)) if sizes else None
-
-
-def expected_range(meta: BundleMeta) -> Ranges | None:
-    """The raw values the model expects per band (see the module's docstring)."""
-    if meta.input_range is not None:
-        return meta.input_range
-    if all(math.isclose(s, 1 / 255, rel_tol=1e-6) for s in meta.scale):
-        return ((0.0, 255.0),) * meta.in_channels
-    return None
 
 
 def metres_per_pixel(grid: PixelGrid) -> float | None:
@@ -229,17 +162,18 @@ def _sample(path: str, bands: Sequence[int]) -> np.ndarray:
         return sample_values(ds, bands)
 
 
-def fit_radiometry(scene: Scene, bands: Sequence[int], meta: BundleMeta,
-                   options: PredictOptions) -> Ranges | None:
+def fit_radiometry(scene: Scene, bands: Sequence[int], meta: BundleMeta, *,
+                   stretch: tuple[float, float] | None,
+                   input_range: tuple[float, float] | None) -> Ranges | None:
     """The per band source ranges to rescale from (None: the scene fits as it is); refuses
-    a scene whose values do not fit and for which no rescale was asked. The scene is read
-    (a decimated sample) only when its type is not the model's or a stretch is asked or
-    recorded in the model."""
+    a scene whose values do not fit and for which no rescale was asked (``stretch`` and
+    ``input_range``: ``--stretch`` and ``--input-range``). The scene is read (a decimated
+    sample) only when its type is not the model's or a stretch is asked or recorded in the
+    model."""
     expected = expected_range(meta)
-    stretch = options.stretch
-    if stretch is None and options.input_range is None:
+    if stretch is None and input_range is None:
         stretch = meta.stretch  # a model trained on stretched scenes: each scene alike
-    if stretch is None and options.input_range is None:
+    if stretch is None and input_range is None:
         if expected is None or scene.dtype == (meta.input_dtype or "uint8"):
             return None
         values = _sample(scene.path, bands)
@@ -261,8 +195,8 @@ def fit_radiometry(scene: Scene, bands: Sequence[int], meta: BundleMeta,
                                 "be rescaled to it; give the model one (geoseg model "
                                 "create --input-range) or predict without --stretch and "
                                 "--input-range")
-    if options.input_range is not None:
-        return (options.input_range,) * len(bands)
+    if input_range is not None:
+        return (input_range,) * len(bands)
     assert stretch is not None
     return scene_stretch(scene.path, bands, stretch)
 

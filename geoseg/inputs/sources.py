@@ -47,6 +47,11 @@ def source_stem(path: str | os.PathLike) -> str:
     return PurePosixPath(text).stem
 
 
+def scene_dir(out_dir: str | os.PathLike, scene_path: str | os.PathLike) -> Path:
+    """``OUT/<scene stem>/`` (for a URL, the stem of its last path part)."""
+    return Path(out_dir) / source_stem(scene_path)
+
+
 def _parents(path: str) -> list[str]:
     """The folder names above a scene's file (for a URL, its path's), outermost first."""
     text = path

@@ -1,5 +1,9 @@
-"""The model package: the bundle file, the network registry, inference with test-time
-augmentation, and devices.
+"""The model: the bundle file and its metadata, the network registry, the model's input
+radiometry, inference with test-time augmentation, and devices.
+
+May import: the shared modules only (errors, config, classes, grid, tiling, names,
+atomic). Every later stage may import the model; its metadata comes before the inputs
+because whether a scene fits is asked of the model's GSD and radiometry.
 
 Names are imported from their modules on first use (PEP 562), so ``geoseg.model.tta``,
 ``geoseg.model.devices`` (name lists that configs are checked against) and

@@ -53,7 +53,7 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     (low, high) for every band) describe the data it was trained on, ``stretch`` the
     percentiles each scene's bands were mapped from onto that range (see
     :mod:`geoseg.inputs.fit`)."""
-    from ..inputs.fit import check_input_range, check_stretch, expected_range
+    from .radiometry import check_input_range, check_stretch, expected_range
     from ..tiling import check_tiling
 
     n = len(bands)

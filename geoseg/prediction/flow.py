@@ -36,11 +36,12 @@ import numpy as np
 
 from ..outputs.class_raster import ClassRaster, resolve_classes
 from ..classes import NODATA_CLASS, ClassInfo
-from ..config import PredictOptions
-from ..names import SceneOutputs, scene_dir
+from .options import PredictOptions
+from ..names import SceneOutputs
+from ..inputs.sources import scene_dir
 from ..vector.polygonize import polygonize_classes
 from .prediction import Plan, PredictedBlock, make_plan, predict_block, read_block
-from .report import BlockDone, Tally, scene_report
+from .report import BlockDone, SceneReport, Tally
 from ..inputs.scene import Scene, gdal_env, open_raster, open_scene
 from ..vector.seams import BlockResult
 from .stitch import finish, spills
@@ -107,6 +108,22 @@ def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
     return SceneFlow(scene.path, plan, outputs, tuple(meta.classes), tags, model_sha256,
                      options.probabilities, vector, options.preview,
                      options.creation_options)
+
+
+def scene_report(flow: SceneFlow, tally: Tally, outputs: dict[str, str], *,
+                 seconds: float) -> SceneReport:
+    """The report of ``flow`` once every block is in ``tally`` and ``outputs`` exist."""
+    plan, grid = flow.plan, flow.plan.scene.grid
+    return SceneReport(
+        scene=flow.scene, outputs=dict(outputs), height=grid.height, width=grid.width,
+        crs=grid.crs.to_string() if grid.crs else None, tiles_in_grid=len(plan.tiles),
+        tiles_run=int(tally.tiles_run), blocks=len(plan.blocks),
+        tiles_per_block=plan.blocks.tiles_per_block, blocks_reused=tally.blocks_reused,
+        tile_size=plan.tiles.size,
+        overlap=plan.tiles.overlap, stitch=plan.stitch, tta=plan.tta,
+        class_pixels={c.name: int(tally.counts[c.id]) for c in flow.classes},
+        nodata_pixels=int(tally.counts[NODATA_CLASS]), model_sha256=flow.model_sha256,
+        seconds=round(seconds, 3))
 
 
 @dataclass(frozen=True, slots=True)

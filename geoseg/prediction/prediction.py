@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import PredictOptions
+from .options import PredictOptions
 from ..inputs.scene import Scene, read_window, select_bands
 from ..tiling import Block, BlockGrid, TileGrid, check_tiling
 from ..outputs.writers import output_tags
@@ -71,11 +71,13 @@ def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     """Tile and block grids for ``scene`` with ``options`` (tile size from the model's
     metadata unless overridden); checks the bands, the pixel size and the radiometry
     against the model (:mod:`geoseg.inputs.fit`)."""
-    from ..inputs.fit import expected_range, fit_radiometry, model_zoom, rescale_terms
+    from ..inputs.fit import fit_radiometry, model_zoom, rescale_terms
+    from ..model.radiometry import expected_range
 
     bands = select_bands(scene, options.bands, expected=meta.in_channels, names=meta.bands)
     zoom = model_zoom(scene, meta, resample=options.resample)
-    source = fit_radiometry(scene, bands, meta, options)
+    source = fit_radiometry(scene, bands, meta, stretch=options.stretch,
+                            input_range=options.input_range)
     expected = expected_range(meta)
     rescale = rescale_terms(source, expected) if source and expected else None
     size = options.tile_size or meta.tile_size

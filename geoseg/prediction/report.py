@@ -2,20 +2,14 @@
 
 Both runners tally the same per-block facts (:class:`BlockDone`: tiles run, class pixel
 counts) into a :class:`Tally` and turn it into a :class:`SceneReport` with
-:func:`scene_report`, so the library's summary and the Dask batch's manifest cannot drift.
+:func:`geoseg.prediction.flow.scene_report`, so the library's summary and the Dask batch's manifest cannot drift.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-from ..classes import NODATA_CLASS
-
-if TYPE_CHECKING:
-    from .flow import SceneFlow
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +91,3 @@ class SceneReport:
                 "tiles_per_block": self.tiles_per_block,
                 "blocks_reused": self.blocks_reused,
                 "class_pixels": dict(self.class_pixels), "nodata_pixels": self.nodata_pixels}
-
-
-def scene_report(flow: SceneFlow, tally: Tally, outputs: dict[str, str], *,
-                 seconds: float) -> SceneReport:
-    """The report of ``flow`` once every block is in ``tally`` and ``outputs`` exist."""
-    plan, grid = flow.plan, flow.plan.scene.grid
-    return SceneReport(
-        scene=flow.scene, outputs=dict(outputs), height=grid.height, width=grid.width,
-        crs=grid.crs.to_string() if grid.crs else None, tiles_in_grid=len(plan.tiles),
-        tiles_run=int(tally.tiles_run), blocks=len(plan.blocks),
-        tiles_per_block=plan.blocks.tiles_per_block, blocks_reused=tally.blocks_reused,
-        tile_size=plan.tiles.size,
-        overlap=plan.tiles.overlap, stitch=plan.stitch, tta=plan.tta,
-        class_pixels={c.name: int(tally.counts[c.id]) for c in flow.classes},
-        nodata_pixels=int(tally.counts[NODATA_CLASS]), model_sha256=flow.model_sha256,
-        seconds=round(seconds, 3))

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..classes import make_classes
-from ..config import check_tta, load_yaml
+from ..config import load_yaml
+from ..model.tta import check_tta
+from .schedules import SCHEDULES
 from ..errors import ConfigError, InputNotFoundError
 from .labels import LabelSpec
 
@@ -170,8 +172,6 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
     if r.split == "scene" and not r.validation:
         raise ConfigError(f"{source}: split: scene needs validation scenes; list some or "
                           "use split: blocks")
-    from .train import SCHEDULES
-
     if r.schedule not in SCHEDULES:
         raise ConfigError(f"{source}: schedule {r.schedule!r} is not one of "
                           f"{', '.join(SCHEDULES)}")
@@ -189,7 +189,7 @@ def check_recipe(r: Recipe, *, source: str = "recipe") -> Recipe:
         raise ConfigError(f"{source}: gamma ({r.gamma}), gsd ({r.gsd}) and zoom ({r.zoom}) "
                           f"must be >= 0 and blur ({r.blur}) a probability in [0, 1]")
     if r.stretch:
-        from ..inputs.fit import check_stretch
+        from ..model.radiometry import check_stretch
 
         try:
             check_stretch(r.stretch)

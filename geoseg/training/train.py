@@ -35,6 +35,7 @@ from ..model.bundle import create_bundle, save_bundle
 from ..model.meta import BundleMeta, file_sha256
 from ..model.inference import normalize
 from .recipe import Recipe, SceneEntry, missing_data
+from .schedules import SCHEDULES
 from .evaluate import confusion_matrix, pixel_metrics, mean_iou
 from ..inputs.fit import training_gsd, training_radiometry
 
@@ -114,23 +115,6 @@ def _loss_fn(recipe: Recipe,
         return value
 
     return loss
-
-
-def _onecycle(recipe: Recipe, optimizer: torch.optim.Optimizer) -> Any:
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
-                                               total_steps=recipe.steps, pct_start=0.15)
-
-
-def _cosine(recipe: Recipe, optimizer: torch.optim.Optimizer) -> Any:
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.steps)
-
-
-def _constant(recipe: Recipe, optimizer: torch.optim.Optimizer) -> Any:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-SCHEDULES = {"onecycle": _onecycle, "cosine": _cosine, "constant": _constant}
-"""Learning-rate schedules by name: the one list recipes are checked against."""
 
 
 def make_batch(scenes: Sequence[LabelledScene], sampler: ChipSampler, rng: np.random.Generator,
@@ -227,7 +211,7 @@ def train(recipe: Recipe, *, resume: bool = True, progress: bool = True,
     network = network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr,
                                   weight_decay=recipe.weight_decay)
-    scheduler = SCHEDULES[recipe.schedule](recipe, optimizer)
+    scheduler = SCHEDULES[recipe.schedule](optimizer, lr=recipe.lr, steps=recipe.steps)
     # validated and shipped: the moving average of the weights (and BatchNorm statistics)
     # when ema > 0, which generalizes better than any one step's weights on small data
     averaged = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema),

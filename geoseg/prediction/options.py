@@ -1,0 +1,153 @@
+"""Prediction's options: frozen and validated, loaded from YAML and overridden by the CLI.
+
+``configs/predict.yaml`` holds the defaults; a user's ``--config FILE.yaml`` replaces any of
+them and command-line options replace those. Unknown keys are refused with the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
+
+from ..config import load_yaml
+from ..errors import ConfigError
+from ..model.devices import check_device, check_precision, device_kind
+from ..model.tta import check_tta
+
+__all__ = ["PredictOptions", "load_predict_options", "options_from", "parse_bands"]
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict a scene. Sizes in pixels; ``None`` takes the model bundle's value."""
+
+    tile_size: int | None = None
+    overlap: int | None = None
+    stitch: str = "blend"
+    tta: str | None = None
+    block_size: int = 1024
+    batch_size: int = 8
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    compile: bool = False
+    bands: tuple[int, ...] | None = None
+    stretch: tuple[float, float] | None = None
+    """Percentiles (low, high) of each band mapped onto the model's input range."""
+    input_range: tuple[float, float] | None = None
+    """The scene's raw value range (low, high), mapped onto the model's input range."""
+    resample: str = "auto"
+    """auto: scenes at another pixel size than the model's are predicted at the model's;
+    off: at their own pixel size (see geoseg.inputs.fit)."""
+    probabilities: bool = False
+    vectorize: bool = False
+    preview: bool = True
+    """preview.png beside the outputs: the scene, its classes and a legend (geoseg.outputs.preview)."""
+    vector_format: str = "gpkg"
+    """The polygons' file format with ``vectorize``: gpkg, fgb, parquet, geojson or shp."""
+    creation_options: tuple[str, ...] = ()
+    """GDAL COG creation options of the output rasters, ``NAME=VALUE`` (``--co``)."""
+    overwrite: bool = False
+    allow_no_crs: bool = False
+
+    def __post_init__(self) -> None:
+        from .stitch import check_stitch
+
+        check_stitch(self.stitch)
+        if self.tta is not None:
+            check_tta(self.tta)
+        for name, minimum in (("block_size", 1), ("batch_size", 1), ("threads", 1),
+                              ("tile_size", 1), ("overlap", 0)):
+            value = getattr(self, name)
+            if value is None and name in ("threads", "tile_size", "overlap"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{name} {value!r} must be an integer >= {minimum}")
+        for name in ("probabilities", "vectorize", "preview", "overwrite", "allow_no_crs",
+                     "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
+        check_device(self.device)
+        check_precision(self.precision)
+        from ..inputs.fit import RESAMPLE_MODES
+        from ..model.radiometry import check_stretch, parse_pair
+
+        if self.stretch is not None:
+            object.__setattr__(self, "stretch", check_stretch(self.stretch))
+        if self.input_range is not None:
+            object.__setattr__(self, "input_range",
+                               parse_pair(self.input_range, what="input range"))
+        if self.stretch is not None and self.input_range is not None:
+            raise ConfigError("give --stretch or --input-range, not both")
+        from ..vector.vector_files import format_suffix
+        from ..outputs.writers import check_creation_options
+
+        object.__setattr__(self, "creation_options",
+                           check_creation_options(self.creation_options))
+
+        object.__setattr__(self, "vector_format", format_suffix(self.vector_format)[1:])
+        if self.resample not in RESAMPLE_MODES:
+            raise ConfigError(f"unknown resample mode {self.resample!r}; valid: "
+                              f"{', '.join(RESAMPLE_MODES)}")
+
+    def resolved(self, device: str | None = None) -> PredictOptions:
+        """These options with ``auto`` decided on this machine: the device (``device`` when
+        the caller chose it for a whole cluster) and the precision for that device, so a
+        batch's plans, manifests and tags name what really ran."""
+        from ..model.devices import resolve_device, resolve_precision
+
+        device = device or resolve_device(self.device)
+        return replace(self, device=device,
+                       precision=resolve_precision(self.precision, device))
+
+    def identity(self) -> dict:
+        """The options that change output bytes (for manifests and resume checks)."""
+        return {"tile_size": self.tile_size, "overlap": self.overlap, "stitch": self.stitch,
+                "tta": self.tta,
+                "device": device_kind(self.device), "precision": self.precision,
+                "compile": self.compile,
+                "bands": list(self.bands) if self.bands else None,
+                "stretch": list(self.stretch) if self.stretch else None,
+                "input_range": list(self.input_range) if self.input_range else None,
+                "resample": self.resample,
+                "probabilities": self.probabilities, "vectorize": self.vectorize,
+                "vector_format": self.vector_format if self.vectorize else None,
+                "preview": self.preview,
+                "creation_options": list(self.creation_options)}
+
+
+def parse_bands(value: str | Iterable[int | str] | None) -> tuple[int, ...] | None:
+    """``"3,2,1"`` or ``[3, 2, 1]`` -> ``(3, 2, 1)``; empty -> None."""
+    if value in (None, "", ()):
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return tuple(int(str(b).strip()) for b in items)
+    except ValueError as exc:
+        raise ConfigError(f"bands {value!r} must be 1-based band numbers like 3,2,1") from exc
+
+
+def options_from(mapping: dict, base: PredictOptions | None = None) -> PredictOptions:
+    """Options from a dict (YAML or CLI), on top of ``base``; None values are skipped."""
+    valid = {f.name for f in fields(PredictOptions)}
+    unknown = sorted(set(mapping) - valid)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid: "
+                          f"{', '.join(sorted(valid))}")
+    # an empty repeatable option (--co given no times) leaves the base's value
+    changes = {k: v for k, v in mapping.items() if v is not None and v != ()}
+    if "creation_options" in changes:
+        changes["creation_options"] = tuple(changes["creation_options"])
+    if "bands" in changes:
+        changes["bands"] = parse_bands(changes["bands"])
+    return replace(base or PredictOptions(), **changes)
+
+
+def load_predict_options(path: str | os.PathLike) -> PredictOptions:
+    """Options from a YAML file; a ``predict:`` section is used when present."""
+    data = load_yaml(path)
+    data = data.get("predict", data)
+    try:
+        return options_from(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
