@@ -70,7 +70,7 @@ def run_variant(mode: str, path: str, block_size: int, out: str) -> dict:
     from rasterio.features import shapes
 
     from geoseg.grid import to_map
-    from geoseg.vector.vectorization import open_class_raster, polygonize_raster, vectorize_raster
+    from geoseg.vector.layer import open_class_raster, polygonize_raster, vectorize_raster
 
     start = time.perf_counter()
     if mode == "whole":

@@ -32,7 +32,8 @@ __all__ = ["BatchFailedError", "GeosegError", "PredictOptions", "__version__", "
            "predict", "predict_array", "vectorize"]
 
 _HOMES = {"load_model": "api", "predict": "api", "predict_array": "api", "vectorize": "api",
-          "BatchFailedError": "api", "GeosegError": "errors", "PredictOptions": "prediction.options"}
+          "BatchFailedError": "api", "GeosegError": "errors",
+          "PredictOptions": "prediction.options"}
 
 
 def __getattr__(name: str) -> Any:

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .prediction.options import PredictOptions, options_from
 from .errors import ConfigError, GeosegError
+from .prediction.options import PredictOptions, options_from
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -110,9 +110,9 @@ def predict_array(array: Any, model: str | os.PathLike | ModelBundle, *,
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    from .prediction.flow import predict_scene
     from .model.meta import read_meta
     from .names import CLASSES, PROBABILITIES
+    from .prediction.flow import predict_scene
 
     data, transform, crs, nodata = _pixels_and_georeferencing(array, transform, crs, nodata)
     opts = options_from({**options, "probabilities": True, "vectorize": False,
@@ -141,11 +141,11 @@ def vectorize(classes: str | os.PathLike, out: str | os.PathLike | None = None,
               **options: Any) -> gpd.GeoDataFrame | dict:
     """Polygons of a class raster (``classes.tif``): a GeoDataFrame when ``out`` is None,
     else written to ``out`` (its extension picks the format, as ``geoseg vectorize -o``)
-    and the summary returned. Options are :func:`geoseg.vector.vectorization.vectorize_raster`'s
+    and the summary returned. Options are :func:`geoseg.vector.layer.vectorize_raster`'s
     (``min_area``, ``simplify``, ``connectivity``, ``keep_classes``,
     ``probabilities_path``, ``block_size``, ``workers``, ...)."""
     from .names import POLYGONS
-    from .vector.vectorization import vectorize_raster
+    from .vector.layer import vectorize_raster
 
     if out is not None:
         return vectorize_raster(classes, out, **options)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import shapely
 from affine import Affine
-from rasterio.crs import CRS
 from rasterio import windows as rio_windows
+from rasterio.crs import CRS
 from rasterio.windows import Window as RioWindow
 
 

@@ -26,7 +26,7 @@ PARTS_FOLDER = ".parts"
 
 POLYGON_NAMES = tuple(f"polygons{suffix}" for suffix in (
     ".gpkg", ".fgb", ".parquet", ".geojson", ".shp", ".shx", ".dbf", ".prj", ".cpg"))
-"""polygons.<ext> in every vector format (geoseg.vector.vector_files), a shapefile's sidecars too."""
+"""polygons.<ext> in every vector format (geoseg.vector.files), a shapefile's sidecars too."""
 CLASS_SIDECARS = (f"{CLASSES}.aux.xml", "classes.qml")
 """Beside classes.tif: category names and attribute table (GDAL PAM), QGIS style."""
 OUTPUT_NAMES = (CLASSES, PROBABILITIES, *POLYGON_NAMES, *CLASS_SIDECARS, PREVIEW)

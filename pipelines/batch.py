@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geoseg.prediction.options import PredictOptions
 from geoseg.errors import ConfigError, InputNotFoundError
 from geoseg.names import SUMMARY
+from geoseg.prediction.options import PredictOptions
 
 from .cluster import ClusterChoice, choose_cluster
 
 if TYPE_CHECKING:
-    from geoseg.model.meta import BundleMeta
     from geoseg.inputs.vrt import Warp
+    from geoseg.model.meta import BundleMeta
 
     from .session import BatchResult
 
@@ -111,7 +111,7 @@ def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],
     writes them in a temporary folder."""
     from geoseg.inputs.stac import expand_stac, is_stac
     from geoseg.inputs.vrt import mosaic_vrt
-    from geoseg.outputs.writers import prepare_folder
+    from geoseg.outputs.rasters import prepare_folder
 
     if not mosaic and not any(is_stac(p) for p in paths):
         return paths
@@ -132,7 +132,7 @@ def run_predict(inputs: BatchInputs, out: Path, *, options: PredictOptions,
                 echo: Callable[[str], object] = print) -> BatchResult:
     """Run the batch of ``inputs`` into ``out`` (see :func:`pipelines.session.predict_batch`)
     and write its summary (``OUT/summary.json`` by default)."""
-    from geoseg.outputs.writers import prepare_folder
+    from geoseg.outputs.rasters import prepare_folder
 
     from .session import choose_runner, predict_batch
 

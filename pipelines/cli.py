@@ -17,13 +17,14 @@ from geoseg import __version__
 from geoseg.model.devices import DEVICES, PRECISIONS, check_device
 from geoseg.model.tta import TTA_MODES
 from geoseg.prediction.stitch import WEIGHT_WINDOWS
-from geoseg.vector.vector_files import FORMAT_NAMES
-from .cluster import RUNNERS
+from geoseg.vector.files import FORMAT_NAMES
 
-from .errors import debug_wanted, one_line_errors
+from .cli_errors import debug_wanted, one_line_errors
+from .cluster import RUNNERS
 
 if TYPE_CHECKING:
     from geoseg.prediction.options import PredictOptions
+
     from .session import BatchResult
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -235,7 +236,7 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
 def report_batch(result: BatchResult) -> None:
     """The table, the summary's place and the closing line; exit 130 (Ctrl-C) or 1 (a scene
     failed) as the batch ended."""
-    from .report import format_table
+    from .outcomes import format_table
 
     click.echo(format_table(result.outcomes))
     if result.summary_error is None:

@@ -11,7 +11,7 @@ import click
 
 from geoseg.model.tta import TTA_MODES
 
-from .errors import one_line_errors
+from .cli_errors import one_line_errors
 
 
 @click.command("info")
@@ -102,7 +102,7 @@ def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights:
     from geoseg.classes import make_classes
     from geoseg.errors import ConfigError
     from geoseg.model import create_bundle, load_state_dict, save_bundle
-    from geoseg.outputs.writers import prepare_output
+    from geoseg.outputs.rasters import prepare_output
 
     band_names = (tuple(f"band{i}" for i in range(1, int(bands) + 1)) if bands.isdigit()
                   else tuple(b.strip() for b in bands.split(",")))

@@ -1,4 +1,5 @@
-"""``geoseg train`` and ``geoseg evaluate``: thin shells over geoseg.training.train and geoseg.training.evaluate.
+"""``geoseg train`` and ``geoseg evaluate``: thin shells over geoseg.training.loop and
+geoseg.training.evaluate.
 
 Both are module-level click commands that pipelines.cli registers with ``add_command``.
 They also stand alone (tests call them through click.testing.CliRunner): a GeosegError
@@ -14,7 +15,7 @@ import yaml
 
 from geoseg.errors import ConfigError
 
-from .errors import one_line_errors
+from .cli_errors import one_line_errors
 
 
 def _parse_overrides(items: Iterable[str]) -> dict:
@@ -61,8 +62,8 @@ def train_command(recipe: str, overrides: tuple[str, ...], out: str | None, resu
     """Train a model from the scenes and labels of RECIPE (YAML, see configs/train/)."""
     from pathlib import Path
 
+    from geoseg.training.loop import train
     from geoseg.training.recipe import load_recipe, missing_data
-    from geoseg.training.train import train
 
     loaded = load_recipe(recipe, overrides=_parse_overrides(overrides))
     target = Path(out or loaded.output)
@@ -110,8 +111,12 @@ def evaluate_command(prediction: str, truth: str, attribute: str | None,
                      object_classes: tuple[str, ...], min_area: float,
                      truth_nodata: str | None, json_path: str | None) -> None:
     """Score a class raster PREDICTION (from geoseg predict) against --truth labels."""
-    from geoseg.training.evaluate import EvaluateOptions, evaluate_prediction, format_table, \
-        write_report
+    from geoseg.training.evaluate import (
+        EvaluateOptions,
+        evaluate_prediction,
+        format_table,
+        write_report,
+    )
     from geoseg.training.labels import LabelSpec
 
     pairs = {}

@@ -1,4 +1,4 @@
-"""``geoseg vectorize``: a thin shell over :func:`geoseg.vector.vectorization.vectorize_raster`."""
+"""``geoseg vectorize``: a thin shell over :func:`geoseg.vector.layer.vectorize_raster`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from geoseg.vector.vectorization import vectorize_raster
+from geoseg.vector.layer import vectorize_raster
 
-from .errors import one_line_errors
+from .cli_errors import one_line_errors
 
 
 @click.command("vectorize")

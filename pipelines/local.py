@@ -1,5 +1,5 @@
-"""The local runner for a batch: every scene in this process (``geoseg.prediction.flow.run_local``), no
-cluster to start.
+"""The local runner for a batch: every scene in this process
+(``geoseg.prediction.flow.run_local``), no cluster to start.
 
 For small batches the seconds a local Dask cluster takes to start and stop are most of the
 wall time; the same flow run in-process writes the same bytes (both runners call the same
@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from geoseg.prediction.options import PredictOptions
 from geoseg.errors import GeosegError
 from geoseg.inputs.scene import gdal_env
+from geoseg.prediction.options import PredictOptions
 
-from .report import BatchInterrupted, SceneOutcome, announce_unplanned, mark_failed
+from .outcomes import BatchInterrupted, SceneOutcome, announce_unplanned, mark_failed
 from .resume import complete_scene, plan_scenes, prepare_folder, remove_scene_leftovers
 
 LOCAL_MAX_PIXELS = 16384 * 16384
@@ -57,9 +57,9 @@ def run_batch_local(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.
                     stop: threading.Event | None = None) -> list[SceneOutcome]:
     """:func:`pipelines.run.run_batch` without a cluster: the same planning, outputs,
     manifests and outcomes, scenes one after another in input order."""
-    from geoseg.prediction.flow import run_local
-    from geoseg.model.optimize import load_for_prediction
     from geoseg.model.meta import file_sha256, read_meta
+    from geoseg.model.optimize import load_for_prediction
+    from geoseg.prediction.flow import run_local
 
     stop = stop or threading.Event()
     meta = read_meta(model)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from geoseg import __version__
 from geoseg.atomic import replacing
-from geoseg.prediction.options import PredictOptions
 from geoseg.names import SceneOutputs
-from geoseg.prediction.report import SceneReport
+from geoseg.prediction.options import PredictOptions
+from geoseg.prediction.scene_report import SceneReport
+
 
 def manifest_path(folder: str | os.PathLike) -> Path:
     return SceneOutputs(Path(folder)).manifest

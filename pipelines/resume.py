@@ -12,18 +12,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geoseg.prediction.options import PredictOptions
 from geoseg.errors import GeosegError
 from geoseg.names import SceneOutputs
-from geoseg.prediction.report import Tally
+from geoseg.prediction.options import PredictOptions
+from geoseg.prediction.scene_report import Tally
 
 from .manifest import manifest_path, read_manifest, scene_manifest, write_json
-from .report import SceneOutcome, mark_failed
+from .outcomes import SceneOutcome, mark_failed
 from .tasks import ModelRef, SceneJob
 
 if TYPE_CHECKING:
@@ -44,10 +44,9 @@ def plan_scenes(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.Path
                 model_path: str | os.PathLike, meta: BundleMeta, model_sha256: str,
                 options: PredictOptions) -> list[PlannedScene]:
     """Check and plan every scene on the client (metadata only, no pixels)."""
-    from geoseg.prediction.flow import plan_flow
     from geoseg.inputs.scene import open_scene
-
     from geoseg.inputs.sources import folder_names
+    from geoseg.prediction.flow import plan_flow
 
     identity, scenes = options.identity(), []
     names = folder_names(scene_paths)  # scenes sharing a file name get distinct folders
@@ -103,10 +102,15 @@ def prepare_folder(job: SceneJob, *, out_dir: str | os.PathLike) -> frozenset[tu
     The manifest goes first; staging leftovers are removed; parts of another identity are
     removed. The disk must have room for the scene (:func:`geoseg.prediction.flow.disk_estimate`).
     """
+    from geoseg.outputs.rasters import check_free_space, prepare_output
     from geoseg.prediction.flow import disk_estimate
-    from geoseg.prediction.parts import (clean_scene_folder, finished_blocks, read_identity,
-                              remove_leftovers, write_identity)
-    from geoseg.outputs.writers import check_free_space, prepare_output
+    from geoseg.prediction.parts import (
+        clean_scene_folder,
+        finished_blocks,
+        read_identity,
+        remove_leftovers,
+        write_identity,
+    )
 
     outputs = job.flow.outputs
     prepare_output(outputs.classes, overwrite=True)

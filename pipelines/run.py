@@ -2,8 +2,8 @@
 
 The client plans scenes (metadata only, :mod:`pipelines.resume`), submits each scene's
 graph (:mod:`pipelines.graph`), tallies finished blocks as they come in (the same
-:class:`~geoseg.prediction.report.Tally` the local runner keeps) and writes each scene's
-``manifest.json`` last, from the same :class:`~geoseg.prediction.report.SceneReport`.
+:class:`~geoseg.prediction.scene_report.Tally` the local runner keeps) and writes each scene's
+``manifest.json`` last, from the same :class:`~geoseg.prediction.scene_report.SceneReport`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg.prediction.options import PredictOptions
 from geoseg.errors import GeosegError
-from geoseg.prediction.report import Tally
+from geoseg.prediction.options import PredictOptions
+from geoseg.prediction.scene_report import Tally
 
 from .graph import SceneGraph, submit_scene
-from .report import (BatchInterrupted, SceneOutcome, align, announce_unplanned,
-                     connection_lost, mark_failed)
-from .resume import (PlannedScene, complete_scene, plan_scenes, prepare_folder,
-                     remove_scene_leftovers)
+from .outcomes import (
+    BatchInterrupted,
+    SceneOutcome,
+    align,
+    announce_unplanned,
+    connection_lost,
+    mark_failed,
+)
+from .resume import (
+    PlannedScene,
+    complete_scene,
+    plan_scenes,
+    prepare_folder,
+    remove_scene_leftovers,
+)
 from .worker import ModelCache, QuietWarnings
 
 

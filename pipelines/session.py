@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg.prediction.options import PredictOptions
 from geoseg.names import LOG
+from geoseg.prediction.options import PredictOptions
 
 from .cluster import RUNNERS, ClusterChoice, connect
 from .logs import library_logs
+from .outcomes import BatchInterrupted, SceneOutcome, write_summary
 from .progress import TileProgress
-from .report import BatchInterrupted, SceneOutcome, write_summary
 
 if TYPE_CHECKING:
     from geoseg.outputs.index_page import SceneCard

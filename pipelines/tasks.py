@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from geoseg.prediction.options import PredictOptions
 from geoseg.errors import GeosegError
-from geoseg.prediction.flow import SceneFlow, SceneWriter, finish_block, spill_strips
-from geoseg.prediction.report import BlockDone
 from geoseg.inputs.scene import gdal_env, open_raster
+from geoseg.prediction.flow import SceneFlow, SceneWriter, finish_block, spill_strips
+from geoseg.prediction.options import PredictOptions
+from geoseg.prediction.scene_report import BlockDone
 
 if TYPE_CHECKING:
-    from geoseg.prediction.prediction import PredictedBlock
+    from geoseg.prediction.blocks import PredictedBlock
 
 
 _T = TypeVar("_T", bound=Callable[..., Any])
@@ -59,8 +59,8 @@ def portable_errors(task: _T) -> _T:
 
 def _disk_full(job: SceneJob) -> bool:
     """True when the disk of the scene's outputs has less room left than the scene needs."""
+    from geoseg.outputs.rasters import free_bytes
     from geoseg.prediction.flow import disk_estimate
-    from geoseg.outputs.writers import free_bytes
 
     try:
         return free_bytes(job.flow.outputs.folder) < disk_estimate(job.flow)
@@ -71,8 +71,8 @@ def _disk_full(job: SceneJob) -> bool:
 def _no_space(job: SceneJob) -> GeosegError:
     """A full disk while a task writes: the same one line as the check before the scene."""
     from geoseg.errors import OutputNotWritableError
+    from geoseg.outputs.rasters import no_space_message
     from geoseg.prediction.flow import disk_estimate
-    from geoseg.outputs.writers import no_space_message
 
     outputs = job.flow.outputs
     return OutputNotWritableError(no_space_message(outputs.folder.parent,
@@ -98,8 +98,8 @@ class SceneJob:
 
 @portable_errors
 def predict_task(job: SceneJob, row: int, col: int) -> PredictedBlock:
-    """Read block ``(row, col)`` with its halo and run its tiles (``geoseg.prediction.prediction``)."""
-    from geoseg.prediction.prediction import predict_block, read_block
+    """Read block ``(row, col)`` with its halo and run its tiles (``geoseg.prediction.blocks``)."""
+    from geoseg.prediction.blocks import predict_block, read_block
 
     from .worker import model_cache
 

@@ -44,8 +44,8 @@ class ModelCache(WorkerPlugin):
                 import torch
 
                 from geoseg.errors import BundleError
-                from geoseg.model.optimize import load_for_prediction
                 from geoseg.model.devices import resolve_device
+                from geoseg.model.optimize import load_for_prediction
 
                 if threads:
                     torch.set_num_threads(threads)

@@ -232,10 +232,10 @@ def test_each_scenes_seconds_run_from_its_first_block(data, tmp_path):
     from geoseg.prediction.options import PredictOptions
     from geoseg.prediction.flow import finish_block, plan_flow
     from geoseg.model.optimize import load_for_prediction
-    from geoseg.prediction.prediction import predict_block, read_block
+    from geoseg.prediction.blocks import predict_block, read_block
     from geoseg.inputs.scene import open_raster, open_scene
     from geoseg_pipelines.resume import PlannedScene
-    from geoseg_pipelines.report import SceneOutcome
+    from geoseg_pipelines.outcomes import SceneOutcome
     from geoseg_pipelines.run import _Running
 
     root, model, scenes, _ = data

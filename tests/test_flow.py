@@ -82,7 +82,7 @@ def test_vectorize_in_predict_never_reads_the_class_raster_back(tmp_path, make_b
     """Polygons come from the blocks prediction finished: classes.tif and
     probabilities.tif are written, never opened for reading; the polygons equal
     `geoseg vectorize` of the published class raster."""
-    from geoseg.vector.vectorization import vectorize_raster
+    from geoseg.vector.layer import vectorize_raster
 
     scene = write_raster(tmp_path / "s.tif", smooth_noise((150, 130), seed=4))
     opened = []
@@ -113,7 +113,7 @@ def test_vectorize_in_predict_never_reads_the_class_raster_back(tmp_path, make_b
 
 def test_the_summary_is_the_scene_report(tmp_path, make_bundle):
     """predict_scene's summary and the manifest come from one SceneReport."""
-    from geoseg.prediction.report import SceneReport
+    from geoseg.prediction.scene_report import SceneReport
 
     scene = write_raster(tmp_path / "s.tif", smooth_noise((100, 90), seed=2))
     summary = predict_scene(scene, tmp_path / "out", model=make_bundle())
@@ -127,7 +127,7 @@ def test_vector_file_bytes_do_not_depend_on_the_block_grid(tmp_path, monkeypatch
     """Features reach the GeoPackage in batches of a fixed size, so the file's bytes, not
     only its features, are the same for any block size (DESIGN.md promise 2)."""
     import geoseg.vector.gpkg
-    from geoseg.vector.vectorization import vectorize_raster
+    from geoseg.vector.layer import vectorize_raster
     from test_vectorize import write_classes
 
     monkeypatch.setattr(geoseg.vector.gpkg, "BATCH_FEATURES", batch)

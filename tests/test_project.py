@@ -15,8 +15,8 @@ import yaml
 from conftest import REPO
 
 CONDA_NAMES = {"pytorch": "torch"}
-TORCH_MODULES = {"bundle.py", "networks.py", "inference.py", "optimize.py", "train.py"}
-"""The model package's modules that need torch to be imported at all, and train.py."""
+TORCH_MODULES = {"bundle.py", "networks.py", "inference.py", "optimize.py", "loop.py"}
+"""The model package's modules that need torch to be imported at all, and the training loop."""
 
 
 def _name(requirement: str) -> str:
@@ -72,8 +72,9 @@ def test_only_model_and_train_import_torch_at_module_level():
 
 
 def test_vector_only_use_stays_light():
-    code = ("import sys, geoseg.grid, geoseg.tiling, geoseg.prediction.stitch, geoseg.inputs.scene, "
-            "geoseg.outputs.writers, geoseg.config, geoseg.prediction.prediction, geoseg.prediction.flow, geoseg.vector.vectorization;"
+    code = ("import sys, geoseg.grid, geoseg.tiling, geoseg.prediction.stitch, "
+            "geoseg.inputs.scene, geoseg.outputs.rasters, geoseg.config, "
+            "geoseg.prediction.blocks, geoseg.prediction.flow, geoseg.vector.layer;"
             "print(sorted(m for m in ('torch', 'dask') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout.strip()
@@ -170,8 +171,9 @@ def test_the_batch_client_never_imports_torch():
     (its import alone is hundreds of MB of the client's memory)."""
     code = ("import sys, geoseg_pipelines.cli, geoseg_pipelines.run, "
             "geoseg_pipelines.resume, geoseg_pipelines.graph, "
-            "geoseg.prediction.flow, geoseg.model as m; m.read_meta('models/buildings-massachusetts."
-            "safetensors'); m.file_sha256('models/buildings-massachusetts.safetensors'); "
+            "geoseg.prediction.flow, geoseg.model as m; "
+            "m.read_meta('models/buildings-massachusetts.safetensors'); "
+            "m.file_sha256('models/buildings-massachusetts.safetensors'); "
             "print(sorted(k for k in ('torch', 'segmentation_models_pytorch') "
             "if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

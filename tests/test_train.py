@@ -74,7 +74,7 @@ def make_recipe(tmp_path, scene, labels_path, **overrides) -> Path:
 
 def test_training_lowers_loss_and_writes_a_bundle_that_predicts(tmp_path):
     from geoseg.training.recipe import load_recipe
-    from geoseg.training.train import train
+    from geoseg.training.loop import train
 
     scene = make_scene(tmp_path)
     result = train(load_recipe(make_recipe(tmp_path, scene, make_labels(tmp_path))),
@@ -108,7 +108,7 @@ def _options():
 
 @pytest.mark.parametrize("ema", [0.0, 0.5], ids=["weights", "moving-average"])
 def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypatch, ema):
-    import geoseg.training.train as gtrain
+    import geoseg.training.loop as gtrain
 
     scene, labels = make_scene(tmp_path), make_labels(tmp_path)
     recipe_a = load_recipe(make_recipe(tmp_path, scene, labels, steps=10, val_every=5,
@@ -151,7 +151,7 @@ def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path, monkeypat
 
 
 def test_the_moving_average_is_what_is_validated_and_shipped(tmp_path):
-    import geoseg.training.train as gtrain
+    import geoseg.training.loop as gtrain
 
     scene, labels = make_scene(tmp_path), make_labels(tmp_path)
     recipe = load_recipe(make_recipe(tmp_path, scene, labels, steps=8, val_every=8,
@@ -169,7 +169,7 @@ def test_the_moving_average_is_what_is_validated_and_shipped(tmp_path):
 
 def test_checkpoints_from_before_a_new_recipe_field_still_resume():
     from geoseg.training.recipe import Recipe, SceneEntry
-    from geoseg.training.train import _fingerprint
+    from geoseg.training.loop import _fingerprint
 
     recipe = Recipe(name="m", classes=("a", "b"), train=(SceneEntry("s.tif", "l.gpkg"),),
                     output="m.safetensors", validation=(SceneEntry("v.tif", "l.gpkg"),))
@@ -372,7 +372,7 @@ def test_stretch_in_a_recipe_trains_on_stretched_scenes_and_records_it(tmp_path)
     from geoseg.training.evaluate import evaluate_prediction
     from geoseg.prediction.flow import predict_scene
     from geoseg.training.recipe import load_recipe
-    from geoseg.training.train import train
+    from geoseg.training.loop import train
 
     scene = make_scene(tmp_path)
     labels = make_labels(tmp_path)
@@ -468,7 +468,7 @@ def test_zoom_in_a_recipe_trains_and_is_checked(tmp_path):
     from geoseg.classes import make_classes
     from geoseg.errors import ConfigError
     from geoseg.training.recipe import Recipe, load_recipe
-    from geoseg.training.train import make_batch
+    from geoseg.training.loop import make_batch
 
     region = np.ones((96, 96), bool)
     region[:, 48:] = False  # held out: never seen, whatever the zoom

@@ -20,7 +20,7 @@ from geoseg.grid import to_map
 from geoseg.vector.polygonize import BlockJob, polygonize_block
 from geoseg.tiling import BlockGrid
 from geoseg.vector.seams import merge_blocks
-from geoseg.vector.vectorization import (block_windows, open_class_raster, polygonize_raster,
+from geoseg.vector.layer import (block_windows, open_class_raster, polygonize_raster,
                               vectorize_raster)
 
 UTM = Affine(0.5, 0, 500000.0, 0, -0.5, 4100000.0)
@@ -375,7 +375,7 @@ def test_plan_blocks_write_in_any_order_equals_vectorize_raster(tmp_path, min_ar
     """The three library steps a scheduler runs give the file vectorize_raster writes."""
     import pickle
 
-    from geoseg.vector.vectorization import plan_vectorize, write_vectorized
+    from geoseg.vector.layer import plan_vectorize, write_vectorized
 
     data = blobs(12, (60, 75))
     path = write_classes(tmp_path / "c.tif", data)

@@ -41,13 +41,11 @@ __all__ = ["BundleMeta", "DEVICES", "EXTRA_ARCHITECTURES", "FORMAT", "META_KEY",
 
 if TYPE_CHECKING:
     from .bundle import ModelBundle, create_bundle, load_bundle, load_state_dict, save_bundle
-    from .meta import (FORMAT, META_KEY, BundleMeta, file_sha256, read_meta,
-                       with_provenance)
     from .devices import DEVICES, check_device, device_kind, resolve_device
-    from .optimize import fold_batch_norm, for_inference, load_for_prediction
     from .inference import forward_probabilities, normalize, normalize_region, to_device
-    from .networks import (EXTRA_ARCHITECTURES, Pixelwise, TinyCNN, build_network,
-                           receptive_field)
+    from .meta import FORMAT, META_KEY, BundleMeta, file_sha256, read_meta, with_provenance
+    from .networks import EXTRA_ARCHITECTURES, Pixelwise, TinyCNN, build_network, receptive_field
+    from .optimize import fold_batch_norm, for_inference, load_for_prediction
     from .tta import TTA, TTA_MODES, check_tta
 
 

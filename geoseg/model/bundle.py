@@ -21,6 +21,7 @@ from .meta import META_KEY, BundleMeta, file_sha256, read_meta
 from .networks import build_network, receptive_field
 from .tta import check_tta
 
+
 @dataclass(frozen=True)
 class ModelBundle:
     """A network in eval mode with its metadata; ``sha256`` is the bundle file's hash.
@@ -53,8 +54,8 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     (low, high) for every band) describe the data it was trained on, ``stretch`` the
     percentiles each scene's bands were mapped from onto that range (see
     :mod:`geoseg.inputs.fit`)."""
-    from .radiometry import check_input_range, check_stretch, expected_range
     from ..tiling import check_tiling
+    from .radiometry import check_input_range, check_stretch, expected_range
 
     n = len(bands)
     per_band = lambda v, default: tuple(float(x) for x in (v if v is not None else [default] * n))  # noqa: E731

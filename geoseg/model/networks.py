@@ -3,7 +3,6 @@ tests and pipeline benchmarks; the receptive field measured by gradients."""
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

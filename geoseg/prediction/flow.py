@@ -6,7 +6,7 @@ plan on the *same* block grid. :func:`block_steps` lists its block work as data 
 with the blocks whose spills it takes, in row-major order); the steps of every block, in
 dependency order::
 
-    predict(block)                       read block + halo, run its tiles (geoseg.prediction.prediction)
+    predict(block)                       read block + halo, run its tiles (geoseg.prediction.blocks)
     spill_strips(predicted)              the strips it owes later blocks (BlockGrid.spills)
     finish_block(predicted, incoming)    add the strips from BlockGrid.sources(block):
                                          classes (+ probabilities), counts, polygon pieces
@@ -34,20 +34,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..outputs.class_raster import ClassRaster, resolve_classes
 from ..classes import NODATA_CLASS, ClassInfo
-from .options import PredictOptions
-from ..names import SceneOutputs
-from ..inputs.sources import scene_dir
-from ..vector.polygonize import polygonize_classes
-from .prediction import Plan, PredictedBlock, make_plan, predict_block, read_block
-from .report import BlockDone, SceneReport, Tally
 from ..inputs.scene import Scene, gdal_env, open_raster, open_scene
-from ..vector.seams import BlockResult
-from .stitch import finish, spills
+from ..inputs.sources import scene_dir
+from ..names import SceneOutputs
+from ..outputs.class_raster import ClassRaster, resolve_classes
+from ..outputs.rasters import RasterOutput, class_output, prepare_output, probability_output
 from ..tiling import Block
-from ..vector.vectorization import VectorizePlan, VectorSink, make_vector_plan
-from ..outputs.writers import RasterOutput, class_output, prepare_output, probability_output
+from ..vector.layer import VectorizePlan, VectorSink, make_vector_plan
+from ..vector.polygonize import polygonize_classes
+from ..vector.seams import BlockResult
+from .blocks import Plan, PredictedBlock, make_plan, predict_block, read_block
+from .options import PredictOptions
+from .scene_report import BlockDone, SceneReport, Tally
+from .stitch import finish, spills
 
 if TYPE_CHECKING:
     from ..grid import Window
@@ -316,8 +316,8 @@ def predict_scene(scene_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     ``polygons.gpkg``) with the local runner.
 
     ``model`` is a bundle path or a loaded ``ModelBundle``. Returns the scene's summary
-    (:meth:`geoseg.prediction.report.SceneReport.summary`). Raises ``GeosegError`` subclasses for bad
-    input, before anything is written under a final name.
+    (:meth:`geoseg.prediction.scene_report.SceneReport.summary`). Raises ``GeosegError``
+    subclasses for bad input, before anything is written under a final name.
     """
     from ..model.bundle import ModelBundle
     from ..model.optimize import for_inference, load_for_prediction

@@ -42,7 +42,8 @@ class PredictOptions:
     probabilities: bool = False
     vectorize: bool = False
     preview: bool = True
-    """preview.png beside the outputs: the scene, its classes and a legend (geoseg.outputs.preview)."""
+    """preview.png beside the outputs: the scene, its classes and a legend
+    (geoseg.outputs.preview)."""
     vector_format: str = "gpkg"
     """The polygons' file format with ``vectorize``: gpkg, fgb, parquet, geojson or shp."""
     creation_options: tuple[str, ...] = ()
@@ -79,8 +80,8 @@ class PredictOptions:
                                parse_pair(self.input_range, what="input range"))
         if self.stretch is not None and self.input_range is not None:
             raise ConfigError("give --stretch or --input-range, not both")
-        from ..vector.vector_files import format_suffix
-        from ..outputs.writers import check_creation_options
+        from ..outputs.rasters import check_creation_options
+        from ..vector.files import format_suffix
 
         object.__setattr__(self, "creation_options",
                            check_creation_options(self.creation_options))

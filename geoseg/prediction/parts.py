@@ -27,10 +27,10 @@ from ..atomic import replacing, write_npz
 from ..errors import IncompleteRunError
 from ..grid import Window
 from ..names import SceneOutputs, is_leftover
-from ..vector.polygonize import load_block, save_block
-from .report import BlockDone
-from ..vector.seams import BlockResult
 from ..tiling import Block, BlockGrid
+from ..vector.polygonize import load_block, save_block
+from ..vector.seams import BlockResult
+from .scene_report import BlockDone
 
 if TYPE_CHECKING:
     from .flow import FinishedBlock
@@ -50,10 +50,10 @@ def read_part(path: str | os.PathLike) -> np.ndarray:
 
 
 def save_finished(outputs: SceneOutputs, finished: FinishedBlock, spills: dict) -> None:
-    """Save a :class:`~geoseg.prediction.flow.FinishedBlock`'s classes, probabilities and pieces, then
-    its ``done`` record: counts, tiles, and the ``spills`` it sends to later blocks (so a
-    rerun can finish those without predicting this block again). The record is written
-    last: its presence means every part of the block is whole."""
+    """Save a :class:`~geoseg.prediction.flow.FinishedBlock`'s classes, probabilities and
+    pieces, then its ``done`` record: counts, tiles, and the ``spills`` it sends to later
+    blocks (so a rerun can finish those without predicting this block again). The record is
+    written last: its presence means every part of the block is whole."""
     r, c = finished.block.row, finished.block.col
     write_part(outputs.part("classes", r, c), finished.classes)
     if finished.probs is not None:

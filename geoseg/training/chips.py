@@ -24,8 +24,8 @@ from .. import tiling
 from ..classes import NODATA_CLASS, ClassInfo
 from ..errors import InvalidInputError
 from ..grid import PixelGrid, Window, intersect
-from .labels import LabelSpec, labels_on_grid
 from ..inputs.scene import open_raster, open_scene, read_window, select_bands
+from .labels import LabelSpec, labels_on_grid
 
 SCALE_BY_DTYPE = {"uint8": 1 / 255, "uint16": 1 / 65535}
 

@@ -28,8 +28,8 @@ from rasterio.errors import RasterioIOError
 
 from ..classes import NODATA_CLASS, ClassInfo
 from ..errors import ConfigError, InputNotFoundError, InvalidInputError
-from ..inputs.extents import check_geographic_bounds, fmt_extent
 from ..grid import PixelGrid
+from ..inputs.extents import check_geographic_bounds, fmt_extent
 from ..inputs.scene import open_raster, read_band
 
 if TYPE_CHECKING:

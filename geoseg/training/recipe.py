@@ -12,11 +12,10 @@ from typing import Any
 
 from ..classes import make_classes
 from ..config import load_yaml
-from ..model.tta import check_tta
-from .schedules import SCHEDULES
 from ..errors import ConfigError, InputNotFoundError
+from ..model.tta import check_tta
 from .labels import LabelSpec
-
+from .schedules import SCHEDULES
 
 LABEL_OVERRIDES = ("attribute", "mapping", "unlabelled", "layer")
 """Label-spec fields a scene entry may set for its own labels (sources label differently)."""

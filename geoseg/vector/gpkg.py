@@ -1,5 +1,5 @@
 """Polygon layers of vectorize: measurements in metres and atomic layer writing (built as a
-GeoPackage, published in the format the file's extension names: :mod:`geoseg.vector.vector_files`).
+GeoPackage, published in the format the file's extension names: :mod:`geoseg.vector.files`).
 
 Areas and perimeters are in square metres and metres: planar, scaled by the CRS's linear
 unit, for projected CRSs; geodesic on the CRS's ellipsoid (pyproj ``Geod``) for
@@ -166,7 +166,7 @@ class LayerWriter:
 
     def _publish(self) -> None:
         """The staged GeoPackage under the final name, or translated to its format."""
-        from .vector_files import translate
+        from .files import translate
 
         suffix = self.path.suffix.lower()
         if suffix == ".gpkg":

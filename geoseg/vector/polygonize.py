@@ -23,10 +23,10 @@ import shapely
 from rasterio.features import shapes
 
 from ..atomic import write_npz
-from .coverage import from_rings, ragged_rings, remove_collinear
 from ..errors import InvalidInputError
 from ..grid import Window
 from ..inputs.scene import open_raster, read_band
+from .coverage import from_rings, ragged_rings, remove_collinear
 from .seams import BlockResult, Pieces, block_edges
 
 

@@ -28,18 +28,18 @@ global order: streaming and collecting everything give the same sequence.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .coverage import ragged_rings, union_pieces
 from ..errors import IncompleteRunError
 from ..grid import Window
 from ..tiling import BlockGrid
+from .coverage import ragged_rings, union_pieces
 
 
 @dataclass(slots=True)

@@ -24,20 +24,33 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..atomic import replacing
-from .chips import (SCALE_BY_DTYPE, ChipSampler, LabelledScene, augment, band_statistics, cut,
-                    default_scale, load_labelled_scene, make_sampler, resize_chip,
-                    sample_chip, split_blocks, validation_windows)
 from ..classes import NODATA_CLASS, ClassInfo, make_classes
 from ..errors import ConfigError, InvalidInputError
 from ..grid import Window
-from .labels import background_id
+from ..inputs.fit import training_gsd, training_radiometry
 from ..model.bundle import create_bundle, save_bundle
-from ..model.meta import BundleMeta, file_sha256
 from ..model.inference import normalize
+from ..model.meta import BundleMeta, file_sha256
+from .chips import (
+    SCALE_BY_DTYPE,
+    ChipSampler,
+    LabelledScene,
+    augment,
+    band_statistics,
+    cut,
+    default_scale,
+    load_labelled_scene,
+    make_sampler,
+    resize_chip,
+    sample_chip,
+    split_blocks,
+    validation_windows,
+)
+from .evaluate import confusion_matrix, mean_iou, pixel_metrics
+from .labels import background_id
 from .recipe import Recipe, SceneEntry, missing_data
 from .schedules import SCHEDULES
-from .evaluate import confusion_matrix, pixel_metrics, mean_iou
-from ..inputs.fit import training_gsd, training_radiometry
+
 
 @dataclass
 class TrainResult:

@@ -6,8 +6,9 @@ pixel type; there it is cut into the tiles of the global grid, normalized, batch
 the network, and each batch's probabilities are weighted into the block's integer
 accumulator (see ``stitch``), which stays on the device. Tiles that hold no valid pixel
 never reach the model. What happens to a computed block next (spills, finish, write,
-polygons) is the scene's flow (:mod:`geoseg.prediction.flow`), run by the local runner there or by the
-Dask runner in ``pipelines/``. Peak memory is set by block, tile and batch size, not by the scene.
+polygons) is the scene's flow (:mod:`geoseg.prediction.flow`), run by the local runner there
+or by the Dask runner in ``pipelines/``. Peak memory is set by block, tile and batch size,
+not by the scene.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .options import PredictOptions
 from ..inputs.scene import Scene, read_window, select_bands
+from ..outputs.rasters import output_tags
 from ..tiling import Block, BlockGrid, TileGrid, check_tiling
-from ..outputs.writers import output_tags
+from .options import PredictOptions
 
 if TYPE_CHECKING:
     import torch
@@ -132,8 +133,7 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
     """
     import torch
 
-    from ..model.inference import (forward_probabilities, normalize_region, resize_tiles,
-                                  to_device)
+    from ..model.inference import forward_probabilities, normalize_region, resize_tiles, to_device
     from .stitch import add_tiles, device_weights, new_accumulator
 
     started = time.time()

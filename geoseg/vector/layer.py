@@ -36,18 +36,23 @@ import numpy as np
 import shapely
 
 from .. import __version__
-from ..outputs.class_raster import (ClassRaster, class_name, open_class_raster, probability_bands,
-                           resolve_classes)
 from ..classes import CLASSES_TAG
-from .coverage import merge_small, simplify_coverage, union_pieces
 from ..errors import ConfigError, OutputNotWritableError
-from .gpkg import LayerWriter, measure
-from .vector_files import vector_suffix
 from ..grid import PixelGrid, Window, to_map
+from ..outputs.class_raster import (
+    ClassRaster,
+    class_name,
+    open_class_raster,
+    probability_bands,
+    resolve_classes,
+)
+from ..outputs.rasters import prepare_output
+from ..tiling import BlockGrid
+from .coverage import merge_small, simplify_coverage, union_pieces
+from .files import vector_suffix
+from .gpkg import LayerWriter, measure
 from .polygonize import BlockJob, PieceRules, polygonize_block
 from .seams import BlockResult, Pieces, SeamStream, canonical_order
-from ..tiling import BlockGrid
-from ..outputs.writers import prepare_output
 
 
 def block_windows(grid: PixelGrid, *, block_size: int) -> list[Window]:

@@ -2,7 +2,8 @@
 
 Both runners tally the same per-block facts (:class:`BlockDone`: tiles run, class pixel
 counts) into a :class:`Tally` and turn it into a :class:`SceneReport` with
-:func:`geoseg.prediction.flow.scene_report`, so the library's summary and the Dask batch's manifest cannot drift.
+:func:`geoseg.prediction.flow.scene_report`, so the library's summary and the Dask batch's
+manifest cannot drift.
 """
 
 from __future__ import annotations

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from geoseg.prediction.options import PredictOptions
 from geoseg.errors import GeosegError
+from geoseg.prediction.options import PredictOptions
 
 from .manifest import versions, write_json
 
