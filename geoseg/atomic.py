@@ -3,8 +3,9 @@
 The one mechanism behind DESIGN.md promise 6 for single-shot writes: a crash or an error
 leaves the old file or none, never a partial one (``os.replace`` is atomic on one file
 system). Rasters written over a longer time keep their own staging file
-(``writers.RasterOutput``) and publish through this too; the GeoPackage writer
-(``gpkg.LayerWriter``) stages and renames itself, since it must also clean SQLite journals.
+(``geoseg.outputs.rasters.RasterOutput``) and publish through this too; the GeoPackage
+writer (``geoseg.vector.gpkg.LayerWriter``) stages and renames itself, since it must also
+clean SQLite journals.
 """
 
 from __future__ import annotations

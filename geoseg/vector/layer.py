@@ -163,7 +163,7 @@ def plan_vectorize(classes_path: str | os.PathLike, out_path: str | os.PathLike,
                   if probabilities_path else ())
     vector_suffix(out_path)  # the format, from the extension: refused before any work
     out = prepare_output(Path(out_path), overwrite=overwrite)
-    if out.is_dir():  # writers.prepare_output accepts folders (--overwrite): not here
+    if out.is_dir():  # rasters.prepare_output accepts folders (--overwrite): not here
         raise OutputNotWritableError(f"{out}: is a folder; give a .gpkg file name")
     return make_vector_plan(raster, out, blocks, keep=keep, connectivity=connectivity,
                             min_area=min_area, simplify=simplify,
