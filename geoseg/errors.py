@@ -37,3 +37,14 @@ class OutputNotWritableError(GeosegError, PermissionError):
 class IncompleteRunError(GeosegError, RuntimeError):
     """A step found the results of earlier steps incomplete (a block's part file or a
     block row missing): the run was interrupted or a block failed; rerun the scene."""
+
+
+class DeviceError(GeosegError, RuntimeError):
+    """The device cannot run the model as asked: out of memory, no such CUDA device, a GPU
+    busy or in exclusive mode, a torch build without kernels for it, or ``--compile``
+    without its compiler. Fails the scene it happened in, in one line."""
+
+
+class ModelOutputError(GeosegError, ArithmeticError):
+    """The network produced values that are not numbers (NaN or infinity): nothing is
+    written from them."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,9 +56,9 @@ def batch_inputs(scenes: Sequence[str | os.PathLike], out: Path, *, model: str |
                           "(geoseg model create, geoseg train, or the shipped "
                           "models/buildings.safetensors)")
     meta = read_meta(model)
-    check_against_model(options, meta)
     choice = choose_cluster(scheduler=scheduler, cluster=cluster, workers=workers,
-                            dashboard=dashboard)
+                            dashboard=dashboard, device=options.device)
+    check_against_model(options, meta, local=choice.kind == "local")
     paths = expand_inputs(scenes, recursive=recursive, exclude=out)
     if not paths:
         raise InputNotFoundError(
@@ -87,9 +87,12 @@ def mosaic_warp(mosaic: bool, crs: str | None, resolution: float | None,
     return Warp(crs, resolution, resampling)
 
 
-def check_against_model(options: PredictOptions, meta: BundleMeta) -> None:
+def check_against_model(options: PredictOptions, meta: BundleMeta, *,
+                        local: bool = True) -> None:
     """The options that can be judged from the model's header alone: tiling, band count,
-    the device (see :func:`geoseg.model.devices.check_device_present`)."""
+    and, when the model runs on this machine (``local``), the device (see
+    :func:`geoseg.model.devices.check_device_present`); a scheduler's or SLURM's workers
+    judge their own devices when the batch starts (a login node has no GPU)."""
     from geoseg.model.devices import check_device_present
     from geoseg.tiling import check_tiling
 
@@ -100,7 +103,8 @@ def check_against_model(options: PredictOptions, meta: BundleMeta) -> None:
         raise ConfigError(f"--bands {','.join(map(str, options.bands))} selects "
                           f"{len(options.bands)} bands; the model takes {meta.in_channels} "
                           f"({', '.join(meta.bands)})")
-    check_device_present(options.device)
+    if local:
+        check_device_present(options.device)
 
 
 def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],
@@ -138,6 +142,11 @@ def run_predict(inputs: BatchInputs, out: Path, *, options: PredictOptions,
 
     runner = choose_runner(runner, inputs.choice, inputs.paths,
                            cluster_asked=inputs.cluster_asked)
+    layout = inputs.choice.layout
+    if runner == "dask" and layout is not None and layout.device != options.device:
+        # --device cuda:N on a local cluster: its one worker is pinned to that GPU, which
+        # it sees as cuda (the identity's device kind is the same)
+        options = replace(options, device=layout.device)
     prepare_folder(out)  # an unwritable OUT fails here: nothing was written
     return predict_batch(inputs.choice, inputs.paths, out, model=inputs.model,
                          model_sha256=inputs.model_sha256, runner=runner, options=options,

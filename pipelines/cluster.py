@@ -1,10 +1,14 @@
 """A Dask client from one choice: a local cluster (default), a scheduler address, or a
-cluster profile (``configs/cluster/*.yaml``: ``kind: local`` or ``kind: slurm``).
+cluster profile (``configs/cluster/*.yaml``: ``kind: local``, ``slurm`` or ``pbs``).
 
-Local clusters are worker *processes* with one thread each (the model and GDAL are not
-thread-friendly, and torch gets one thread per worker), one per CPU core unless
-``--workers`` says otherwise. SLURM goes through dask-jobqueue, imported lazily; its job
-script can be generated and shown without SLURM (``--dry-run``).
+A local cluster is laid out from the hardware (:mod:`pipelines.hardware`): one model worker
+per GPU, pinned to it, where there are GPUs; one single-threaded worker process per CPU
+core where there are none (the model and GDAL are not thread-friendly, and torch gets one
+thread per worker). SLURM and PBS go through dask-jobqueue, imported lazily; their job
+scripts can be generated and shown without a batch system (``--dry-run``). A batch
+system's cluster is started with one job and adapts from there, and waits at most
+``start_timeout`` seconds for its first worker: a queue that never starts a job is one
+error line, never a hang.
 """
 
 from __future__ import annotations
@@ -19,18 +23,26 @@ from typing import Any
 from geoseg.config import load_yaml
 from geoseg.errors import ConfigError
 
+from .hardware import Layout, plan_layout, this_machine
+
 LOCAL_DEFAULTS = {"n_workers": None, "threads_per_worker": 1, "memory_limit": "auto",
                   "dashboard_address": "127.0.0.1:8787"}
 """The dashboard listens on localhost only unless ``--dashboard`` opens it wider."""
-SLURM_KEYS = {"cores", "processes", "memory", "walltime", "queue", "account", "job_name",
-              "job_extra_directives", "worker_extra_args", "job_script_prologue",
-              "local_directory", "log_directory", "interface", "python", "job_cpu", "job_mem",
-              "death_timeout", "scheduler_options"}
-SLURM_SCALE_KEYS = {"jobs", "minimum_jobs", "maximum_jobs"}
+JOB_KEYS = {"cores", "processes", "memory", "walltime", "queue", "account", "job_name",
+            "job_extra_directives", "worker_extra_args", "job_script_prologue",
+            "local_directory", "log_directory", "interface", "python", "death_timeout",
+            "scheduler_options"}
+BATCH_SYSTEM_KEYS = {"slurm": JOB_KEYS | {"job_cpu", "job_mem"},
+                     "pbs": JOB_KEYS | {"resource_spec", "project"}}
+"""dask-jobqueue's options by batch system (its SLURMCluster and PBSCluster)."""
+SCALE_KEYS = {"jobs", "minimum_jobs", "maximum_jobs", "start_timeout"}
+START_TIMEOUT = 3600
+"""Seconds a batch system's cluster waits for its first worker (``start_timeout``)."""
 RUNNERS = ("auto", "local", "dask")
 """Who runs a batch (``--runner``): ``local``, every scene in this process with no cluster;
 ``dask``, the cluster of ``--scheduler``/``--cluster`` or a local one; ``auto``, local for
-a small batch when no cluster was asked for (``pipelines.local.LOCAL_MAX_PIXELS``)."""
+a small batch when no cluster was asked for (``pipelines.local.LOCAL_MAX_PIXELS``) on a
+machine with at most one GPU (with several, a local cluster runs one model worker on each)."""
 
 
 @dataclass(frozen=True)
@@ -41,22 +53,18 @@ class ClusterChoice:
     address: str | None = None
     options: dict = field(default_factory=dict)
     source: str | None = None
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    layout: Layout | None = None
+    """The workers of a local cluster (:func:`pipelines.hardware.plan_layout`)."""
 
 
 def choose_cluster(*, scheduler: str | None = None, cluster: str | None = None,
-                   workers: int | None = None, dashboard: str | None = None) -> ClusterChoice:
+                   workers: int | None = None, dashboard: str | None = None,
+                   device: str = "auto") -> ClusterChoice:
     """Normalize the CLI's cluster options into one :class:`ClusterChoice`.
 
     ``dashboard`` is the local cluster's dashboard address (``HOST:PORT``, ``:PORT`` for
     every interface, ``none`` for no dashboard); by default it listens on 127.0.0.1.
+    ``device`` (``--device``) shapes a local cluster's layout.
     """
     if scheduler and cluster:
         raise ConfigError("--scheduler and --cluster both given; choose one: an existing "
@@ -76,24 +84,27 @@ def choose_cluster(*, scheduler: str | None = None, cluster: str | None = None,
         data = data.get("cluster", data)
         kind = data.pop("kind", "local")
         if kind == "local":
-            return _local(data, workers, source=str(cluster), dashboard=dashboard)
-        if kind == "slurm":
-            unknown = sorted(set(data) - SLURM_KEYS - SLURM_SCALE_KEYS)
+            return _local(data, workers, source=str(cluster), dashboard=dashboard,
+                          device=device)
+        if kind in BATCH_SYSTEM_KEYS:
+            valid = BATCH_SYSTEM_KEYS[kind] | SCALE_KEYS
+            unknown = sorted(set(data) - valid)
             if unknown:
-                raise ConfigError(f"{cluster}: unknown SLURM option(s) {', '.join(unknown)}; "
-                                  f"valid: {', '.join(sorted(SLURM_KEYS | SLURM_SCALE_KEYS))}")
+                raise ConfigError(f"{cluster}: unknown {kind.upper()} option(s) "
+                                  f"{', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
             if dashboard is not None:
-                raise ConfigError("--dashboard sets the dashboard of a local cluster; a "
-                                  "SLURM cluster's is set by scheduler_options")
+                raise ConfigError(f"--dashboard sets the dashboard of a local cluster; a "
+                                  f"{kind.upper()} cluster's is set by scheduler_options")
             if workers is not None:
                 data["jobs"] = workers
-            return ClusterChoice("slurm", options=data, source=str(cluster))
-        raise ConfigError(f"{cluster}: unknown cluster kind {kind!r}; valid: local, slurm")
-    return _local({}, workers, dashboard=dashboard)
+            return ClusterChoice(kind, options=data, source=str(cluster))
+        raise ConfigError(f"{cluster}: unknown cluster kind {kind!r}; valid: local, "
+                          f"{', '.join(BATCH_SYSTEM_KEYS)}")
+    return _local({}, workers, dashboard=dashboard, device=device)
 
 
 def _local(data: dict, workers: int | None, source: str | None = None,
-           dashboard: str | None = None) -> ClusterChoice:
+           dashboard: str | None = None, device: str = "auto") -> ClusterChoice:
     unknown = sorted(set(data) - set(LOCAL_DEFAULTS))
     if unknown:
         raise ConfigError(f"{source}: unknown local cluster option(s) {', '.join(unknown)}; "
@@ -103,47 +114,60 @@ def _local(data: dict, workers: int | None, source: str | None = None,
         options["n_workers"] = workers
     if dashboard is not None:
         options["dashboard_address"] = None if dashboard.lower() == "none" else dashboard
-    if options["n_workers"] is None:
-        options["n_workers"] = max(1, available_cores() // int(options["threads_per_worker"]))
-    return ClusterChoice("local", options=options, source=source)
+    count = options["n_workers"]
+    layout = plan_layout(this_machine(), device=device,
+                         workers=None if count is None else int(count),
+                         threads_per_worker=int(options["threads_per_worker"]))
+    options["n_workers"] = len(layout.workers)
+    return ClusterChoice("local", options=options, source=source, layout=layout)
 
 
 def _jobqueue() -> ModuleType:
     try:
         import dask_jobqueue
     except ImportError as exc:
-        raise ConfigError("a SLURM cluster needs dask-jobqueue: pip install "
+        raise ConfigError("a SLURM or PBS cluster needs dask-jobqueue: pip install "
                           "'geoseg[slurm]' (or pip install dask-jobqueue)") from exc
     return dask_jobqueue
 
 
-def _slurm_kwargs(options: dict) -> dict:
-    kwargs = {k: v for k, v in options.items() if k in SLURM_KEYS and v is not None}
+def _job_kwargs(kind: str, options: dict) -> dict:
+    kwargs = {k: v for k, v in options.items() if k in BATCH_SYSTEM_KEYS[kind] and v is not None}
     kwargs.setdefault("job_name", "geoseg")
     return kwargs
 
 
-def slurm_job_script(options: dict, *, scheduler: str = "tcp://SCHEDULER:8786") -> str:
-    """The batch script each SLURM job runs, without starting anything (no SLURM needed)."""
+def job_script(kind: str, options: dict, *, scheduler: str = "tcp://SCHEDULER:8786") -> str:
+    """The batch script each SLURM or PBS job runs, without starting anything (no batch
+    system needed)."""
     _jobqueue()
+    from dask_jobqueue.pbs import PBSJob
     from dask_jobqueue.slurm import SLURMJob
 
-    kwargs = _slurm_kwargs(options)
+    job: type[Any] = PBSJob if kind == "pbs" else SLURMJob
+    kwargs = _job_kwargs(kind, options)
     kwargs.pop("scheduler_options", None)
-    return SLURMJob(scheduler=scheduler, name="geoseg-worker", **kwargs).job_script()
+    return job(scheduler=scheduler, name="geoseg-worker", **kwargs).job_script()
 
 
 def describe(choice: ClusterChoice) -> str:
-    """What would be started or joined (for --dry-run); for SLURM, the job script."""
+    """What would be started or joined (for --dry-run): a local cluster's worker layout, a
+    batch system's jobs and the script each runs."""
     if choice.kind == "address":
-        return f"existing scheduler at {choice.address}"
+        return (f"existing scheduler at {choice.address}; its workers report their devices "
+                "when the batch starts")
     if choice.kind == "local":
-        o = choice.options
-        return (f"local cluster: {o['n_workers']} worker process(es) x "
-                f"{o['threads_per_worker']} thread(s), memory limit {o['memory_limit']}")
-    jobs = choice.options.get("jobs", 1)
-    return (f"SLURM cluster ({choice.source}): {jobs} job(s); each job runs:\n"
-            + slurm_job_script(choice.options))
+        assert choice.layout is not None
+        text = choice.layout.describe()
+        if choice.options.get("memory_limit") not in (None, "auto"):
+            text += f"\n  memory limit per worker set to {choice.options['memory_limit']}"
+        return text
+    o = choice.options
+    jobs = (f"{o.get('minimum_jobs', 0)}-{o['maximum_jobs']} job(s), adapting"
+            if "maximum_jobs" in o else f"{o.get('jobs', 1)} job(s)")
+    return (f"{choice.kind.upper()} cluster ({choice.source}): {jobs}, "
+            f"{o.get('processes', 1)} worker process(es) each; each job runs:\n"
+            + job_script(choice.kind, o))
 
 
 def stop_local_workers(cluster: Any) -> None:
@@ -177,17 +201,20 @@ def connect(choice: ClusterChoice, *,
     if choice.kind == "local":
         import dask
 
-        o = choice.options
+        o, layout = choice.options, choice.layout
+        assert layout is not None
         # Few malloc arenas: the block reader and batch threads otherwise each keep an arena
         # of freed pages (measured: 1288 -> 1058 MB peak on the 4096^2 Unet benchmark).
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2}), \
-                LocalCluster(n_workers=int(o["n_workers"]),
-                          threads_per_worker=int(o["threads_per_worker"]), processes=True,
-                          memory_limit=o["memory_limit"],
-                          dashboard_address=o["dashboard_address"]) as cluster, \
+                LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                             memory_limit=o["memory_limit"],
+                             dashboard_address=o["dashboard_address"]) as cluster, \
                 Client(cluster) as client:
-            echo(f"local cluster: {o['n_workers']} worker process(es), dashboard "
-                 f"{client.dashboard_link}")
+            start_layout(cluster, layout)
+            client.wait_for_workers(len(layout.workers))
+            echo(f"local cluster: {len(layout.workers)} worker process(es)"
+                 f"{f' on {layout.gpu_workers} GPU(s)' if layout.gpu_workers else ''}, "
+                 f"dashboard {client.dashboard_link}")
             try:
                 yield client
             except KeyboardInterrupt:
@@ -196,14 +223,36 @@ def connect(choice: ClusterChoice, *,
         return
     jobqueue = _jobqueue()
     o = choice.options
-    with jobqueue.SLURMCluster(**_slurm_kwargs(o)) as cluster:
-        if "minimum_jobs" in o or "maximum_jobs" in o:
-            cluster.adapt(minimum_jobs=int(o.get("minimum_jobs", 0)),
-                          maximum_jobs=int(o.get("maximum_jobs", o.get("jobs", 1))))
-        else:
-            cluster.scale(jobs=int(o.get("jobs", 1)))
+    cls = jobqueue.PBSCluster if choice.kind == "pbs" else jobqueue.SLURMCluster
+    with cls(**_job_kwargs(choice.kind, o)) as cluster:
+        # one job first: the workers report their devices before anything is submitted
+        cluster.scale(jobs=max(1, int(o.get("minimum_jobs", o.get("jobs", 1)))))
         with Client(cluster) as client:
-            echo(f"SLURM cluster: dashboard {client.dashboard_link}; waiting for the first "
-                 "worker to start")
-            client.wait_for_workers(1)
+            echo(f"{choice.kind.upper()} cluster: dashboard {client.dashboard_link}; waiting "
+                 "for the first worker to start")
+            timeout = int(o.get("start_timeout", START_TIMEOUT))
+            try:
+                client.wait_for_workers(1, timeout=timeout)
+            except TimeoutError as exc:
+                raise ConfigError(
+                    f"no {choice.kind.upper()} worker started within {timeout} s; check the "
+                    f"queue ({'qstat' if choice.kind == 'pbs' else 'squeue --me'}) and the "
+                    "job logs (log_directory), or raise start_timeout") from exc
+            if "minimum_jobs" in o or "maximum_jobs" in o:
+                cluster.adapt(minimum_jobs=int(o.get("minimum_jobs", 0)),
+                              maximum_jobs=int(o.get("maximum_jobs", o.get("jobs", 1))))
             yield client
+
+
+def start_layout(cluster: Any, layout: Layout) -> None:
+    """Start ``layout``'s workers in a LocalCluster made with none: each takes the
+    cluster's worker options (logs, memory limit, host) plus its own threads, resources and
+    pinned GPU (the Nanny sets CUDA_VISIBLE_DEVICES before the worker process starts)."""
+    template = cluster.new_spec
+    for spec in layout.workers:
+        options = {**template["options"], "nthreads": spec.threads,
+                   "resources": spec.resources}
+        if spec.gpu is not None:
+            options["env"] = {**options.get("env", {}), "CUDA_VISIBLE_DEVICES": spec.gpu}
+        cluster.worker_spec[spec.name] = {"cls": template["cls"], "options": options}
+    cluster.scale(len(cluster.worker_spec))  # no new specs: starts the ones added

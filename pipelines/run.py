@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import GeosegError
+from geoseg.errors import ConfigError, GeosegError
+from geoseg.model.devices import Capabilities
 from geoseg.prediction.options import PredictOptions
 from geoseg.prediction.scene_report import Tally
 
@@ -59,22 +60,48 @@ class _Running:
         return time.perf_counter() - max(0.0, time.time() - self.first_block)
 
 
-def _cuda_available() -> bool:
-    import torch
+def model_workers(client: Any) -> list[str] | None:
+    """The workers that run the model: those offering a ``GPU`` resource when any does
+    (model tasks go only there), else all (None)."""
+    workers = client.scheduler_info().get("workers", {})
+    gpu = [address for address, w in workers.items() if "GPU" in (w.get("resources") or {})]
+    return gpu or None
 
-    return torch.cuda.is_available()
 
+def worker_capabilities(client: Any) -> list[Capabilities]:
+    """What each model worker reports of its devices (probed in the worker's process);
+    without a client (a dry run), what this machine has, as the default local cluster's
+    workers would report."""
+    from geoseg.model.devices import probe_capabilities
 
-def resolve_cluster_device(client: Any, device: str) -> str:
-    """``auto`` becomes one device for the whole batch: ``cuda`` when every worker has
-    CUDA, else ``cpu``, so no scene mixes GPU (autocast) and CPU blocks. Without a client
-    (a dry run) this machine answers, as for the default local cluster."""
-    if device != "auto":
-        return device
     if client is None:
-        return "cuda" if _cuda_available() else "cpu"
-    found = list(client.run(_cuda_available).values())
-    return "cuda" if found and all(found) else "cpu"
+        return [probe_capabilities()]
+    return list(client.run(probe_capabilities, workers=model_workers(client)).values())
+
+
+def resolve_on_workers(options: PredictOptions,
+                       reports: Sequence[Capabilities]) -> PredictOptions:
+    """One device and one precision for the whole batch, decided from the model workers'
+    reports, never from the client's own devices: ``auto`` is ``cuda`` when every worker
+    has CUDA (no scene mixes GPU and CPU blocks), a ``cuda:N`` no worker can address is
+    refused, and a precision ``auto`` that the workers would resolve differently (GPUs with
+    and without native bfloat16) must be given."""
+    from geoseg.model.devices import resolve_device, resolve_precision
+
+    if not reports:
+        raise ConfigError("the cluster has no worker to run the model on; start one or "
+                          "give a scheduler whose workers are up")
+    device = options.device
+    if device == "auto":
+        device = "cuda" if all(r.cuda for r in reports) else "cpu"
+    for report in reports:
+        resolve_device(device, report)
+    precisions = sorted({resolve_precision(options.precision, device, r) for r in reports})
+    if len(precisions) > 1:
+        raise ConfigError(f"--precision {options.precision}: the workers' devices resolve it "
+                          f"to {' and '.join(precisions)}; one batch runs one precision: "
+                          "give --precision")
+    return options.resolved(device, reports[0])
 
 
 def model_resources(client: Any, device: str) -> dict | None:
@@ -110,7 +137,7 @@ def run_batch(client: Any, scene_paths: Sequence[str | os.PathLike], out_dir: st
 
     meta = read_meta(model)
     sha = model_sha256 or file_sha256(model)
-    options = options.resolved(resolve_cluster_device(client, options.device))
+    options = resolve_on_workers(options, worker_capabilities(client))
     planned = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
                           model_sha256=sha, options=options)
     client.register_plugin(ModelCache())
@@ -270,7 +297,7 @@ def dry_run_table(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.Pa
     ``auto`` is resolved on this machine, as a run on the default local cluster would."""
     from geoseg.model.meta import file_sha256, read_meta
 
-    options = options.resolved(resolve_cluster_device(None, options.device))
+    options = resolve_on_workers(options, worker_capabilities(None))
     scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(),
                          meta=read_meta(model), model_sha256=model_sha256 or file_sha256(model),
                          options=options)

@@ -79,6 +79,8 @@ def choose_runner(runner: str, choice: ClusterChoice, paths: Sequence[str | os.P
         return runner
     if choice.kind != "local" or cluster_asked:
         return "dask"
+    if choice.layout is not None and choice.layout.gpu_workers > 1:
+        return "dask"  # one model worker per GPU keeps every GPU busy
     return "local" if batch_pixels(paths) <= LOCAL_MAX_PIXELS else "dask"
 
 

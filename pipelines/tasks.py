@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from geoseg.errors import GeosegError
+from geoseg.errors import DeviceError, GeosegError
 from geoseg.inputs.scene import gdal_env, open_raster
+from geoseg.model.devices import device_error
 from geoseg.prediction.flow import SceneFlow, SceneWriter, finish_block, spill_strips
 from geoseg.prediction.options import PredictOptions
 from geoseg.prediction.scene_report import BlockDone
@@ -31,7 +32,8 @@ _T = TypeVar("_T", bound=Callable[..., Any])
 
 
 def portable_errors(task: _T) -> _T:
-    """Raise a task's GeosegError to the client as a fresh copy without its cause chain.
+    """Raise a task's GeosegError to the client as a fresh copy without its cause chain (a
+    torch or CUDA error that :func:`~geoseg.model.devices.device_error` knows, as one).
 
     Dask pickles a task's exception with its causes (tblib); GDAL's errors behind ours do
     not survive that, and the client would get ``Exception("InvalidInputError(...)")``
@@ -45,13 +47,17 @@ def portable_errors(task: _T) -> _T:
         except GeosegError as exc:
             error = type(exc)(*exc.args)
         except Exception as exc:
+            mapped = device_error(exc)  # out of GPU memory, a busy GPU, ...: one line
+            job = args[0] if args and isinstance(args[0], SceneJob) else None
+            if mapped is not None:
+                error = DeviceError(*mapped.args)
             # a full disk shows as ENOSPC, numpy's "N requested and M written", or a GDAL
             # write error: ask the disk instead of parsing messages
-            job = args[0] if args and isinstance(args[0], SceneJob) else None
-            if job is None or not (getattr(exc, "errno", None) == errno.ENOSPC
-                                   or _disk_full(job)):
+            elif job is not None and (getattr(exc, "errno", None) == errno.ENOSPC
+                                      or _disk_full(job)):
+                error = _no_space(job)
+            else:
                 raise
-            error = _no_space(job)
         raise error  # outside the except block: no __context__ either
 
     return run  # type: ignore[return-value]  # same signature as task (functools.wraps)

@@ -199,13 +199,14 @@ def test_vectorize_polygonizes_in_finish_on_the_prediction_block_grid(data, tmp_
 
 
 def test_auto_device_is_resolved_once_for_the_whole_cluster(client):
-    import torch
+    from geoseg.model.devices import probe_capabilities
+    from geoseg_pipelines.run import resolve_on_workers, worker_capabilities
 
-    from geoseg_pipelines.run import resolve_cluster_device
-
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_cluster_device(client, "auto") == expected
-    assert resolve_cluster_device(client, "cpu") == "cpu"
+    reports = worker_capabilities(client)
+    assert len(reports) == len(client.scheduler_info()["workers"])
+    expected = "cuda" if probe_capabilities().cuda else "cpu"
+    assert resolve_on_workers(PredictOptions(), reports).device == expected
+    assert resolve_on_workers(PredictOptions(device="cpu"), reports).device == "cpu"
 
 
 def test_manifests_from_before_a_new_option_still_count_as_complete(tmp_path):

@@ -8,7 +8,7 @@ import yaml
 
 from conftest import REPO
 from geoseg.errors import ConfigError
-from geoseg_pipelines.cluster import choose_cluster, describe, slurm_job_script
+from geoseg_pipelines.cluster import choose_cluster, describe, job_script
 
 SLURM = REPO / "configs" / "cluster" / "slurm.yaml"
 
@@ -42,7 +42,7 @@ def test_slurm_profile_job_script_has_the_configured_resources():
     config = yaml.safe_load(SLURM.read_text())["cluster"]
     choice = choose_cluster(cluster=SLURM)
     assert choice.kind == "slurm"
-    script = slurm_job_script(choice.options)
+    script = job_script("slurm", choice.options)
     assert f"#SBATCH --cpus-per-task={config['cores']}" in script
     assert f"#SBATCH -t {config['walltime']}" in script
     assert "#SBATCH --mem=30G" in script  # 32GB (decimal) as SLURM's GiB
@@ -56,7 +56,7 @@ def test_slurm_profile_values_flow_into_the_script(tmp_path):
     profile.write_text(yaml.safe_dump({"cluster": {
         "kind": "slurm", "cores": 4, "memory": "16GB", "walltime": "00:30:00",
         "processes": 2, "queue": "short"}}))
-    script = slurm_job_script(choose_cluster(cluster=profile).options)
+    script = job_script("slurm", choose_cluster(cluster=profile).options)
     assert "--cpus-per-task=4" in script and "-t 00:30:00" in script
     assert "#SBATCH -p short" in script and "--nworkers 2" in script
     assert "--mem=15G" in script
@@ -68,7 +68,7 @@ def test_unknown_profile_keys_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="corse"):
         choose_cluster(cluster=profile)
     profile.write_text("cluster:\n  kind: kubernetes\n")
-    with pytest.raises(ConfigError, match="valid: local, slurm"):
+    with pytest.raises(ConfigError, match="valid: local, slurm, pbs"):
         choose_cluster(cluster=profile)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .bundle import BundleMeta, ModelBundle
-from .devices import device_kind
+from .devices import device_kind, set_tf32
 from .tta import TTA, check_tta
 
 
@@ -117,13 +117,15 @@ def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *, tta: str 
     batch.
 
     inference_mode, channels_last, non-blocking copies; the network runs under autocast to
-    ``precision`` (a resolved name of ``devices.PRECISIONS``; float32: no autocast). The
+    ``precision`` (a resolved name of ``devices.PRECISIONS``; float32 and tf32: no
+    autocast, TF32 on CUDA only for tf32). The
     network sees whole tiles; softmax runs in float32. With
     ``tta`` (see :data:`TTA`) the mean of the views' probabilities, summed in a fixed order.
     """
     device = bundle.device
     views = TTA[check_tta(tta)]
     dtype = AUTOCAST.get(precision)
+    set_tf32(device, precision)
     n = batch.shape[0]
     with torch.inference_mode():
         x = batch.to(device, non_blocking=True)

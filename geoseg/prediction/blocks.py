@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ModelOutputError
 from ..inputs.scene import Scene, read_window, select_bands
 from ..outputs.rasters import output_tags
 from ..tiling import Block, BlockGrid, TileGrid, check_tiling
@@ -149,6 +150,7 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
         inputs = normalize_region(px, ok, bundle.meta, rescale=plan.rescale)  # (H, W, C)
         all_valid = bool(valid.all())
         del px
+        finite = torch.ones((), dtype=torch.bool, device=device)  # checked once a block
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         tiles = [tile for tile, _, _ in batch]
@@ -159,6 +161,7 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
         else:  # (N, H, W, C) viewed as (N, C, H, W): channels-last, no copy before forward
             x = torch.stack([inputs[rows, cols] for _, rows, cols in batch]).permute(0, 3, 1, 2)
         probs = forward_probabilities(bundle, x, tta=plan.tta, precision=plan.precision)
+        finite &= torch.isfinite(probs).all()
         weights = torch.stack([device_weights(plan.stitch, g, t, device) for t in tiles])
         if mask is not None:
             weights = weights * mask
@@ -170,5 +173,11 @@ def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndar
             add_tiles(acc, block.extent, tiles, probs, weights)
         if progress is not None:
             progress(len(batch))
+    if todo and not bool(finite):
+        raise ModelOutputError(
+            f"{plan.scene.path}: the network's output is not finite (NaN or infinity) in the "
+            f"block at row {block.window.row}, col {block.window.col} under {plan.precision}"
+            f"{'; float16 overflows in some networks' if plan.precision == 'float16' else ''}"
+            ": predict with --precision float32 (or bfloat16 on a GPU that has it)")
     w_rows, w_cols = block.window.slices(within=region)
     return PredictedBlock(block, acc, valid[w_rows, w_cols], len(todo), started)

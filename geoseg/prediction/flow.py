@@ -281,12 +281,15 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
     A block is finished as soon as it has run (only the blocks above and to its left spill
     into it), so the spill strips it sends on are the only state kept between blocks; the
     next block is read on a thread while the current one runs. ``stop`` (a Ctrl-C flag)
-    is checked before every block: the run ends with KeyboardInterrupt and no output.
+    is checked before every block: the run ends with KeyboardInterrupt and no output. A
+    torch or CUDA error (out of GPU memory, ...) ends it as one DeviceError line.
     """
+    from ..model.devices import device_errors
+
     incoming: dict[tuple[int, int], list[tuple[Window, np.ndarray]]]
     plan, tally, incoming = flow.plan, Tally(), {}
     steps = block_steps(flow)
-    with SceneWriter(flow) as writer, open_raster(plan.scene.path) as ds, \
+    with device_errors(), SceneWriter(flow) as writer, open_raster(plan.scene.path) as ds, \
             ThreadPoolExecutor(max_workers=1) as reader:
         next_read = reader.submit(read_block, ds, plan, steps[0].block)
         for i, step in enumerate(steps):

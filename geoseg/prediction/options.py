@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 
 from ..config import load_yaml
 from ..errors import ConfigError
-from ..model.devices import check_device, check_precision, device_kind
+from ..model.devices import Capabilities, check_device, check_precision, device_kind
 from ..model.tta import check_tta
 
 __all__ = ["PredictOptions", "load_predict_options", "options_from", "parse_bands"]
@@ -91,15 +91,17 @@ class PredictOptions:
             raise ConfigError(f"unknown resample mode {self.resample!r}; valid: "
                               f"{', '.join(RESAMPLE_MODES)}")
 
-    def resolved(self, device: str | None = None) -> PredictOptions:
-        """These options with ``auto`` decided on this machine: the device (``device`` when
-        the caller chose it for a whole cluster) and the precision for that device, so a
+    def resolved(self, device: str | None = None,
+                 capabilities: Capabilities | None = None) -> PredictOptions:
+        """These options with ``auto`` decided where the model runs: the device (``device``
+        when the caller chose it already) and the precision for that device, from
+        ``capabilities`` (what the model's process reported; default: this process), so a
         batch's plans, manifests and tags name what really ran."""
         from ..model.devices import resolve_device, resolve_precision
 
-        device = device or resolve_device(self.device)
+        device = device or resolve_device(self.device, capabilities)
         return replace(self, device=device,
-                       precision=resolve_precision(self.precision, device))
+                       precision=resolve_precision(self.precision, device, capabilities))
 
     def identity(self) -> dict:
         """The options that change output bytes (for manifests and resume checks)."""

@@ -1,0 +1,146 @@
+"""The worker layout of a local cluster, from the hardware (DESIGN.md promise 12).
+
+:func:`plan_layout` is a pure function from a machine (:class:`Hardware`: cores, the GPUs
+a process started here sees, memory) and the batch's choices to the worker processes a
+local cluster starts (:class:`Layout`):
+
+* a machine with GPUs: **one model worker per GPU**, pinned to it (``CUDA_VISIBLE_DEVICES``,
+  so it sees its GPU as ``cuda``), offering the resource ``GPU=1`` (a block's model task
+  needs it, so one runs at a time per GPU), with the machine's cores shared out as its
+  threads: reads, finishing, part files and rasters run on them around the model. Never a
+  model copy per CPU core on a shared GPU.
+* a machine without (or ``--device cpu``): one single-threaded worker per core, the layout
+  the benchmarks found fastest on CPUs (torch and GDAL each get one thread per process;
+  ``benchmarks/bench_throughput.py``).
+
+Memory per worker is the machine's share for its threads (what ``memory_limit: auto`` gives
+each worker). ``--dry-run`` prints the layout; :func:`pipelines.cluster.connect` starts it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from geoseg.errors import ConfigError
+
+GPU_RESOURCE = "GPU"
+"""The resource a model worker offers per GPU and a model task asks for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """A machine as a layout sees it."""
+
+    cores: int
+    gpus: tuple[str, ...] = ()
+    """The GPUs a process started here sees: ids or UUIDs, as CUDA_VISIBLE_DEVICES takes."""
+    memory: int = 0
+    """Bytes of RAM (0: unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """One worker process."""
+
+    name: str
+    threads: int
+    memory: int
+    """Its memory limit in bytes (0: none)."""
+    gpu: str | None = None
+    """The GPU it is pinned to (its CUDA_VISIBLE_DEVICES), None for a CPU worker."""
+
+    @property
+    def resources(self) -> dict[str, int]:
+        return {GPU_RESOURCE: 1} if self.gpu is not None else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The worker processes of a local cluster, and the device name its workers use."""
+
+    workers: tuple[WorkerSpec, ...]
+    device: str
+    """``cuda`` on pinned GPU workers (each sees only its GPU), else the batch's device."""
+
+    @property
+    def gpu_workers(self) -> int:
+        return sum(w.gpu is not None for w in self.workers)
+
+    def describe(self) -> str:
+        """What would start (for ``--dry-run``): processes, threads, GPU and memory each."""
+        if not self.workers:
+            return "local cluster: no workers"
+        lines = [f"local cluster: {len(self.workers)} worker process(es)"
+                 + (f", one per GPU (model tasks hold {GPU_RESOURCE}=1)" if self.gpu_workers
+                    else ", CPU only")]
+        groups: dict[tuple[int, int, bool], list[WorkerSpec]] = {}
+        for w in self.workers:
+            groups.setdefault((w.threads, w.memory, w.gpu is not None), []).append(w)
+        for (threads, memory, gpu), members in groups.items():
+            where = (f"GPU {', '.join(str(w.gpu) for w in members)} (CUDA_VISIBLE_DEVICES, "
+                     "seen as cuda)" if gpu else "no GPU")
+            lines.append(f"  {len(members)} x {threads} thread(s), {where}, memory limit "
+                         f"{_gib(memory)}")
+        return "\n".join(lines)
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes else "none"
+
+
+def plan_layout(hardware: Hardware, *, device: str = "auto", workers: int | None = None,
+                threads_per_worker: int = 1) -> Layout:
+    """The local cluster for ``hardware`` (see the module's docstring).
+
+    ``device`` is the batch's ``--device``: ``cpu`` lays out CPU workers even where there
+    are GPUs; ``cuda:N`` one model worker pinned to the N-th visible GPU. ``workers``
+    (``--workers``) is the number of worker processes: on a GPU machine, how many of its
+    GPUs to use (more than it has would share a GPU between model copies, and is refused).
+    ``threads_per_worker`` applies to CPU workers.
+    """
+    cores = max(1, hardware.cores)
+    gpus = hardware.gpus if device != "cpu" else ()
+    if device.startswith("cuda") and not gpus:
+        raise ConfigError(f"--device {device}: this machine has no GPU to start a worker "
+                          "on; use --device cpu or auto")
+    if device.startswith("cuda:"):
+        index = int(device[5:])
+        if index >= len(gpus):
+            raise ConfigError(f"--device {device}: this machine's processes see "
+                              f"{len(gpus)} GPU(s) (cuda:0-cuda:{len(gpus) - 1})")
+        gpus = (gpus[index],)
+    if gpus:
+        if workers is not None and workers > len(gpus):
+            raise ConfigError(f"--workers {workers}: this machine has {len(gpus)} GPU(s), "
+                              "and geoseg runs one model worker per GPU; give --workers "
+                              f"{len(gpus)} or fewer (or --device cpu for CPU workers)")
+        used = gpus[:workers] if workers is not None else gpus
+        threads = max(1, cores // len(used))
+        memory = hardware.memory // len(used)
+        specs = tuple(WorkerSpec(f"gpu-{gpu}", threads, memory, gpu) for gpu in used)
+        return Layout(specs, "cuda")
+    threads = max(1, threads_per_worker)
+    count = workers if workers is not None else max(1, cores // threads)
+    memory = int(hardware.memory * min(1.0, threads / cores))
+    specs = tuple(WorkerSpec(str(i), threads, memory) for i in range(count))
+    return Layout(specs, device)
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def this_machine() -> Hardware:
+    """This machine: the cores this process may use, the GPUs a worker started here would
+    see (no torch, no CUDA initialized) and its RAM."""
+    import psutil
+
+    from geoseg.model.devices import visible_gpus
+
+    return Hardware(available_cores(), visible_gpus(), int(psutil.virtual_memory().total))
