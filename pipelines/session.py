@@ -23,7 +23,7 @@ from geoseg.prediction.options import PredictOptions
 
 from .cluster import RUNNERS, ClusterChoice, connect
 from .logs import library_logs
-from .outcomes import BatchInterrupted, SceneOutcome, write_summary
+from .outcomes import BatchInterrupted, SceneOutcome, announce_unplanned, write_summary
 from .progress import TileProgress
 
 if TYPE_CHECKING:
@@ -104,6 +104,16 @@ def predict_batch(choice: ClusterChoice, paths: Sequence[str | os.PathLike], out
                         paths, out, model=model, options=options, progress=progress,
                         echo=progress.write, model_sha256=model_sha256, stop=stop,
                         on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
+            elif (done := already_complete(choice, paths, out, model=model, options=options,
+                                           model_sha256=model_sha256)) is not None:
+                echo("every scene is complete for this model and options: no cluster "
+                     "to start")
+                outcomes = done
+                with TileProgress() as progress:
+                    for outcome in outcomes:
+                        announce_unplanned(
+                            outcome, echo=progress.write,
+                            on_failure=lambda o: progress.write(f"error: {o.error}", err=True))
             else:
                 from .run import run_batch  # dask.distributed: only when a cluster runs
 
@@ -123,6 +133,34 @@ def predict_batch(choice: ClusterChoice, paths: Sequence[str | os.PathLike], out
         error = str(exc.strerror or exc)
     write_batch_pages(out, outcomes)
     return BatchResult(outcomes, interrupted, summary, error, log)
+
+
+def already_complete(choice: ClusterChoice, paths: Sequence[str | os.PathLike], out: Path, *,
+                     model: str, options: PredictOptions,
+                     model_sha256: str) -> list[SceneOutcome] | None:
+    """The outcomes of a batch whose every scene is complete for this model and options
+    (a rerun of a finished batch), so no cluster is started for it; None when some scene
+    must run. Only for a local cluster (its workers would run on this machine, so this
+    machine resolves ``auto`` as they would), and only when every scene's folder holds a
+    manifest: a batch with new scenes goes straight to its cluster."""
+    from geoseg.inputs.sources import folder_names
+    from geoseg.model.meta import read_meta
+
+    from .manifest import manifest_path
+    from .resume import plan_scenes
+    from .run import resolve_on_workers, worker_capabilities
+
+    if choice.kind != "local" or options.overwrite:
+        return None
+    names = folder_names(paths)
+    if not all(manifest_path(out / names[os.fspath(p)]).is_file() for p in paths):
+        return None
+    resolved = resolve_on_workers(options, worker_capabilities(None))
+    planned = plan_scenes(paths, out, model_path=Path(model).resolve(), meta=read_meta(model),
+                          model_sha256=model_sha256, options=resolved)
+    if any(scene.job is not None for scene in planned):
+        return None
+    return [scene.outcome for scene in planned]
 
 
 def write_batch_pages(out: Path, outcomes: Sequence[SceneOutcome]) -> None:

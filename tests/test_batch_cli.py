@@ -153,3 +153,25 @@ def test_dry_run_after_a_complete_run_says_skip(tmp_path, model, scheduler):
     assert code == 0, output
     row = next(line for line in output.splitlines() if line.startswith("s.tif"))
     assert row.split()[1] == "skip", output
+
+
+def test_a_rerun_of_a_complete_batch_starts_no_cluster(tmp_path, model):
+    scenes = [write_raster(tmp_path / f"s{i}.tif", smooth_noise((64, 64), seed=i))
+              for i in range(2)]
+    out = tmp_path / "out"
+    args = ["predict", *scenes, "-m", model, "-o", out, "--runner", "dask", "--workers", "1",
+            "--dashboard", "127.0.0.1:0", "--no-preview"]
+    code, first = run_cli(*args)
+    assert code == 0, first
+    assert "local cluster: 1 worker process(es)" in first
+    code, again = run_cli(*args)
+    assert code == 0, again
+    assert "no cluster to start" in again and "local cluster" not in again
+    assert again.count("complete for this model and options, skipped") == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["status"] for s in summary["scenes"]] == ["skipped", "skipped"]
+    # one new scene: the cluster starts again for it
+    write_raster(tmp_path / "s2.tif", smooth_noise((64, 64), seed=2))
+    code, third = run_cli(*args[:3], tmp_path / "s2.tif", *args[3:])
+    assert code == 0, third
+    assert "local cluster: 1 worker process(es)" in third
