@@ -8,7 +8,7 @@ MODEL ?= models/buildings.safetensors
 DEMO_SCENE := data/demo/23429155_15_uint8_clipped.tif
 DEMO_LABELS := data/demo/23429155_15.gpkg
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install bench gpu-check gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,22 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_vectorized_predict
 	$(BIN)/python -m benchmarks.bench_memory_tree
 	$(BIN)/python -m benchmarks.bench_small_job
+
+# The GPU check (benchmarks/gpu_check.py): on this machine's device in CPU mode; on a GPU
+# machine without network, `make gpu-wheels` here first and carry .whl/ with the tree
+# (benchmarks/gpu_check.sh installs them there; about 45 MB, under the 64 MiB a run carries).
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check --device cpu --quick
+
+GPU_WHEELS := rasterio==1.4.4 affine attrs certifi click-plugins cligj pyparsing shapely \
+  segmentation-models-pytorch pystac python-dateutil dask distributed tornado tblib zict \
+  partd locket urllib3 six
+gpu-wheels:
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d .whl \
+	  $(GPU_WHEELS)
+	du -sh .whl
 
 clean:
 	rm -rf out .pytest_cache
