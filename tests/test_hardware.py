@@ -78,6 +78,22 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     assert visible_gpus() == ()
 
 
+def test_gpus_are_counted_from_the_device_nodes(monkeypatch):
+    import glob
+
+    import geoseg.model.devices as devices
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(devices, "cuda_present", lambda: True)
+    nodes = ["/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"]
+    monkeypatch.setattr(glob, "glob", lambda pattern: nodes)
+    assert devices.visible_gpus() == ("0", "1")
+    nodes[:] = []  # WSL2 or ROCm: a GPU the nodes cannot count
+    assert devices.visible_gpus() == ("0",)
+    monkeypatch.setattr(devices, "cuda_present", lambda: False)
+    assert devices.visible_gpus() == ()
+
+
 def test_a_local_cluster_starts_the_layout_pinned_and_with_resources():
     """Two 'GPU' workers on this CPU machine: the mechanism (pinning by the nanny's env,
     the GPU resource, threads) is what a GPU machine gets; CUDA itself is not touched."""

@@ -55,8 +55,9 @@ def cuda_present() -> bool:
 def visible_gpus() -> tuple[str, ...]:
     """The CUDA devices a process started here would see, without torch or CUDA: the
     entries of ``CUDA_VISIBLE_DEVICES`` when it is set (ids or UUIDs; empty: none), else
-    one per NVIDIA device node (``/dev/nvidia0``, ...), as their ids. What the layout of a
-    local cluster is planned from; the workers' own probe decides device and precision."""
+    one per NVIDIA device node (``/dev/nvidia0``, ...), as their ids (one, ``0``, on WSL2
+    and ROCm, which have no such nodes). What the layout of a local cluster is planned
+    from; the workers' own probe decides device and precision."""
     import glob
     import re
 
@@ -71,6 +72,8 @@ def visible_gpus() -> tuple[str, ...]:
     if not cuda_present():
         return ()
     nodes = [n for n in glob.glob("/dev/nvidia*") if re.fullmatch(r"/dev/nvidia\d+", n)]
+    if not nodes:  # WSL2 or ROCm: a GPU without NVIDIA nodes to count; the workers count
+        return ("0",)
     return tuple(str(i) for i in sorted(int(n[11:]) for n in nodes))
 
 
