@@ -101,8 +101,8 @@ def plan_layout(hardware: Hardware, *, device: str = "auto", workers: int | None
     cores = max(1, hardware.cores)
     gpus = hardware.gpus if device != "cpu" else ()
     if device.startswith("cuda") and not gpus:
-        raise ConfigError(f"--device {device}: this machine has no GPU to start a worker "
-                          "on; use --device cpu or auto")
+        raise ConfigError(f"--device {device}: this machine has no CUDA device to start a "
+                          "model worker on; use --device cpu or auto")
     if device.startswith("cuda:"):
         index = int(device[5:])
         if index >= len(gpus):

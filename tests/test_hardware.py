@@ -63,7 +63,7 @@ def test_a_second_model_copy_on_a_gpu_is_refused(kwargs, words):
 
 
 def test_cuda_on_a_machine_without_a_gpu_is_refused_before_any_cluster():
-    with pytest.raises(ConfigError, match="no GPU"):
+    with pytest.raises(ConfigError, match="no CUDA device"):
         plan_layout(Hardware(cores=4), device="cuda")
 
 

@@ -52,9 +52,13 @@ class CountingNetwork(torch.nn.Module):
 
 
 def counting(bundle):
+    """``bundle`` prepared for prediction around a counting network (preparing copies an
+    unprepared network: the counter that prediction increments is this bundle's)."""
     from dataclasses import replace
 
-    return replace(bundle, network=CountingNetwork(bundle.network))
+    from geoseg.model.optimize import for_inference
+
+    return for_inference(replace(bundle, network=CountingNetwork(bundle.network)))
 
 
 GRIDS = {

@@ -125,3 +125,30 @@ def test_a_bundle_with_an_unknown_tta_is_refused_when_read(tmp_path, make_bundle
     save_bundle(replace(bundle, meta=replace(bundle.meta, tta="sideways")), path)
     with pytest.raises(BundleError, match=r"odd.safetensors.*tta 'sideways'"):
         read_meta(path)
+
+
+@pytest.mark.parametrize("tta", ["flips", "d4"])
+def test_views_go_through_together_where_the_device_wants_it(make_bundle, monkeypatch, tta):
+    """On CUDA every view of a batch goes through the network in one call (views x batch
+    tiles); the probabilities are those of one view at a time, up to float rounding."""
+    import geoseg.model.inference as inference
+
+    bundle = load_bundle(make_bundle(arch="tinycnn", seed=2))
+    x = random_batch(n=3, seed=4)
+    one_at_a_time = forward_probabilities(bundle, x, tta=tta)
+    calls = []
+    network = bundle.network
+
+    class Counting(torch.nn.Module):
+        def forward(self, batch):
+            calls.append(batch.shape[0])
+            return network(batch)
+
+    monkeypatch.setattr(inference, "views_per_forward", lambda device, views: views)
+    import dataclasses
+
+    counted = dataclasses.replace(bundle, network=Counting())
+    together = forward_probabilities(counted, x, tta=tta)
+    assert calls == [3 * len(TTA[tta])]
+    torch.testing.assert_close(together, one_at_a_time, atol=1e-5, rtol=1e-5)
+    assert inference.views_per_forward.__name__ == "<lambda>"  # the patch took effect

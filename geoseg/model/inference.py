@@ -111,6 +111,14 @@ def _unview(p: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def views_per_forward(device: str, views: int) -> int:
+    """How many TTA views of a batch go through the network together: all of them on CUDA
+    (one launch sequence of ``views x batch`` tiles keeps the GPU busy, where each view
+    alone would be a small batch), one at a time elsewhere (a CPU's throughput does not grow
+    with the batch, and its memory would grow ``views`` times)."""
+    return views if device_kind(device) == "cuda" else 1
+
+
 def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *, tta: str = "none",
                           precision: str = "float32") -> torch.Tensor:
     """Class probabilities (N, K, H, W) float32 on the model's device for a normalized
@@ -118,32 +126,39 @@ def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *, tta: str 
 
     inference_mode, channels_last, non-blocking copies; the network runs under autocast to
     ``precision`` (a resolved name of ``devices.PRECISIONS``; float32 and tf32: no
-    autocast, TF32 on CUDA only for tf32). The
-    network sees whole tiles; softmax runs in float32. With
-    ``tta`` (see :data:`TTA`) the mean of the views' probabilities, summed in a fixed order.
+    autocast, TF32 on CUDA only for tf32). The network sees whole tiles; softmax runs in
+    float32. With ``tta`` (see :data:`TTA`) the mean of the views' probabilities, summed in
+    a fixed order; the views go through the network :func:`views_per_forward` at a time.
     """
     device = bundle.device
     views = TTA[check_tta(tta)]
     dtype = AUTOCAST.get(precision)
     set_tf32(device, precision)
     n = batch.shape[0]
+    together = views_per_forward(device, len(views))
     with torch.inference_mode():
         x = batch.to(device, non_blocking=True)
         if bundle.fixed_batch is not None and n < bundle.fixed_batch:
             # a compiled network runs one batch size; zeros pad the rest and are dropped
             pad = x.new_zeros((bundle.fixed_batch - n, *x.shape[1:]))
             x = torch.cat([x, pad])
+        m = x.shape[0]
         total: torch.Tensor | None = None
-        for k, flip in views:
-            xv = _view(x, k, flip).contiguous(memory_format=torch.channels_last)
+        for first in range(0, len(views), together):
+            group = views[first:first + together]
+            xv = torch.cat([_view(x, k, flip) for k, flip in group]) if len(group) > 1 \
+                else _view(x, *group[0])
+            xv = xv.contiguous(memory_format=torch.channels_last)
             if dtype is not None:
                 with torch.autocast(device_kind(device), dtype=dtype):
                     logits = bundle.network(xv)
             else:
                 logits = bundle.network(xv)
             # softmax over classes is twice as fast on a contiguous (NCHW) tensor on the CPU
-            p = _unview(torch.softmax(logits.float().contiguous(), dim=1), k, flip)
-            total = p if total is None else total.add_(p)
+            probs = torch.softmax(logits.float().contiguous(), dim=1)
+            for i, (k, flip) in enumerate(group):
+                p = _unview(probs[i * m:(i + 1) * m], k, flip)
+                total = p if total is None else total.add_(p)
         assert total is not None  # TTA modes have one view or more
         if len(views) > 1:
             total = total.div_(len(views)).contiguous()

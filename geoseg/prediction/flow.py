@@ -23,8 +23,10 @@ construction: the same functions make every byte. No dask here.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -273,42 +275,83 @@ class SceneWriter:
         self._stack.__exit__(*exc)
 
 
+READ_AHEAD = 4
+"""Most blocks read ahead of the model in the local runner (one reader thread each, with
+its own dataset: GDAL releases the GIL while it decodes)."""
+
+
+def reader_threads() -> int:
+    """Reader threads for the local runner: the cores left beside the one that feeds the
+    model, at most :data:`READ_AHEAD` (one on a 2-core machine, as before)."""
+    return max(1, min(READ_AHEAD, (os.cpu_count() or 2) - 1))
+
+
 def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
               progress: Callable[[int], None] | None = None,
-              stop: threading.Event | None = None) -> tuple[Tally, dict[str, str]]:
+              stop: threading.Event | None = None,
+              readers: int | None = None) -> tuple[Tally, dict[str, str]]:
     """Run every step of ``flow`` in one process, blocks in row-major order.
 
-    A block is finished as soon as it has run (only the blocks above and to its left spill
-    into it), so the spill strips it sends on are the only state kept between blocks; the
-    next block is read on a thread while the current one runs. ``stop`` (a Ctrl-C flag)
-    is checked before every block: the run ends with KeyboardInterrupt and no output. A
-    torch or CUDA error (out of GPU memory, ...) ends it as one DeviceError line.
+    Three kinds of threads keep the model busy: ``readers`` threads (default
+    :func:`reader_threads`) read the next blocks, each with its own dataset; this thread
+    only feeds the model, block after block; one finisher thread takes each computed block
+    in order and does the host work after the model (spill strips, finish, class counts,
+    polygons, staging writes) while the next block runs. A block is finished as soon as it
+    has run (only the blocks above and to its left spill into it), so the spill strips it
+    sends on are the only state kept between blocks, and at most two computed blocks are
+    alive at a time. ``stop`` (a Ctrl-C flag) is checked before every block: the run ends
+    with KeyboardInterrupt and no output. A torch or CUDA error (out of GPU memory, ...)
+    ends it as one DeviceError line.
     """
     from ..model.devices import device_errors
 
     incoming: dict[tuple[int, int], list[tuple[Window, np.ndarray]]]
     plan, tally, incoming = flow.plan, Tally(), {}
     steps = block_steps(flow)
-    with device_errors(), SceneWriter(flow) as writer, open_raster(plan.scene.path) as ds, \
-            ThreadPoolExecutor(max_workers=1) as reader:
-        next_read = reader.submit(read_block, ds, plan, steps[0].block)
-        for i, step in enumerate(steps):
-            if stop is not None and stop.is_set():
-                raise KeyboardInterrupt
-            pixels, valid = next_read.result()
-            if i + 1 < len(steps):
-                next_read = reader.submit(read_block, ds, plan, steps[i + 1].block)
-            predicted = predict_block(bundle, plan, step.block, pixels, valid,
-                                      batch_size=batch_size, progress=progress)
-            del pixels, valid
-            for key, strip in spill_strips(flow, predicted).items():
-                incoming.setdefault(key, []).append(strip)
-            # every source came earlier in row-major order: its strips are all here
-            finished = finish_block(flow, predicted, incoming.pop(step.key, []))
-            del predicted
-            writer.write(finished)
-            tally.add(finished.done)
-        outputs = writer.publish()
+    readers = readers or reader_threads()
+    # one dataset per reader, opened and closed here (a rasterio dataset closes its GDAL
+    # environment with it, in the thread that opened it); a read takes a free one
+    datasets, free = ExitStack(), queue.SimpleQueue[Any]()
+
+    def read(block: Block) -> tuple[np.ndarray, np.ndarray]:
+        ds = free.get()
+        try:
+            return read_block(ds, plan, block)
+        finally:
+            free.put(ds)
+
+    def finish_and_write(step: BlockStep, predicted: PredictedBlock) -> None:
+        for key, strip in spill_strips(flow, predicted).items():
+            incoming.setdefault(key, []).append(strip)
+        # every source came earlier in row-major order: its strips are all here
+        finished = finish_block(flow, predicted, incoming.pop(step.key, []))
+        writer.write(finished)
+        tally.add(finished.done)
+
+    with datasets:
+        for _ in range(min(readers, len(steps))):
+            free.put(datasets.enter_context(open_raster(plan.scene.path)))
+        with device_errors(), SceneWriter(flow) as writer, \
+                ThreadPoolExecutor(max_workers=readers) as reader, \
+                ThreadPoolExecutor(max_workers=1) as finisher:
+            reads = deque(reader.submit(read, step.block) for step in steps[:readers])
+            finishing = None
+            for i, step in enumerate(steps):
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
+                pixels, valid = reads.popleft().result()
+                if i + readers < len(steps):
+                    reads.append(reader.submit(read, steps[i + readers].block))
+                predicted = predict_block(bundle, plan, step.block, pixels, valid,
+                                          batch_size=batch_size, progress=progress)
+                del pixels, valid
+                if finishing is not None:
+                    finishing.result()  # the previous block is written: one in flight
+                finishing = finisher.submit(finish_and_write, step, predicted)
+                del predicted
+            if finishing is not None:
+                finishing.result()
+            outputs = writer.publish()
     return tally, outputs
 
 
