@@ -60,6 +60,10 @@ class _Running:
         return time.perf_counter() - max(0.0, time.time() - self.first_block)
 
 
+WORKER_WAIT = 300
+"""Seconds a batch waits for a scheduler's first worker before it says so in one line."""
+
+
 def model_workers(client: Any) -> list[str] | None:
     """The workers that run the model: those offering a ``GPU`` resource when any does
     (model tasks go only there), else all (None)."""
@@ -76,6 +80,12 @@ def worker_capabilities(client: Any) -> list[Capabilities]:
 
     if client is None:
         return [probe_capabilities()]
+    if not client.scheduler_info().get("workers"):  # a scheduler whose workers still start
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT)
+        except TimeoutError as exc:
+            raise ConfigError(f"no worker joined the scheduler within {WORKER_WAIT} s; start "
+                              "workers (dask worker ADDRESS) or check the cluster") from exc
     return list(client.run(probe_capabilities, workers=model_workers(client)).values())
 
 
