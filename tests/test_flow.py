@@ -158,3 +158,26 @@ def test_block_steps_list_every_block_after_its_sources(tmp_path, make_bundle):
         seen.add(step.key)
     assert any(len(s.sources) == 3 for s in steps)
     assert flow.vector is not None and flow.vector.blocks == flow.plan.blocks
+
+
+@pytest.mark.parametrize("readers, alongside", [(1, True), (3, False), (3, True)])
+def test_reader_and_finisher_threads_change_no_byte(tmp_path, make_bundle, monkeypatch,
+                                                    readers, alongside):
+    """The local runner with several readers (a dataset each) and the finisher thread
+    writes what one reader and inline finishing write (this 2-core machine finishes inline
+    by default: both paths are forced here)."""
+    import geoseg.prediction.flow as flow
+
+    scene = write_raster(tmp_path / "scene.tif", smooth_noise((230, 190), seed=7))
+    model = make_bundle(arch="tinycnn", tile_size=64, overlap=32, seed=5)
+    options = PredictOptions(block_size=64, probabilities=True, vectorize=True)
+
+    def run(name, readers, alongside):
+        monkeypatch.setattr(flow, "reader_threads", lambda: readers)
+        monkeypatch.setattr(flow, "finish_alongside", lambda device: alongside)
+        out = tmp_path / name
+        predict_scene(scene, out, model=model, options=options)
+        return [(out / "scene" / n).read_bytes()
+                for n in ("classes.tif", "probabilities.tif", "polygons.gpkg")]
+
+    assert run("threads", readers, alongside) == run("plain", 1, False)
