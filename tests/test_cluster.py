@@ -90,3 +90,66 @@ def test_slurm_dry_run_shows_the_job_script(tmp_path):
     assert result.exit_code == 0, result.output
     assert "#SBATCH --cpus-per-task=8" in result.output
     assert "#SBATCH -t 02:00:00" in result.output
+
+
+class _FakeJobQueue:
+    """dask-jobqueue's SLURMCluster/PBSCluster stood in for by a LocalCluster on 127.0.0.1
+    whose jobs are worker processes started here; ``starts`` False: no job ever starts
+    (a queue that never runs it)."""
+
+    def __init__(self, starts: bool = True):
+        from distributed import LocalCluster
+
+        calls, starts_ = [], starts
+
+        class Cluster(LocalCluster):
+            def __init__(self, **kwargs):
+                calls.append(("init", kwargs))
+                super().__init__(n_workers=0, threads_per_worker=1, processes=True,
+                                 dashboard_address="127.0.0.1:0")
+
+            def scale(self, n=None, jobs=None, **kwargs):
+                calls.append(("scale", jobs))
+                return super().scale(jobs if starts_ and jobs is not None else 0)
+
+            def adapt(self, minimum_jobs=0, maximum_jobs=0, **kwargs):
+                calls.append(("adapt", minimum_jobs, maximum_jobs))
+
+        self.calls = calls
+        self.SLURMCluster = self.PBSCluster = Cluster
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_an_adaptive_batch_system_cluster_starts_one_job_then_adapts(kind, monkeypatch):
+    import geoseg_pipelines.cluster as cluster
+    from geoseg_pipelines.cluster import ClusterChoice, connect
+
+    fake = _FakeJobQueue()
+    monkeypatch.setattr(cluster, "_jobqueue", lambda: fake)
+    choice = ClusterChoice(kind, options={"cores": 2, "minimum_jobs": 0, "maximum_jobs": 3},
+                           source="profile.yaml")
+    with connect(choice, echo=lambda line: None) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
+    asked = [c for c in fake.calls[1:] if c != ("scale", None)]  # None: LocalCluster's close
+    assert asked == [("scale", 1), ("adapt", 0, 3)]
+    assert fake.calls[0][1]["cores"] == 2 and "minimum_jobs" not in fake.calls[0][1]
+
+
+def test_a_queue_that_never_starts_a_job_is_one_line_not_a_hang(monkeypatch):
+    import geoseg_pipelines.cluster as cluster
+    from geoseg_pipelines.cluster import ClusterChoice, connect
+
+    monkeypatch.setattr(cluster, "_jobqueue", lambda: _FakeJobQueue(starts=False))
+    choice = ClusterChoice("slurm", options={"minimum_jobs": 0, "maximum_jobs": 2,
+                                             "start_timeout": 2}, source="profile.yaml")
+    with pytest.raises(ConfigError, match="no SLURM worker started within 2 s"):
+        with connect(choice, echo=lambda line: None):
+            pass
+
+
+def test_the_pbs_profile_job_script_asks_for_one_gpu_per_job():
+    choice = choose_cluster(cluster=REPO / "configs" / "cluster" / "pbs.yaml")
+    assert choice.kind == "pbs"
+    text = describe(choice)
+    assert "#PBS -l select=1:ncpus=8:ngpus=1:mem=32GB" in text
+    assert "--resources GPU=1" in text and "0-4 job(s), adapting" in text
