@@ -194,7 +194,13 @@ def connect(choice: ClusterChoice, *,
     from distributed import Client, LocalCluster
 
     if choice.kind == "address":
-        with Client(choice.address) as client:
+        try:
+            client = Client(choice.address)
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"--scheduler {choice.address}: cannot reach a Dask scheduler "
+                              f"there ({str(exc).splitlines()[0]}); start one (dask "
+                              "scheduler) or check the address") from exc
+        with client:
             echo(f"scheduler {choice.address}, dashboard {client.dashboard_link}")
             yield client
         return

@@ -126,21 +126,11 @@ def plan_layout(hardware: Hardware, *, device: str = "auto", workers: int | None
     return Layout(specs, device)
 
 
-def available_cores() -> int:
-    """CPU cores this process may use (affinity-aware)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def this_machine() -> Hardware:
     """This machine: the cores this process may use, the GPUs a worker started here would
     see (no torch, no CUDA initialized) and its RAM."""
     import psutil
 
-    from geoseg.model.devices import visible_gpus
+    from geoseg.model.devices import available_cores, visible_gpus
 
     return Hardware(available_cores(), visible_gpus(), int(psutil.virtual_memory().total))

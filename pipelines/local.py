@@ -19,7 +19,6 @@ from typing import Any
 
 from geoseg.errors import GeosegError
 from geoseg.inputs.scene import gdal_env
-from geoseg.model.devices import device_error
 from geoseg.prediction.options import PredictOptions
 
 from .outcomes import BatchInterrupted, SceneOutcome, announce_unplanned, mark_failed
@@ -95,11 +94,7 @@ def run_batch_local(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.
                     rest.outcome.status = "interrupted"
                     rest.outcome.error = "interrupted (Ctrl-C); rerun to finish"
             raise BatchInterrupted([s.outcome for s in planned]) from exc
-        except Exception as exc:  # noqa: BLE001 - judged below: ours, OS or device errors
-            if not isinstance(exc, (GeosegError, OSError)):
-                exc = device_error(exc) or exc
-                if not isinstance(exc, GeosegError):
-                    raise
+        except (GeosegError, OSError) as exc:  # device errors arrive as DeviceError
             mark_failed(outcome, exc)
             outcome.seconds = round(time.perf_counter() - started, 3)
             remove_scene_leftovers(job.flow.outputs.folder)

@@ -153,3 +153,28 @@ def test_the_pbs_profile_job_script_asks_for_one_gpu_per_job():
     text = describe(choice)
     assert "#PBS -l select=1:ncpus=8:ngpus=1:mem=32GB" in text
     assert "--resources GPU=1" in text and "0-4 job(s), adapting" in text
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path):
+    """Nothing listens on the port: one error line, exit 2, no traceback."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import smooth_noise, write_raster
+
+    with socket.socket() as sock:  # a free port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    scene = write_raster(tmp_path / "s.tif", smooth_noise((64, 64)))
+    model = REPO / "models" / "buildings-massachusetts.safetensors"
+    proc = subprocess.run([sys.executable, "-c", "from geoseg_pipelines.cli import main; "
+                           "main()", "predict", str(scene), "-m", str(model), "-o",
+                           str(tmp_path / "out"), "--scheduler", f"tcp://127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"})
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --scheduler tcp://127.0.0.1:")
+    assert "cannot reach a Dask scheduler" in lines[0]

@@ -52,6 +52,15 @@ def cuda_present() -> bool:
     return True
 
 
+def available_cores() -> int:
+    """CPU cores this process may use (affinity-aware: a container's or a batch job's
+    share, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def visible_gpus() -> tuple[str, ...]:
     """The CUDA devices a process started here would see, without torch or CUDA: the
     entries of ``CUDA_VISIBLE_DEVICES`` when it is set (ids or UUIDs; empty: none), else

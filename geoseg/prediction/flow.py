@@ -283,7 +283,9 @@ its own dataset: GDAL releases the GIL while it decodes)."""
 def reader_threads() -> int:
     """Reader threads for the local runner: the cores left beside the one that feeds the
     model, at most :data:`READ_AHEAD` (one on a 2-core machine, as before)."""
-    return max(1, min(READ_AHEAD, (os.cpu_count() or 2) - 1))
+    from ..model.devices import available_cores
+
+    return max(1, min(READ_AHEAD, available_cores() - 1))
 
 
 def finish_alongside(device: str) -> bool:
@@ -291,9 +293,9 @@ def finish_alongside(device: str) -> bool:
     runs: on CUDA (the thread that feeds the GPU is free while it computes) and on CPUs
     with cores to spare; not on 2 cores, where torch's forward already takes both and the
     finisher would only compete with it (measured: 4% slower on the 1x1-model ceiling)."""
-    from ..model.devices import device_kind
+    from ..model.devices import available_cores, device_kind
 
-    return device_kind(device) == "cuda" or (os.cpu_count() or 1) > 2
+    return device_kind(device) == "cuda" or available_cores() > 2
 
 
 def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,

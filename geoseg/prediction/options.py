@@ -97,8 +97,10 @@ class PredictOptions:
         when the caller chose it already) and the precision for that device, from
         ``capabilities`` (what the model's process reported; default: this process), so a
         batch's plans, manifests and tags name what really ran."""
-        from ..model.devices import resolve_device, resolve_precision
+        from ..model.devices import probe_capabilities, resolve_device, resolve_precision
 
+        if capabilities is None and "auto" in (device or self.device, self.precision):
+            capabilities = probe_capabilities()  # once, for the device and the precision
         device = device or resolve_device(self.device, capabilities)
         return replace(self, device=device,
                        precision=resolve_precision(self.precision, device, capabilities))
