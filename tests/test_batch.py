@@ -5,6 +5,8 @@ worker killed mid-run changes nothing."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from pathlib import Path
 import signal
 import threading
 import time
@@ -253,3 +255,45 @@ def test_each_scenes_seconds_run_from_its_first_block(data, tmp_path):
     state = _Running(PlannedScene(SceneOutcome("s")), started=time.perf_counter() - 100)
     state.first_block = time.time() - 2.0
     assert 1.9 < time.perf_counter() - state.own_start() < 2.5  # not the 100 s since submit
+
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "models" / "buildings.safetensors"
+DEMO = REPO / "data" / "demo" / "23429155_15_uint8_clipped.tif"
+
+
+@pytest.fixture(scope="module")
+def shipped_in_process(tmp_path_factory):
+    """The shipped model on the demo scene in-process, blocks of one tile (192 px: 12
+    blocks, as many forward passes before batches spanned blocks) and of the whole scene;
+    torch on two threads, here and in the test cluster's workers (a CPU convolution's bits
+    depend on its thread count: README, "Byte identities"; on one thread this network's
+    batch of one takes the same path as its batch of eight)."""
+    import torch
+
+    root = tmp_path_factory.mktemp("shipped")
+    options = PredictOptions(probabilities=True, tta="none", batch_size=8, threads=2)
+    outputs, threads = {}, torch.get_num_threads()
+    try:
+        for block in (192, 1024):
+            predict_scene(DEMO, root / str(block), model=SHIPPED,
+                          options=replace(options, block_size=block))
+            outputs[block] = [(root / str(block) / DEMO.stem / n).read_bytes()
+                              for n in RASTERS]
+    finally:
+        torch.set_num_threads(threads)
+    return options, outputs
+
+
+def test_the_shipped_model_writes_the_same_bytes_across_block_sizes_and_runners(
+        client, shipped_in_process, tmp_path):
+    """A real network on two CPU threads: a batch of one tile takes another convolution
+    path than a batch of eight (probabilities 3e-7 apart, some bytes of probabilities.tif
+    differ), so the identity holds only because every forward pass has the same size
+    (batches fill across blocks in-process; a Dask block pads its last batch)."""
+    options, outputs = shipped_in_process
+    assert outputs[192] == outputs[1024]
+    outcomes = run_batch(client, [DEMO], tmp_path, model=SHIPPED,
+                         options=replace(options, block_size=192))
+    assert [o.status for o in outcomes] == ["done"], [o.error for o in outcomes]
+    assert [(tmp_path / DEMO.stem / n).read_bytes() for n in RASTERS] == outputs[1024]

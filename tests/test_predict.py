@@ -40,14 +40,15 @@ def whole_image_classes(bundle, pixels, valid, precision="float32"):
 
 
 class CountingNetwork(torch.nn.Module):
-    """Wraps a network and counts the tiles it sees."""
+    """Wraps a network and counts the tiles it sees, and each forward pass's batch size."""
 
     def __init__(self, inner):
         super().__init__()
-        self.inner, self.tiles = inner, 0
+        self.inner, self.tiles, self.batches = inner, 0, []
 
     def forward(self, x):
         self.tiles += x.shape[0]
+        self.batches.append(x.shape[0])
         return self.inner(x)
 
 
@@ -142,17 +143,21 @@ def test_smp_unet_tiled_agrees_with_whole_image(tmp_path, make_bundle, stitch, m
 @pytest.mark.parametrize("stitch", ["blend", "center"])
 def test_block_size_changes_no_output_byte_and_each_tile_runs_once(tmp_path, make_bundle,
                                                                     stitch):
+    """Batches fill across blocks: every forward pass holds --batch-size tiles whatever the
+    block size (blocks of 1, 4 and 16 tiles here), the scene's last batch padded."""
     scene = write_raster(tmp_path / "scene.tif", smooth_noise((200, 170), seed=2))
     model = make_bundle(arch="tinycnn", tile_size=64, overlap=32)
     stride = 32
+    grid = TileGrid.build(height=200, width=170, size=64, overlap=32)
+    assert len(grid) % 8, "a scene whose tiles fill whole batches tests no padding"
     outputs = []
     for factor in (1, 2, 4):
         bundle = counting(load_bundle(model))
         out = tmp_path / f"out{factor}"
         summary = predict_scene(scene, out, model=bundle, options=PredictOptions(
-            stitch=stitch, block_size=factor * stride, probabilities=True))
-        grid = TileGrid.build(height=200, width=170, size=64, overlap=32)
-        assert bundle.network.tiles == summary["tiles_run"] == len(grid)
+            stitch=stitch, block_size=factor * stride, probabilities=True, batch_size=8))
+        assert summary["tiles_run"] == len(grid)
+        assert bundle.network.batches == [8] * -(-len(grid) // 8)
         outputs.append([(out / "scene" / name).read_bytes()
                         for name in ("classes.tif", "probabilities.tif")])
     assert outputs[0] == outputs[1] == outputs[2]

@@ -83,7 +83,8 @@ def test_tta_keeps_outputs_seamless_and_runs_each_tile_once_per_view(tmp_path, m
         summary = predict_scene(scene, out, model=bundle, options=PredictOptions(
             tta=tta, block_size=block_size, probabilities=True))
         assert summary["tta"] == tta
-        assert bundle.network.tiles == len(TTA[tta]) * len(grid)
+        assert summary["tiles_run"] == len(grid)  # once per view, in batches of 8
+        assert bundle.network.tiles == len(TTA[tta]) * 8 * -(-len(grid) // 8)
         with rasterio.open(out / "scene" / "classes.tif") as ds:
             assert ds.tags()["GEOSEG_TTA"] == tta
         outputs[tta, block_size] = [(out / "scene" / n).read_bytes()

@@ -1,10 +1,12 @@
-"""What prediction decides before reading a pixel (:class:`Plan`), and the model step of one
-block: read it with its halo, run its tiles, accumulate.
+"""What prediction decides before reading a pixel (:class:`Plan`), and the model step of
+blocks: read each with its halo, run its tiles, accumulate.
 
 A block is read once with its halo (boundless) and sent to the model's device in its own
-pixel type; there it is cut into the tiles of the global grid, normalized, batched through
-the network, and each batch's probabilities are weighted into the block's integer
-accumulator (see ``stitch``), which stays on the device. Tiles that hold no valid pixel
+pixel type; there it is cut into the tiles of the global grid and normalized. Its tiles
+join a queue that spans consecutive blocks (:class:`TileBatcher`): every forward pass
+holds the same number of tiles (``--batch-size``), and each batch's probabilities are
+weighted into their blocks' integer accumulators (see ``stitch``), which stay on the
+device. Tiles that hold no valid pixel
 never reach the model. What happens to a computed block next (spills, finish, write,
 polygons) is the scene's flow (:mod:`geoseg.prediction.flow`), run by the local runner there
 or by the Dask runner in ``pipelines/``. Peak memory is set by block, tile and batch size,
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,7 +27,7 @@ import numpy as np
 from ..errors import ModelOutputError
 from ..inputs.scene import Scene, read_window, select_bands
 from ..outputs.rasters import output_tags
-from ..tiling import Block, BlockGrid, TileGrid, check_tiling
+from ..tiling import Block, BlockGrid, Tile, TileGrid, check_tiling
 from .options import PredictOptions
 
 if TYPE_CHECKING:
@@ -124,60 +127,162 @@ class PredictedBlock:
         return self
 
 
+class _Pending:
+    """A block on its way through the model: its accumulator, its normalized pixels on the
+    device (kept until its last tile has run) and how many of its tiles are still queued."""
+
+    def __init__(self, block: Block, acc: torch.Tensor, inputs: torch.Tensor | None,
+                 ok: torch.Tensor | None, all_valid: bool, valid: np.ndarray, queued: int,
+                 started: float) -> None:
+        self.block, self.acc, self.inputs, self.ok = block, acc, inputs, ok
+        self.all_valid, self.valid, self.left, self.started = all_valid, valid, queued, started
+        self.tiles_run = queued
+        self.finite: torch.Tensor | None = None
+
+
+def forward_size(plan: Plan, batch_size: int) -> int:
+    """Tiles in every forward pass of a scene: ``batch_size``, or all of the scene's tiles
+    when it has fewer. One shape a scene: a tile's probabilities are the same bits whichever
+    block, batch or runner it ran in (a CPU convolution may take another path for another
+    batch size: the shipped model's probabilities move by 3e-7 between a batch of 1 and
+    of 8), and a compiled network or cuDNN picks its kernels once."""
+    return max(1, min(batch_size, len(plan.tiles)))
+
+
+class TileBatcher:
+    """The tiles of consecutive blocks of a scene through the model, :func:`forward_size`
+    tiles a forward pass.
+
+    :meth:`add` takes a block's pixels and returns the blocks whose every tile has run (in
+    the order they came); a batch fills across blocks, so the network sees ``batch_size``
+    tiles however few a block holds. :meth:`flush` runs the rest, the last batch padded with
+    zero tiles to the same size (their output is dropped). Tiles that hold no valid pixel
+    never reach the model; the probabilities are weighted into each block's integer
+    accumulator on the device (see ``stitch``). Non-finite output is checked once a block.
+    """
+
+    def __init__(self, bundle: ModelBundle, plan: Plan, *, batch_size: int,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.bundle, self.plan, self.progress = bundle, plan, progress
+        self.size = forward_size(plan, batch_size)
+        self.queue: deque[tuple[_Pending, Tile, slice, slice]] = deque()
+        self.blocks: deque[_Pending] = deque()
+
+    def add(self, block: Block, pixels: np.ndarray, valid: np.ndarray) -> list[PredictedBlock]:
+        """Queue ``block`` (``pixels``/``valid`` over ``plan.blocks.region(block)``: they go to
+        the device once) and run every full batch."""
+        from ..model.inference import normalize_region, to_device
+        from .stitch import new_accumulator
+
+        started = time.time()
+        plan, device = self.plan, self.bundle.device
+        region = plan.blocks.region(block)
+        todo = []
+        for tile in plan.blocks.block_tiles(block):
+            rows, cols = tile.read.slices(within=region)
+            if valid[rows, cols].any():
+                todo.append((tile, rows, cols))
+        inputs = ok = None
+        if todo:
+            px, ok = to_device(pixels, valid, device)
+            inputs = normalize_region(px, ok, self.bundle.meta, rescale=plan.rescale)
+            del px
+        w_rows, w_cols = block.window.slices(within=region)
+        pending = _Pending(block, new_accumulator(block.extent, plan.n_classes, device),
+                           inputs, ok, bool(valid.all()), valid[w_rows, w_cols], len(todo),
+                           started)
+        self.blocks.append(pending)
+        self.queue.extend((pending, *item) for item in todo)
+        while len(self.queue) >= self.size:
+            self._run()
+        return self._done()
+
+    def flush(self) -> list[PredictedBlock]:
+        """Run the queued tiles (the last batch padded) and return the remaining blocks."""
+        while self.queue:
+            self._run()
+        return self._done()
+
+    def _run(self) -> None:
+        import torch
+
+        from ..model.inference import forward_probabilities, resize_tiles
+
+        plan = self.plan
+        batch = [self.queue.popleft() for _ in range(min(self.size, len(self.queue)))]
+        if plan.model_tile:  # each tile resampled to the network's size on its own
+            x = torch.cat([resize_tiles(p.inputs[rows, cols].permute(2, 0, 1)[None],
+                                        plan.model_tile) for p, _, rows, cols in batch])
+        else:  # (N, H, W, C) viewed as (N, C, H, W): channels-last, no copy before forward
+            x = torch.stack([p.inputs[rows, cols] for p, _, rows, cols in batch]
+                            ).permute(0, 3, 1, 2)
+        if len(batch) < self.size:  # the scene's last batch: zero tiles, output dropped
+            x = torch.cat([x, x.new_zeros((self.size - len(batch), *x.shape[1:]))])
+        probs = forward_probabilities(self.bundle, x, tta=plan.tta,
+                                      precision=plan.precision)[:len(batch)]
+        start = 0
+        while start < len(batch):  # the batch's tiles block by block, in queue order
+            pending = batch[start][0]
+            end = start
+            while end < len(batch) and batch[end][0] is pending:
+                end += 1
+            self._add(pending, batch[start:end], probs[start:end])
+            start = end
+        if self.progress is not None:
+            self.progress(len(batch))
+
+    def _add(self, pending: _Pending, items: list, probs: torch.Tensor) -> None:
+        import torch
+
+        from ..model.inference import resize_tiles
+        from .stitch import add_tiles, device_weights
+
+        plan, g, device, block = self.plan, self.plan.tiles, self.bundle.device, pending.block
+        tiles = [tile for _, tile, _, _ in items]
+        finite = torch.isfinite(probs.sum())  # one pass: NaN or inf anywhere shows
+        pending.finite = finite if pending.finite is None else pending.finite & finite
+        weights = torch.stack([device_weights(plan.stitch, g, t, device) for t in tiles])
+        if not pending.all_valid:
+            weights = weights * torch.stack([pending.ok[rows, cols]
+                                             for _, _, rows, cols in items])
+        if plan.model_tile:  # back on the scene's pixels a tile at a time: bounded memory
+            for i, tile in enumerate(tiles):
+                add_tiles(pending.acc, block.extent, [tile],
+                          resize_tiles(probs[i:i + 1], g.size), weights[i:i + 1])
+        else:
+            add_tiles(pending.acc, block.extent, tiles, probs, weights)
+        pending.left -= len(items)
+        if pending.left == 0:
+            pending.inputs = pending.ok = None  # its pixels leave the device
+
+    def _done(self) -> list[PredictedBlock]:
+        done = []
+        while self.blocks and self.blocks[0].left == 0:
+            pending = self.blocks.popleft()
+            block = pending.block
+            if pending.finite is not None and not bool(pending.finite):
+                plan = self.plan
+                raise ModelOutputError(
+                    f"{plan.scene.path}: the network's output is not finite (NaN or "
+                    f"infinity) in the block at row {block.window.row}, col "
+                    f"{block.window.col} under {plan.precision}"
+                    f"{'; float16 overflows in some networks' if plan.precision == 'float16' else ''}"
+                    ": predict with --precision float32 (or bfloat16 on a GPU that has it)")
+            done.append(PredictedBlock(block, pending.acc, pending.valid, pending.tiles_run,
+                                       pending.started))
+        return done
+
+
 def predict_block(bundle: ModelBundle, plan: Plan, block: Block, pixels: np.ndarray,
                   valid: np.ndarray, *, batch_size: int,
                   progress: Callable[[int], None] | None = None) -> PredictedBlock:
-    """Run every tile of ``block`` that holds valid pixels through the model once.
+    """Run every tile of ``block`` that holds valid pixels through the model once (one
+    block's :class:`TileBatcher`: its last batch padded to the scene's forward size).
 
     ``pixels``/``valid`` cover ``plan.blocks.region(block)``; they go to the device once, and
     every later step of the block runs there a batch at a time.
     """
-    import torch
-
-    from ..model.inference import forward_probabilities, normalize_region, resize_tiles, to_device
-    from .stitch import add_tiles, device_weights, new_accumulator
-
-    started = time.time()
-    g, region, device = plan.tiles, plan.blocks.region(block), bundle.device
-    acc = new_accumulator(block.extent, plan.n_classes, device)
-    todo = []
-    for tile in plan.blocks.block_tiles(block):
-        rows, cols = tile.read.slices(within=region)
-        if valid[rows, cols].any():
-            todo.append((tile, rows, cols))
-    if todo:
-        px, ok = to_device(pixels, valid, device)
-        inputs = normalize_region(px, ok, bundle.meta, rescale=plan.rescale)  # (H, W, C)
-        all_valid = bool(valid.all())
-        del px
-        finite = torch.ones((), dtype=torch.bool, device=device)  # checked once a block
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        tiles = [tile for tile, _, _ in batch]
-        mask = None if all_valid else torch.stack([ok[rows, cols] for _, rows, cols in batch])
-        if plan.model_tile:  # each tile resampled to the network's size on its own
-            x = torch.cat([resize_tiles(inputs[rows, cols].permute(2, 0, 1)[None],
-                                        plan.model_tile) for _, rows, cols in batch])
-        else:  # (N, H, W, C) viewed as (N, C, H, W): channels-last, no copy before forward
-            x = torch.stack([inputs[rows, cols] for _, rows, cols in batch]).permute(0, 3, 1, 2)
-        probs = forward_probabilities(bundle, x, tta=plan.tta, precision=plan.precision)
-        finite &= torch.isfinite(probs.sum())  # one pass: NaN or inf anywhere shows
-        weights = torch.stack([device_weights(plan.stitch, g, t, device) for t in tiles])
-        if mask is not None:
-            weights = weights * mask
-        if plan.model_tile:  # back on the scene's pixels a tile at a time: bounded memory
-            for i, tile in enumerate(tiles):
-                add_tiles(acc, block.extent, [tile], resize_tiles(probs[i:i + 1], g.size),
-                          weights[i:i + 1])
-        else:
-            add_tiles(acc, block.extent, tiles, probs, weights)
-        if progress is not None:
-            progress(len(batch))
-    if todo and not bool(finite):
-        raise ModelOutputError(
-            f"{plan.scene.path}: the network's output is not finite (NaN or infinity) in the "
-            f"block at row {block.window.row}, col {block.window.col} under {plan.precision}"
-            f"{'; float16 overflows in some networks' if plan.precision == 'float16' else ''}"
-            ": predict with --precision float32 (or bfloat16 on a GPU that has it)")
-    w_rows, w_cols = block.window.slices(within=region)
-    return PredictedBlock(block, acc, valid[w_rows, w_cols], len(todo), started)
+    batcher = TileBatcher(bundle, plan, batch_size=batch_size, progress=progress)
+    done = batcher.add(block, pixels, valid) + batcher.flush()
+    assert len(done) == 1
+    return done[0]

@@ -46,7 +46,7 @@ from ..tiling import Block
 from ..vector.layer import VectorizePlan, VectorSink, make_vector_plan
 from ..vector.polygonize import polygonize_classes
 from ..vector.seams import BlockResult
-from .blocks import Plan, PredictedBlock, make_plan, predict_block, read_block
+from .blocks import Plan, PredictedBlock, TileBatcher, make_plan, read_block
 from .options import PredictOptions
 from .scene_report import BlockDone, SceneReport, Tally
 from .stitch import finish, spills
@@ -306,15 +306,16 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
 
     Three kinds of threads keep the model busy: ``readers`` threads (default
     :func:`reader_threads`) read the next blocks, each with its own dataset; this thread
-    only feeds the model, block after block; one finisher thread takes each computed block
-    in order and does the host work after the model (spill strips, finish, class counts,
-    polygons, staging writes) while the next block runs (where :func:`finish_alongside`;
-    elsewhere this thread finishes each block itself). A block is finished as soon as it
+    only feeds the model: the tiles of consecutive blocks go through it in batches of
+    ``batch_size`` (:class:`~geoseg.prediction.blocks.TileBatcher`: a batch spans blocks,
+    the scene's last one is padded); one finisher thread takes each computed block in order
+    and does the host work after the model (spill strips, finish, class counts, polygons,
+    staging writes) while the next batches run (where :func:`finish_alongside`; elsewhere
+    this thread finishes each block itself). A block is finished as soon as its last tile
     has run (only the blocks above and to its left spill into it), so the spill strips it
-    sends on are the only state kept between blocks, and at most two computed blocks are
-    alive at a time. ``stop`` (a Ctrl-C flag) is checked before every block: the run ends
-    with KeyboardInterrupt and no output. A torch or CUDA error (out of GPU memory, ...)
-    ends it as one DeviceError line.
+    sends on are the only state kept between blocks. ``stop`` (a Ctrl-C flag) is checked
+    before every block: the run ends with KeyboardInterrupt and no output. A torch or CUDA
+    error (out of GPU memory, ...) ends it as one DeviceError line.
     """
     from ..model.devices import device_errors
 
@@ -334,11 +335,12 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
         finally:
             free.put(ds)
 
-    def finish_and_write(step: BlockStep, predicted: PredictedBlock) -> None:
+    def finish_and_write(predicted: PredictedBlock) -> None:
         for key, strip in spill_strips(flow, predicted).items():
             incoming.setdefault(key, []).append(strip)
         # every source came earlier in row-major order: its strips are all here
-        finished = finish_block(flow, predicted, incoming.pop(step.key, []))
+        key = predicted.block.row, predicted.block.col
+        finished = finish_block(flow, predicted, incoming.pop(key, []))
         writer.write(finished)
         tally.add(finished.done)
 
@@ -348,25 +350,30 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
         with device_errors(), SceneWriter(flow) as writer, \
                 ThreadPoolExecutor(max_workers=readers) as reader, \
                 ThreadPoolExecutor(max_workers=1) as finisher:
+            batcher = TileBatcher(bundle, plan, batch_size=batch_size, progress=progress)
+            finishing: Any = None
+
+            def hand_on(computed: list[PredictedBlock]) -> None:
+                nonlocal finishing
+                for predicted in computed:
+                    if not overlap:
+                        finish_and_write(predicted)
+                        continue
+                    if finishing is not None:
+                        finishing.result()  # the previous block is written: one in flight
+                    finishing = finisher.submit(finish_and_write, predicted)
+                computed.clear()
+
             reads = deque(reader.submit(read, step.block) for step in steps[:readers])
-            finishing = None
             for i, step in enumerate(steps):
                 if stop is not None and stop.is_set():
                     raise KeyboardInterrupt
                 pixels, valid = reads.popleft().result()
                 if i + readers < len(steps):
                     reads.append(reader.submit(read, steps[i + readers].block))
-                predicted = predict_block(bundle, plan, step.block, pixels, valid,
-                                          batch_size=batch_size, progress=progress)
+                hand_on(batcher.add(step.block, pixels, valid))
                 del pixels, valid
-                if not overlap:
-                    finish_and_write(step, predicted)
-                    del predicted
-                    continue
-                if finishing is not None:
-                    finishing.result()  # the previous block is written: one in flight
-                finishing = finisher.submit(finish_and_write, step, predicted)
-                del predicted
+            hand_on(batcher.flush())
             if finishing is not None:
                 finishing.result()
             outputs = writer.publish()
