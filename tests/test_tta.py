@@ -83,8 +83,9 @@ def test_tta_keeps_outputs_seamless_and_runs_each_tile_once_per_view(tmp_path, m
         summary = predict_scene(scene, out, model=bundle, options=PredictOptions(
             tta=tta, block_size=block_size, probabilities=True))
         assert summary["tta"] == tta
-        assert summary["tiles_run"] == len(grid)  # once per view, in batches of 8
-        assert bundle.network.tiles == len(TTA[tta]) * 8 * -(-len(grid) // 8)
+        assert summary["tiles_run"] == len(grid) == 12
+        # 12 tiles at batch 8: two batches of 6 a view, whatever the block size
+        assert bundle.network.batches == [6] * 2 * len(TTA[tta])
         with rasterio.open(out / "scene" / "classes.tif") as ds:
             assert ds.tags()["GEOSEG_TTA"] == tta
         outputs[tta, block_size] = [(out / "scene" / n).read_bytes()
