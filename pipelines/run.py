@@ -51,7 +51,9 @@ class _Running:
     started: float = 0.0
     first_block: float = 0.0
     """time.time() its first block began on a worker (0: none yet): the scene's own start,
-    not its submission (all scenes are submitted at once)."""
+    not its submission (the next scenes are submitted while earlier ones run)."""
+    blocks_left: int = 0
+    """Its blocks submitted and not yet finished (the feeder's backpressure count)."""
 
     def own_start(self) -> float:
         """The scene's start on this process's perf_counter clock."""
@@ -155,67 +157,139 @@ def run_batch(client: Any, scene_paths: Sequence[str | os.PathLike], out_dir: st
     resources = model_resources(client, options.device)
     running: list[_Running] = []
     stop = stop or threading.Event()
+    feeder = _Feeder(client, planned, running, out_dir=out_dir, resources=resources,
+                     progress=progress, echo=echo, on_failure=on_failure, stop=stop)
     try:
-        pending, owner = _submit(client, planned, running, out_dir=out_dir,
-                                 resources=resources,
-                                 progress=progress, echo=echo, on_failure=on_failure,
-                                 stop=stop)
-        _collect(client, pending, owner, progress=progress, echo=echo, on_failure=on_failure,
+        feeder.feed()
+        _collect(client, feeder, progress=progress, echo=echo, on_failure=on_failure,
                  stop=stop)
         _sweep_failed(running)
     except KeyboardInterrupt as exc:
         _interrupt(client, running)
+        for scene in planned:  # never submitted: nothing of theirs was written
+            if scene.job is not None and scene.outcome.status == "pending":
+                scene.outcome.status = "interrupted"
+                scene.outcome.error = "interrupted (Ctrl-C); rerun to finish"
         raise BatchInterrupted([s.outcome for s in planned]) from exc
     return [s.outcome for s in planned]
 
 
-def _submit(client: Any, planned: list[PlannedScene], running: list[_Running], *,
-            out_dir: str | os.PathLike, resources: dict | None, progress: Any,
-            echo: Callable[[str], None] | None, on_failure: Callable[[SceneOutcome], None] | None,
-            stop: threading.Event) -> tuple[list, dict]:
-    """Make each planned scene's folder ready and submit its graph, in scene order (earlier
-    scenes get higher priority, so they finish and are published first). A scene goes into
-    ``running`` before its folder is touched, so an interrupt cleans it up."""
-    token, priority = uuid.uuid4().hex[:8], 0
-    owner: dict = {}
-    for scene in planned:
-        if stop.is_set():
-            raise KeyboardInterrupt
+BLOCKS_AHEAD = 4
+"""Blocks submitted and not yet finished, per worker thread of the cluster: enough to keep
+every worker busy (a scene's next blocks wait on the scheduler while its first ones run),
+few enough that the scheduler holds a bounded graph however many scenes a batch has."""
+
+
+class _Feeder:
+    """Submits the planned scenes' graphs in scene order, with backpressure: the next
+    scene goes in while fewer than :data:`BLOCKS_AHEAD` blocks a worker thread (and at
+    least two scenes) are unfinished, so the scheduler's and the client's state stay flat
+    in the batch's size (earlier scenes get higher priority: they finish and are published
+    first). A scene goes into ``running`` before its folder is touched, so an interrupt
+    cleans it up."""
+
+    def __init__(self, client: Any, planned: list[PlannedScene], running: list[_Running], *,
+                 out_dir: str | os.PathLike, resources: dict | None, progress: Any,
+                 echo: Callable[[str], None] | None,
+                 on_failure: Callable[[SceneOutcome], None] | None,
+                 stop: threading.Event) -> None:
+        from distributed import as_completed
+
+        self.client, self.running, self.out_dir = client, running, out_dir
+        self.resources, self.progress, self.stop = resources, progress, stop
+        self.echo, self.on_failure = echo, on_failure
+        self.queue = iter(planned)
+        self.token, self.priority = uuid.uuid4().hex[:8], 0
+        self.owner: dict = {}
+        self.active: set[int] = set()  # ids of the states whose graphs are in flight
+        self.blocks = 0  # their unfinished blocks
+        self.completed = as_completed()
+        self.threads, self.checked, self.lost = 1, 0.0, False
+        if progress is not None:  # the whole batch's tiles from the start, not as it goes in
+            progress.add_total(sum(len(p.job.flow.plan.tiles) for p in planned if p.job))
+
+    def limit(self) -> int:
+        """Blocks that may be in flight: :data:`BLOCKS_AHEAD` per worker thread (the
+        cluster's threads looked up at most every 5 s: an adaptive cluster grows)."""
+        now = time.monotonic()
+        if now - self.checked > 5:
+            self.threads = max(1, sum(self.client.nthreads().values()))
+            self.checked = now
+        return BLOCKS_AHEAD * self.threads
+
+    def feed(self) -> None:
+        """Submit scenes until the limit is reached or none are left."""
+        while not self.lost and (len(self.active) < 2 or self.blocks < self.limit()):
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            scene = next(self.queue, None)
+            if scene is None:
+                return
+            self._submit(scene)
+
+    def abandon(self, exc: BaseException) -> None:
+        """The scheduler is gone: every scene not submitted yet fails with ``exc``'s line
+        (their folders were never touched)."""
+        self.lost = True
+        for scene in self.queue:
+            if scene.job is None:
+                announce_unplanned(scene.outcome, echo=self.echo, on_failure=self.on_failure)
+                continue
+            mark_failed(scene.outcome, exc)
+            if self.on_failure:
+                self.on_failure(scene.outcome)
+
+    def done(self, state: _Running) -> None:
+        """``state`` finished or failed: its unfinished blocks leave the count."""
+        if id(state) in self.active:
+            self.active.discard(id(state))
+            self.blocks -= state.blocks_left
+            state.blocks_left = 0
+
+    def finished_block(self, state: _Running) -> None:
+        if id(state) in self.active and state.blocks_left:
+            state.blocks_left -= 1
+            self.blocks -= 1
+
+    def _submit(self, scene: PlannedScene) -> None:
         outcome = scene.outcome
         if scene.job is None:
-            announce_unplanned(outcome, echo=echo, on_failure=on_failure)
-            continue
+            announce_unplanned(outcome, echo=self.echo, on_failure=self.on_failure)
+            return
         state = _Running(scene, started=time.perf_counter())
-        running.append(state)
+        self.running.append(state)
         try:
-            reuse = prepare_folder(scene.job, out_dir=out_dir)
+            reuse = prepare_folder(scene.job, out_dir=self.out_dir)
         except (GeosegError, OSError) as exc:
-            running.remove(state)
+            self.running.remove(state)
             remove_scene_leftovers(scene.job.flow.outputs.folder)
+            if self.progress is not None:
+                self.progress.add_total(-len(scene.job.flow.plan.tiles))
             mark_failed(outcome, exc)
             scene.job = None
-            if on_failure:
-                on_failure(outcome)
-            continue
-        state.graph, priority = submit_scene(client, scene.job, resources=resources,
-                                             token=token, priority=priority, finished=reuse)
-        if progress is not None:
-            progress.add_total(len(scene.job.flow.plan.tiles))
+            if self.on_failure:
+                self.on_failure(outcome)
+            return
+        state.graph, self.priority = submit_scene(
+            self.client, scene.job, resources=self.resources, token=self.token,
+            priority=self.priority, finished=reuse)
+        state.blocks_left = len(state.graph.finishes)
+        self.active.add(id(state))
+        self.blocks += state.blocks_left
         for future in state.graph.watched:
-            owner[future.key] = state
-    return [f for s in running for f in s.graph.watched], owner
+            self.owner[future.key] = state
+        self.completed.update(state.graph.watched)
 
 
-def _collect(client: Any, pending: list, owner: dict, *, progress: Any,
+def _collect(client: Any, feeder: _Feeder, *, progress: Any,
              echo: Callable[[str], None] | None,
              on_failure: Callable[[SceneOutcome], None] | None,
              stop: threading.Event) -> None:
-    """Tally finished blocks and publish finished scenes as their futures complete; checks
-    ``stop`` at least every 50 ms (a signal handler only sets it, so an interrupt never
-    lands inside dask's own callbacks, where it would be swallowed)."""
-    from distributed import as_completed
-
-    completed = as_completed(pending)
+    """Tally finished blocks and publish finished scenes as their futures complete, feeding
+    the next scenes in as blocks finish; checks ``stop`` at least every 50 ms (a signal
+    handler only sets it, so an interrupt never lands inside dask's own callbacks, where it
+    would be swallowed)."""
+    completed, owner = feeder.completed, feeder.owner
     while not completed.is_empty():
         if stop.is_set():
             raise KeyboardInterrupt
@@ -230,11 +304,20 @@ def _collect(client: Any, pending: list, owner: dict, *, progress: Any,
             # A result lost with a worker is recomputed by the scheduler; result() waits.
             value = future.result()
         except Exception as exc:  # noqa: BLE001 - any task error fails its scene alone
+            if not connection_lost(exc) and client.status in ("closing", "closed"):
+                # the client gave up on a lost scheduler: its futures end cancelled
+                exc = ConnectionError(f"scheduler-connection-lost: {exc}")
             _fail(client, state, exc)
+            feeder.done(state)
+            if connection_lost(exc):
+                feeder.abandon(exc)  # the scenes not submitted yet fail with the same line
+            feeder.feed()
             if on_failure:
                 on_failure(state.planned.outcome)
             continue
         if future is state.graph.final:
+            feeder.done(state)
+            feeder.feed()
             try:
                 _complete(state, value)
             except (GeosegError, OSError) as exc:  # the manifest could not be written
@@ -252,6 +335,8 @@ def _collect(client: Any, pending: list, owner: dict, *, progress: Any,
                 state.first_block = value.started
             if progress is not None:
                 progress.advance(value.n_tiles)
+            feeder.finished_block(state)
+            feeder.feed()
 
 
 def _interrupt(client: Any, running: list[_Running]) -> None:
@@ -286,7 +371,10 @@ def _fail(client: Any, state: _Running, exc: BaseException) -> None:
     outcome = state.planned.outcome
     mark_failed(outcome, exc)
     outcome.seconds = round(time.perf_counter() - state.own_start(), 3)
-    client.cancel(state.graph.held)
+    try:
+        client.cancel(state.graph.held)
+    except Exception:  # noqa: BLE001 - a client without its scheduler cannot cancel
+        pass
     state.graph = SceneGraph()
     assert state.planned.job is not None
     if connection_lost(exc):  # keep the finished blocks' parts: a rerun resumes from them

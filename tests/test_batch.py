@@ -298,3 +298,31 @@ def test_the_shipped_model_writes_the_same_bytes_across_block_sizes_and_runners(
                          options=replace(options, block_size=1024))
     assert [o.status for o in outcomes] == ["done"], [o.error for o in outcomes]
     assert [(tmp_path / DEMO.stem / n).read_bytes() for n in RASTERS] == outputs[1024]
+
+
+def test_the_scheduler_holds_a_bounded_graph_however_many_scenes(client, tmp_path,
+                                                                  monkeypatch):
+    """Scenes go in with backpressure (pipelines.run.BLOCKS_AHEAD blocks a worker thread,
+    one here): at no submission does the scheduler hold more than a few scenes' tasks,
+    where the 30 one-block scenes here (5 tasks each) were all submitted at once before."""
+    from geoseg_pipelines import run as run_module
+
+    model = tmp_path / "tiny.safetensors"
+    save_bundle(create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("a", "b")),
+                              bands=("r", "g", "b"), tile_size=64, overlap=32), model)
+    scenes = [write_raster(tmp_path / f"s{i:02d}.tif", smooth_noise((40, 40), seed=i))
+              for i in range(30)]
+    seen, submit = [], run_module.submit_scene
+
+    def counting_submit(client_, *args, **kwargs):
+        seen.append(client_.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+        return submit(client_, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "submit_scene", counting_submit)
+    monkeypatch.setattr(run_module, "BLOCKS_AHEAD", 1)  # 2 or 3 scenes in flight
+    outcomes = run_batch(client, scenes, tmp_path / "out", model=model,
+                         options=PredictOptions(tta="none"))
+    assert [o.status for o in outcomes] == ["done"] * 30
+    # 5 tasks a scene: at most 3 scenes in flight and the last ones being released (all
+    # at once, the scheduler held over 100 tasks at the last submissions)
+    assert len(seen) == 30 and max(seen) <= 40, seen
