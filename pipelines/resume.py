@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,18 +44,29 @@ def plan_scenes(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.Path
                 model_path: str | os.PathLike, meta: BundleMeta, model_sha256: str,
                 options: PredictOptions) -> list[PlannedScene]:
     """Check and plan every scene on the client (metadata only, no pixels)."""
+    return list(iter_plans(scene_paths, out_dir, model_path=model_path, meta=meta,
+                           model_sha256=model_sha256, options=options))
+
+
+def iter_plans(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+               model_path: str | os.PathLike, meta: BundleMeta, model_sha256: str,
+               options: PredictOptions,
+               names: dict[str, str] | None = None) -> Iterator[PlannedScene]:
+    """:func:`plan_scenes` one scene at a time, in input order (the Dask runner plans a
+    scene when it is about to submit it: the client holds no plan of the scenes still to
+    come). ``names``: the scenes' folder names (:func:`~geoseg.inputs.sources.folder_names`
+    of every path), when the caller has them."""
     from geoseg.inputs.scene import open_scene
     from geoseg.inputs.sources import folder_names
     from geoseg.prediction.flow import plan_flow
 
-    identity, scenes = options.identity(), []
-    names = folder_names(scene_paths)  # scenes sharing a file name get distinct folders
+    identity = options.identity()
+    names = names or folder_names(scene_paths)  # scenes sharing a file name: distinct folders
     for scene_path in scene_paths:
         path = os.fspath(scene_path)
         folder = Path(out_dir) / names[path]
         planned = PlannedScene(SceneOutcome(path, folder=str(folder)))
         outcome = planned.outcome
-        scenes.append(planned)
         start = time.perf_counter()
         try:
             scene = open_scene(path, allow_no_crs=options.allow_no_crs)
@@ -66,6 +77,7 @@ def plan_scenes(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.Path
             status = scene_state(folder, model_sha256=model_sha256, identity=identity)
             if status == "complete" and not options.overwrite:
                 outcome.status = "skipped"
+                yield planned
                 continue
             if status == "different" and not options.overwrite:
                 raise GeosegError(f"{folder}: holds outputs of "
@@ -77,10 +89,11 @@ def plan_scenes(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.Path
                                   "choose another --out")
         except (GeosegError, OSError) as exc:
             mark_failed(outcome, exc)
+            yield planned
             continue
         planned.job = SceneJob(flow, ModelRef(str(model_path), model_sha256), options)
         planned.plan_seconds = time.perf_counter() - start
-    return scenes
+        yield planned
 
 
 def parts_identity(job: SceneJob) -> dict:

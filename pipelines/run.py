@@ -12,12 +12,13 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from geoseg.errors import ConfigError, GeosegError
+from geoseg.inputs.sources import folder_names
 from geoseg.model.devices import Capabilities
 from geoseg.prediction.options import PredictOptions
 from geoseg.prediction.scene_report import Tally
@@ -34,6 +35,7 @@ from .outcomes import (
 from .resume import (
     PlannedScene,
     complete_scene,
+    iter_plans,
     plan_scenes,
     prepare_folder,
     remove_scene_leftovers,
@@ -150,14 +152,15 @@ def run_batch(client: Any, scene_paths: Sequence[str | os.PathLike], out_dir: st
     meta = read_meta(model)
     sha = model_sha256 or file_sha256(model)
     options = resolve_on_workers(options, worker_capabilities(client))
-    planned = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
-                          model_sha256=sha, options=options)
+    names = folder_names(scene_paths)
+    plans = iter_plans(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
+                       model_sha256=sha, options=options, names=names)
     client.register_plugin(ModelCache())
     client.register_plugin(QuietWarnings())
     resources = model_resources(client, options.device)
     running: list[_Running] = []
     stop = stop or threading.Event()
-    feeder = _Feeder(client, planned, running, out_dir=out_dir, resources=resources,
+    feeder = _Feeder(client, plans, running, out_dir=out_dir, resources=resources,
                      progress=progress, echo=echo, on_failure=on_failure, stop=stop)
     try:
         feeder.feed()
@@ -166,12 +169,20 @@ def run_batch(client: Any, scene_paths: Sequence[str | os.PathLike], out_dir: st
         _sweep_failed(running)
     except KeyboardInterrupt as exc:
         _interrupt(client, running)
-        for scene in planned:  # never submitted: nothing of theirs was written
-            if scene.job is not None and scene.outcome.status == "pending":
-                scene.outcome.status = "interrupted"
-                scene.outcome.error = "interrupted (Ctrl-C); rerun to finish"
-        raise BatchInterrupted([s.outcome for s in planned]) from exc
-    return [s.outcome for s in planned]
+        outcomes = feeder.outcomes + [  # never planned: nothing of theirs was written
+            SceneOutcome(os.fspath(p), folder=str(Path(out_dir) / names[os.fspath(p)]),
+                         status="interrupted", error="interrupted (Ctrl-C); rerun to finish")
+            for p in scene_paths[len(feeder.outcomes):]]
+        raise BatchInterrupted(outcomes) from exc
+    if feeder.lost:  # the scheduler went away: the scenes never planned fail with its line
+        assert feeder.lost_with is not None
+        for p in scene_paths[len(feeder.outcomes):]:
+            outcome = SceneOutcome(os.fspath(p), folder=str(Path(out_dir) / names[os.fspath(p)]))
+            mark_failed(outcome, feeder.lost_with)
+            feeder.outcomes.append(outcome)
+            if on_failure:
+                on_failure(outcome)
+    return feeder.outcomes
 
 
 BLOCKS_AHEAD = 4
@@ -188,7 +199,7 @@ class _Feeder:
     first). A scene goes into ``running`` before its folder is touched, so an interrupt
     cleans it up."""
 
-    def __init__(self, client: Any, planned: list[PlannedScene], running: list[_Running], *,
+    def __init__(self, client: Any, plans: Iterator[PlannedScene], running: list[_Running], *,
                  out_dir: str | os.PathLike, resources: dict | None, progress: Any,
                  echo: Callable[[str], None] | None,
                  on_failure: Callable[[SceneOutcome], None] | None,
@@ -198,15 +209,15 @@ class _Feeder:
         self.client, self.running, self.out_dir = client, running, out_dir
         self.resources, self.progress, self.stop = resources, progress, stop
         self.echo, self.on_failure = echo, on_failure
-        self.queue = iter(planned)
+        self.queue = plans
+        self.outcomes: list[SceneOutcome] = []  # every scene planned so far, in input order
+        self.lost_with: BaseException | None = None
         self.token, self.priority = uuid.uuid4().hex[:8], 0
         self.owner: dict = {}
         self.active: set[int] = set()  # ids of the states whose graphs are in flight
         self.blocks = 0  # their unfinished blocks
         self.completed = as_completed()
         self.threads, self.checked, self.lost = 1, 0.0, False
-        if progress is not None:  # the whole batch's tiles from the start, not as it goes in
-            progress.add_total(sum(len(p.job.flow.plan.tiles) for p in planned if p.job))
 
     def limit(self) -> int:
         """Blocks that may be in flight: :data:`BLOCKS_AHEAD` per worker thread (the
@@ -222,22 +233,16 @@ class _Feeder:
         while not self.lost and (len(self.active) < 2 or self.blocks < self.limit()):
             if self.stop.is_set():
                 raise KeyboardInterrupt
-            scene = next(self.queue, None)
+            scene = next(self.queue, None)  # planned now, not before
             if scene is None:
                 return
+            self.outcomes.append(scene.outcome)
             self._submit(scene)
 
     def abandon(self, exc: BaseException) -> None:
-        """The scheduler is gone: every scene not submitted yet fails with ``exc``'s line
-        (their folders were never touched)."""
-        self.lost = True
-        for scene in self.queue:
-            if scene.job is None:
-                announce_unplanned(scene.outcome, echo=self.echo, on_failure=self.on_failure)
-                continue
-            mark_failed(scene.outcome, exc)
-            if self.on_failure:
-                self.on_failure(scene.outcome)
+        """The scheduler is gone: no more scenes go in; :func:`run_batch` fails the ones
+        not planned yet with ``exc``'s line (their folders were never touched)."""
+        self.lost, self.lost_with = True, exc
 
     def done(self, state: _Running) -> None:
         """``state`` finished or failed: its unfinished blocks leave the count."""
@@ -263,8 +268,6 @@ class _Feeder:
         except (GeosegError, OSError) as exc:
             self.running.remove(state)
             remove_scene_leftovers(scene.job.flow.outputs.folder)
-            if self.progress is not None:
-                self.progress.add_total(-len(scene.job.flow.plan.tiles))
             mark_failed(outcome, exc)
             scene.job = None
             if self.on_failure:
@@ -273,6 +276,8 @@ class _Feeder:
         state.graph, self.priority = submit_scene(
             self.client, scene.job, resources=self.resources, token=self.token,
             priority=self.priority, finished=reuse)
+        if self.progress is not None:
+            self.progress.add_total(len(scene.job.flow.plan.tiles))
         state.blocks_left = len(state.graph.finishes)
         self.active.add(id(state))
         self.blocks += state.blocks_left
@@ -325,6 +330,8 @@ def _collect(client: Any, feeder: _Feeder, *, progress: Any,
                 if on_failure:
                     on_failure(state.planned.outcome)
                 continue
+            feeder.running.remove(state)  # done: the client keeps only its outcome
+            state.planned.job = None
             if echo:
                 o = state.planned.outcome
                 echo(f"{o.scene}: {o.tiles} tiles in {o.seconds:.1f} s -> "
