@@ -5,7 +5,9 @@ For small batches the seconds a local Dask cluster takes to start and stop are m
 wall time; the same flow run in-process writes the same bytes (both runners call the same
 step functions), the same manifests and summary, and keeps the batch's rules: complete
 scenes skipped, a bad scene fails alone, Ctrl-C keeps finished scenes. Torch uses every
-core in this process.
+core in this process. A scene's tail (its COGs and overviews, preview and vector file) is
+published on a thread of its own while the next scene's blocks run, so the model (a GPU)
+does not wait for it; its manifest is written once it is published.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,13 @@ from geoseg.inputs.scene import gdal_env
 from geoseg.prediction.options import PredictOptions
 
 from .outcomes import BatchInterrupted, SceneOutcome, announce_unplanned, mark_failed
-from .resume import complete_scene, plan_scenes, prepare_folder, remove_scene_leftovers
+from .resume import (
+    PlannedScene,
+    complete_scene,
+    plan_scenes,
+    prepare_folder,
+    remove_scene_leftovers,
+)
 
 LOCAL_MAX_PIXELS = 16384 * 16384
 """Batches up to this many scene pixels in all (268 MPix) run in-process by default
@@ -68,43 +78,90 @@ def run_batch_local(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.
     planned = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
                           model_sha256=sha, options=options)
     bundle = None
-    for scene in planned:
-        outcome, job = scene.outcome, scene.job
-        if job is None:
-            announce_unplanned(outcome, echo=echo, on_failure=on_failure)
-            continue
-        if progress is not None:
-            progress.add_total(len(job.flow.plan.tiles))
-        started = time.perf_counter()
-        try:
-            if stop.is_set():
-                raise KeyboardInterrupt
-            prepare_folder(job, out_dir=out_dir)
-            if bundle is None:
-                bundle = _load(load_for_prediction, model, options, sha)
-            with gdal_env():
-                tally, outputs = run_local(job.flow, bundle, batch_size=options.batch_size,
-                                           progress=progress.advance if progress else None,
-                                           stop=stop)
-            complete_scene(scene, tally, outputs, started=started)
-        except KeyboardInterrupt as exc:
-            remove_scene_leftovers(job.flow.outputs.folder)
-            for rest in planned:
-                if rest.job is not None and rest.outcome.status == "pending":
-                    rest.outcome.status = "interrupted"
-                    rest.outcome.error = "interrupted (Ctrl-C); rerun to finish"
-            raise BatchInterrupted([s.outcome for s in planned]) from exc
-        except (GeosegError, OSError) as exc:  # device errors arrive as DeviceError
-            mark_failed(outcome, exc)
-            outcome.seconds = round(time.perf_counter() - started, 3)
-            remove_scene_leftovers(job.flow.outputs.folder)
-            if on_failure:
-                on_failure(outcome)
-            continue
-        if echo:
-            echo(f"{outcome.scene}: {outcome.tiles} tiles in {outcome.seconds:.1f} s -> "
-                 f"{outcome.outputs.get('classes')}")
+    pending: _Tail | None = None  # the previous scene, publishing while this one runs
+
+    def settle(tail: _Tail | None) -> None:
+        if tail is not None:
+            _settle(tail, echo=echo, on_failure=on_failure)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-tail") as tails:
+        for scene in planned:
+            outcome, job = scene.outcome, scene.job
+            if job is None:
+                announce_unplanned(outcome, echo=echo, on_failure=on_failure)
+                continue
+            if progress is not None:
+                progress.add_total(len(job.flow.plan.tiles))
+            started = time.perf_counter()
+            try:
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                prepare_folder(job, out_dir=out_dir)
+                if bundle is None:
+                    bundle = _load(load_for_prediction, model, options, sha)
+                with gdal_env():
+                    tally, published = run_local(
+                        job.flow, bundle, batch_size=options.batch_size,
+                        progress=progress.advance if progress else None, stop=stop,
+                        tail=tails)
+            except KeyboardInterrupt as exc:
+                remove_scene_leftovers(job.flow.outputs.folder)
+                settle(pending)  # its blocks are all written: it is kept
+                for rest in planned:
+                    if rest.job is not None and rest.outcome.status == "pending":
+                        rest.outcome.status = "interrupted"
+                        rest.outcome.error = "interrupted (Ctrl-C); rerun to finish"
+                raise BatchInterrupted([s.outcome for s in planned]) from exc
+            except (GeosegError, OSError) as exc:  # device errors arrive as DeviceError
+                mark_failed(outcome, exc)
+                outcome.seconds = round(time.perf_counter() - started, 3)
+                remove_scene_leftovers(job.flow.outputs.folder)
+                if on_failure:
+                    on_failure(outcome)
+                continue
+            settle(pending)
+            pending = _Tail(scene, tally, published, started)
+        settle(pending)
     return [s.outcome for s in planned]
+
+
+@dataclass
+class _Tail:
+    """A scene whose blocks are written and whose tail (COGs, preview, vector file) is
+    publishing on the tail thread while the next scene's blocks run."""
+
+    scene: PlannedScene
+    tally: Any
+    published: Future
+    started: float
+    ended: float = 0.0
+    """When the tail finished (perf_counter): the scene's wall time ends there."""
+
+    def __post_init__(self) -> None:
+        self.published.add_done_callback(lambda _: setattr(self, "ended", time.perf_counter()))
+
+
+def _settle(tail: _Tail, *, echo: Callable[[str], None] | None,
+            on_failure: Callable[[SceneOutcome], None] | None) -> None:
+    """Wait for ``tail``'s outputs and complete its scene (manifest last), or fail it."""
+    outcome, job = tail.scene.outcome, tail.scene.job
+    assert job is not None
+    try:
+        outputs = tail.published.result()
+        now = time.perf_counter()  # the callback may run just after result() returns
+        # the scene took from its start to its tail's end, not to this call
+        complete_scene(tail.scene, tail.tally, outputs,
+                       started=tail.started + now - (tail.ended or now))
+    except (GeosegError, OSError) as exc:
+        mark_failed(outcome, exc)
+        outcome.seconds = round(time.perf_counter() - tail.started, 3)
+        remove_scene_leftovers(job.flow.outputs.folder)
+        if on_failure:
+            on_failure(outcome)
+        return
+    if echo:
+        echo(f"{outcome.scene}: {outcome.tiles} tiles in {outcome.seconds:.1f} s -> "
+             f"{outcome.outputs.get('classes')}")
 
 
 def _load(load: Callable[..., Any], model: str | os.PathLike,

@@ -181,3 +181,54 @@ def test_reader_and_finisher_threads_change_no_byte(tmp_path, make_bundle, monke
                 for n in ("classes.tif", "probabilities.tif", "polygons.gpkg")]
 
     assert run("threads", readers, alongside) == run("plain", 1, False)
+
+
+def test_a_scenes_tail_publishes_while_the_next_scenes_blocks_run(tmp_path, make_bundle,
+                                                                   monkeypatch):
+    """The local batch runner publishes scene i (COGs, overviews, vector file) on its tail
+    thread while scene i+1's tiles go through the model; a tail that fails fails its scene
+    alone (one line, nothing under a final name) and the batch goes on."""
+    import threading
+    import time
+
+    from geoseg.prediction import blocks, flow
+    from geoseg_pipelines.local import run_batch_local
+
+    scenes = [write_raster(tmp_path / f"s{i}.tif", smooth_noise((96, 96), seed=i))
+              for i in range(3)]
+    model = make_bundle()
+    events, publish, add = [], flow._publish, blocks.TileBatcher.add
+
+    def slow_publish(writer, staging):
+        name = writer.flow.outputs.folder.name
+        events.append(("tail", name, threading.current_thread().name))
+        time.sleep(0.5)
+        if name == "s1":
+            with staging:  # leaving with the error removes the staging files
+                raise OSError("disk gone while publishing")
+        out = publish(writer, staging)
+        events.append(("published", name, threading.current_thread().name))
+        return out
+
+    def recording_add(self, block, pixels, valid):
+        events.append(("block", self.plan.scene.path, threading.current_thread().name))
+        return add(self, block, pixels, valid)
+
+    monkeypatch.setattr(flow, "_publish", slow_publish)
+    monkeypatch.setattr(blocks.TileBatcher, "add", recording_add)
+    failed = []
+    outcomes = run_batch_local(scenes, tmp_path / "out", model=model,
+                               options=PredictOptions(vectorize=True),
+                               on_failure=failed.append)
+    assert [o.status for o in outcomes] == ["done", "failed", "done"]
+    assert "disk gone while publishing" in outcomes[1].error and failed == [outcomes[1]]
+    assert not (tmp_path / "out" / "s1").exists()
+    for stem in ("s0", "s2"):
+        assert (tmp_path / "out" / stem / "manifest.json").is_file()
+        assert (tmp_path / "out" / stem / "polygons.gpkg").is_file()
+    # s1's blocks ran on the model's thread while s0 was publishing on the tail thread
+    order = [(kind, str(name)) for kind, name, _ in events]
+    assert order.index(("block", str(scenes[1]))) < order.index(("published", "s0"))
+    assert {t for kind, _, t in events if kind == "tail"} != \
+        {t for kind, _, t in events if kind == "block"}
+    assert outcomes[0].seconds < 5  # the scene's time ends with its tail, not the next one

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,7 +301,8 @@ def finish_alongside(device: str) -> bool:
 def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
               progress: Callable[[int], None] | None = None,
               stop: threading.Event | None = None,
-              readers: int | None = None) -> tuple[Tally, dict[str, str]]:
+              readers: int | None = None,
+              tail: Executor | None = None) -> tuple[Tally, Any]:
     """Run every step of ``flow`` in one process, blocks in row-major order.
 
     Three kinds of threads keep the model busy: ``readers`` threads (default
@@ -316,6 +317,12 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
     sends on are the only state kept between blocks. ``stop`` (a Ctrl-C flag) is checked
     before every block: the run ends with KeyboardInterrupt and no output. A torch or CUDA
     error (out of GPU memory, ...) ends it as one DeviceError line.
+
+    Returns the tally and the published outputs by kind. With ``tail`` (an executor of one
+    thread), the scene's tail (COGs and overviews, preview, vector file) is submitted there
+    once its last block is written, and the second value is that future: the caller runs
+    the next scene's blocks meanwhile (a batch on a GPU keeps it busy through the tails).
+    The staging files stay the tail's to publish or, when it fails, to remove.
     """
     from ..model.devices import device_errors
 
@@ -347,9 +354,10 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
     with datasets:
         for _ in range(min(readers, len(steps))):
             free.put(datasets.enter_context(open_raster(plan.scene.path)))
-        with device_errors(), SceneWriter(flow) as writer, \
+        with device_errors(), ExitStack() as staging, \
                 ThreadPoolExecutor(max_workers=readers) as reader, \
                 ThreadPoolExecutor(max_workers=1) as finisher:
+            writer = staging.enter_context(SceneWriter(flow))
             batcher = TileBatcher(bundle, plan, batch_size=batch_size, progress=progress)
             finishing: Any = None
 
@@ -376,8 +384,18 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
             hand_on(batcher.flush())
             if finishing is not None:
                 finishing.result()
+            if tail is not None:  # the staging files go with the tail, which publishes them
+                return tally, tail.submit(_publish, writer, staging.pop_all())
             outputs = writer.publish()
     return tally, outputs
+
+
+def _publish(writer: SceneWriter, staging: ExitStack) -> dict[str, str]:
+    with staging, gdal_env():  # leaving without publishing removes the staging files
+        return writer.publish()
+
+
+
 
 
 def predict_scene(scene_path: str | os.PathLike, out_dir: str | os.PathLike, *,
