@@ -281,8 +281,12 @@ def test_a_collection_over_http_with_bands_at_two_resolutions(tmp_path, rgb_mode
     for item_id in ("north", "south"):
         data, transform, _ = classes(tmp_path / "out" / item_id / "classes.tif")
         assert data.shape == (128, 128) and transform == ORIGIN  # the finest band's grid
-    features = json.loads((tmp_path / "out" / "items.json").read_text())["features"]
+    collection = json.loads((tmp_path / "out" / "items.json").read_text())
+    features = collection["features"]  # written an item at a time: still an ItemCollection
     assert sorted(f["id"] for f in features) == ["north", "south"]
+    assert sorted(i.id for i in pystac.ItemCollection.from_dict(collection)) == \
+        ["north", "south"]
+    assert not list((tmp_path / "out").glob(".items*"))
 
 
 def test_assets_without_band_names_need_assets_option(tmp_path, rgb_model):

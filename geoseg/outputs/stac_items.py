@@ -118,22 +118,32 @@ def write_item(item: pystac.Item, folder: Path) -> Path:
 
 
 def write_item_collection(folders: Sequence[Path], out: Path) -> Path | None:
-    """``OUT/items.json``: the items of ``folders`` that have one, hrefs relative to OUT."""
+    """``OUT/items.json``: the items of ``folders`` that have one, hrefs relative to OUT.
+    Written one item at a time (a batch of 10,000 scenes never holds them all), under a
+    temporary name until complete."""
     import pystac
 
-    items = []
-    for folder in folders:
-        path = folder / "item.json"
-        if path.is_file():
-            item = pystac.Item.from_dict(json.loads(path.read_text()))
-            for asset in item.assets.values():
-                asset.href = f"./{folder.name}/{Path(asset.href).name}"
-            items.append(item)
-    if not items:
+    target, tmp, count = out / "items.json", out / ".items.json.tmp", 0
+    try:
+        with open(tmp, "w") as f:
+            f.write('{\n  "type": "FeatureCollection",\n  "features": [')
+            for folder in folders:
+                path = folder / "item.json"
+                if not path.is_file():
+                    continue
+                item = pystac.Item.from_dict(json.loads(path.read_text()))
+                for asset in item.assets.values():
+                    asset.href = f"./{folder.name}/{Path(asset.href).name}"
+                text = json.dumps(item.to_dict(transform_hrefs=False), indent=2)
+                f.write(("," if count else "") + "\n    "
+                        + text.replace("\n", "\n    "))
+                count += 1
+            f.write("\n  ]\n}\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if not count:
+        tmp.unlink()
         return None
-    target = out / "items.json"
-    tmp = out / ".items.json.tmp"
-    tmp.write_text(json.dumps(pystac.ItemCollection(items).to_dict(transform_hrefs=False),
-                              indent=2))
     tmp.replace(target)
     return target
