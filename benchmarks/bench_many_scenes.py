@@ -6,7 +6,7 @@ Scenes: one 64 x 64 RGB GeoTIFF written once and hard-linked under N names (one 
 block each: the per-scene state is all there is). Model: an untrained ``tinycnn`` (tile
 64). `geoseg predict FOLDER --runner dask --workers 2 --tta none`, a process timed whole;
 its RSS (that process only: the workers are children and not counted) is sampled every
-0.1 s. Prints a table and appends it to benchmarks/results/many_scenes.md.
+0.1 s. Prints a table and keeps it in benchmarks/results/many_scenes.md.
 
     .venv/bin/python -m benchmarks.bench_many_scenes [--counts 100 10000]
 """
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, ROOT, WORK, table
+from benchmarks.common import ROOT, WORK, publish
 
 
 def make_batch(folder: Path, count: int) -> Path:
@@ -94,12 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"scenes": str(count), "wall s": f"{seconds:.1f}",
                      "scenes/s": f"{count / seconds:.1f}",
                      "peak RSS MB": f"{rss / 1e6:.0f}", "ratio": f"{rss / first:.2f}"})
-    text = ("Client + scheduler peak RSS, tiny scenes, `--runner dask --workers 2`\n\n"
-            + table(rows, ["scenes", "wall s", "scenes/s", "peak RSS MB", "ratio"]) + "\n\n")
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "many_scenes.md", "a") as f:
-        f.write(text)
+    publish("many_scenes", "Client + scheduler peak RSS, tiny scenes, `--runner dask "
+            "--workers 2`", rows)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@ blocks: read each with its halo, run its tiles, accumulate.
 
 A block is read once with its halo (boundless) and sent to the model's device in its own
 pixel type; there it is cut into the tiles of the global grid and normalized. Its tiles
-join a queue that spans consecutive blocks (:class:`TileBatcher`): every forward pass
-holds the same number of tiles (``--batch-size``), and each batch's probabilities are
-weighted into their blocks' integer accumulators (see ``stitch``), which stay on the
-device. Tiles that hold no valid pixel
-never reach the model. What happens to a computed block next (spills, finish, write,
+join a queue that spans consecutive blocks (:class:`TileBatcher`): every forward pass of
+a scene holds the same number of tiles (:func:`forward_size`, at most ``--batch-size``),
+and each batch's probabilities are weighted into their blocks' integer accumulators (see
+``stitch``), which stay on the device. Tiles that hold no valid pixel never reach the
+model. What happens to a computed block next (spills, finish, write,
 polygons) is the scene's flow (:mod:`geoseg.prediction.flow`), run by the local runner there
 or by the Dask runner in ``pipelines/``. Peak memory is set by block, tile and batch size,
 not by the scene.
@@ -139,6 +139,16 @@ class _Pending:
         self.tiles_run = queued
         self.finite: torch.Tensor | None = None
 
+    def tile(self, rows: slice, cols: slice) -> torch.Tensor:
+        """A queued tile's normalized pixels (H, W, C), a view on the device."""
+        assert self.inputs is not None, "a block with queued tiles keeps its pixels"
+        return self.inputs[rows, cols]
+
+    def mask(self, rows: slice, cols: slice) -> torch.Tensor:
+        """A queued tile's validity (H, W) on the device."""
+        assert self.ok is not None, "a block with queued tiles keeps its mask"
+        return self.ok[rows, cols]
+
 
 def forward_size(plan: Plan, batch_size: int) -> int:
     """Tiles in every forward pass of a scene: its tiles split into as few batches of at
@@ -157,11 +167,12 @@ class TileBatcher:
     tiles a forward pass.
 
     :meth:`add` takes a block's pixels and returns the blocks whose every tile has run (in
-    the order they came); a batch fills across blocks, so the network sees ``batch_size``
-    tiles however few a block holds. :meth:`flush` runs the rest, the last batch padded with
-    zero tiles to the same size (their output is dropped; ``pad=False``: as it is). Tiles that hold no valid pixel
-    never reach the model; the probabilities are weighted into each block's integer
-    accumulator on the device (see ``stitch``). Non-finite output is checked once a block.
+    the order they came); a batch fills across blocks, so the network sees full batches
+    however few tiles a block holds. :meth:`flush` runs the rest, the last batch padded
+    with zero tiles to the same size (their output is dropped; ``pad=False``: as it is).
+    Tiles that hold no valid pixel never reach the model; the probabilities are weighted
+    into each block's integer accumulator on the device (see ``stitch``). Non-finite output
+    is checked once a block.
     """
 
     def __init__(self, bundle: ModelBundle, plan: Plan, *, batch_size: int,
@@ -214,10 +225,10 @@ class TileBatcher:
         plan = self.plan
         batch = [self.queue.popleft() for _ in range(min(self.size, len(self.queue)))]
         if plan.model_tile:  # each tile resampled to the network's size on its own
-            x = torch.cat([resize_tiles(p.inputs[rows, cols].permute(2, 0, 1)[None],
+            x = torch.cat([resize_tiles(p.tile(rows, cols).permute(2, 0, 1)[None],
                                         plan.model_tile) for p, _, rows, cols in batch])
         else:  # (N, H, W, C) viewed as (N, C, H, W): channels-last, no copy before forward
-            x = torch.stack([p.inputs[rows, cols] for p, _, rows, cols in batch]
+            x = torch.stack([p.tile(rows, cols) for p, _, rows, cols in batch]
                             ).permute(0, 3, 1, 2)
         if self.pad and len(batch) < self.size:  # the last batch: zero tiles, output dropped
             x = torch.cat([x, x.new_zeros((self.size - len(batch), *x.shape[1:]))])
@@ -246,7 +257,7 @@ class TileBatcher:
         pending.finite = finite if pending.finite is None else pending.finite & finite
         weights = torch.stack([device_weights(plan.stitch, g, t, device) for t in tiles])
         if not pending.all_valid:
-            weights = weights * torch.stack([pending.ok[rows, cols]
+            weights = weights * torch.stack([pending.mask(rows, cols)
                                              for _, _, rows, cols in items])
         if plan.model_tile:  # back on the scene's pixels a tile at a time: bounded memory
             for i, tile in enumerate(tiles):
@@ -265,12 +276,13 @@ class TileBatcher:
             block = pending.block
             if pending.finite is not None and not bool(pending.finite):
                 plan = self.plan
+                hint = ("; float16 overflows in some networks"
+                        if plan.precision == "float16" else "")
                 raise ModelOutputError(
                     f"{plan.scene.path}: the network's output is not finite (NaN or "
                     f"infinity) in the block at row {block.window.row}, col "
-                    f"{block.window.col} under {plan.precision}"
-                    f"{'; float16 overflows in some networks' if plan.precision == 'float16' else ''}"
-                    ": predict with --precision float32 (or bfloat16 on a GPU that has it)")
+                    f"{block.window.col} under {plan.precision}{hint}: predict with "
+                    "--precision float32 (or bfloat16 on a GPU that has it)")
             done.append(PredictedBlock(block, pending.acc, pending.valid, pending.tiles_run,
                                        pending.started))
         return done
