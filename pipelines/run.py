@@ -169,20 +169,25 @@ def run_batch(client: Any, scene_paths: Sequence[str | os.PathLike], out_dir: st
         _sweep_failed(running)
     except KeyboardInterrupt as exc:
         _interrupt(client, running)
-        outcomes = feeder.outcomes + [  # never planned: nothing of theirs was written
-            SceneOutcome(os.fspath(p), folder=str(Path(out_dir) / names[os.fspath(p)]),
-                         status="interrupted", error="interrupted (Ctrl-C); rerun to finish")
-            for p in scene_paths[len(feeder.outcomes):]]
-        raise BatchInterrupted(outcomes) from exc
-    if feeder.lost:  # the scheduler went away: the scenes never planned fail with its line
-        assert feeder.lost_with is not None
-        for p in scene_paths[len(feeder.outcomes):]:
-            outcome = SceneOutcome(os.fspath(p), folder=str(Path(out_dir) / names[os.fspath(p)]))
+        for outcome in _unplanned(scene_paths[len(feeder.outcomes):], out_dir, names):
+            outcome.status, outcome.error = ("interrupted",
+                                             "interrupted (Ctrl-C); rerun to finish")
+            feeder.outcomes.append(outcome)
+        raise BatchInterrupted(feeder.outcomes) from exc
+    if feeder.lost_with is not None:  # the scheduler went away: the rest fail with its line
+        for outcome in _unplanned(scene_paths[len(feeder.outcomes):], out_dir, names):
             mark_failed(outcome, feeder.lost_with)
             feeder.outcomes.append(outcome)
             if on_failure:
                 on_failure(outcome)
     return feeder.outcomes
+
+
+def _unplanned(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+               names: dict[str, str]) -> list[SceneOutcome]:
+    """Outcomes of scenes the batch never planned (nothing of theirs was written)."""
+    return [SceneOutcome(os.fspath(p), folder=str(Path(out_dir) / names[os.fspath(p)]))
+            for p in paths]
 
 
 BLOCKS_AHEAD = 4
@@ -211,13 +216,13 @@ class _Feeder:
         self.echo, self.on_failure = echo, on_failure
         self.queue = plans
         self.outcomes: list[SceneOutcome] = []  # every scene planned so far, in input order
-        self.lost_with: BaseException | None = None
+        self.lost_with: BaseException | None = None  # set when the scheduler is gone
         self.token, self.priority = uuid.uuid4().hex[:8], 0
         self.owner: dict = {}
         self.active: set[int] = set()  # ids of the states whose graphs are in flight
         self.blocks = 0  # their unfinished blocks
         self.completed = as_completed()
-        self.threads, self.checked, self.lost = 1, 0.0, False
+        self.threads, self.checked = 1, 0.0
 
     def limit(self) -> int:
         """Blocks that may be in flight: :data:`BLOCKS_AHEAD` per worker thread (the
@@ -230,7 +235,7 @@ class _Feeder:
 
     def feed(self) -> None:
         """Submit scenes until the limit is reached or none are left."""
-        while not self.lost and (len(self.active) < 2 or self.blocks < self.limit()):
+        while self.lost_with is None and (len(self.active) < 2 or self.blocks < self.limit()):
             if self.stop.is_set():
                 raise KeyboardInterrupt
             scene = next(self.queue, None)  # planned now, not before
@@ -242,7 +247,7 @@ class _Feeder:
     def abandon(self, exc: BaseException) -> None:
         """The scheduler is gone: no more scenes go in; :func:`run_batch` fails the ones
         not planned yet with ``exc``'s line (their folders were never touched)."""
-        self.lost, self.lost_with = True, exc
+        self.lost_with = exc
 
     def done(self, state: _Running) -> None:
         """``state`` finished or failed: its unfinished blocks leave the count."""

@@ -395,9 +395,6 @@ def _publish(writer: SceneWriter, staging: ExitStack) -> dict[str, str]:
         return writer.publish()
 
 
-
-
-
 def predict_scene(scene_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                   model: Any, options: PredictOptions = PredictOptions(),
                   progress: Callable[[int], None] | None = None) -> dict:
