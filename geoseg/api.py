@@ -44,14 +44,18 @@ class BatchFailedError(GeosegError, RuntimeError):
         self.outcomes = outcomes
 
 
-def load_model(path: str | os.PathLike, *, device: str = "auto") -> ModelBundle:
-    """The bundle at ``path`` on ``device`` (``auto``: CUDA when present), in the inference
-    form prediction runs (batch norm folded into the convolutions); pass it to
-    :func:`predict_array` to load it once for many arrays."""
-    from .model.devices import resolve_device
+def load_model(path: str | os.PathLike, *, device: str = "auto",
+               runtime: str = "auto") -> ModelBundle:
+    """The bundle at ``path`` on ``device`` (``auto``: CUDA when present) and ``runtime``
+    (``auto``: decided as ``geoseg predict`` decides it), in the inference form prediction
+    runs; pass it to :func:`predict_array` to load it once for many arrays."""
+    from .model.meta import read_meta
     from .model.optimize import load_for_prediction
+    from .prediction.options import PredictOptions
 
-    return load_for_prediction(path, device=resolve_device(device))
+    options = PredictOptions(device=device, runtime=runtime).resolved(
+        network=read_meta(path).network)
+    return load_for_prediction(path, device=options.device, runtime=options.runtime)
 
 
 def predict(scenes: str | os.PathLike | Sequence[str | os.PathLike],

@@ -15,6 +15,7 @@ import click
 
 from geoseg import __version__
 from geoseg.model.devices import DEVICES, PRECISIONS, check_device
+from geoseg.model.runtimes import RUNTIMES
 from geoseg.model.tta import TTA_MODES
 from geoseg.prediction.stitch import WEIGHT_WINDOWS
 from geoseg.vector.files import FORMAT_NAMES
@@ -98,7 +99,11 @@ def predict_options(function: _F) -> _F:
         click.option("--precision", type=click.Choice(PRECISIONS),
                      help="Network compute type; auto: bfloat16 on CUDA and on CPUs with "
                           "native bfloat16 (AVX512-BF16/AMX), else float32."),
-        click.option("--threads", type=int, help="Torch CPU threads per process."),
+        click.option("--runtime", type=click.Choice(RUNTIMES),
+                     help="What runs the network; auto: onnxruntime on a CPU in float32 "
+                          "(an ONNX graph, or an smp network exported once and cached), "
+                          "torch on CUDA and for TorchScript/.pt2 programs."),
+        click.option("--threads", type=int, help="CPU threads of the network per process."),
         click.option("--compile/--no-compile", default=None,
                      help="torch.compile the network: a minute of compiling, then a few "
                           "percent faster per batch on a CPU; for scenes of thousands of "

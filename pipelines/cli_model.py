@@ -26,8 +26,15 @@ def info(model: str, as_json: bool) -> None:
     if as_json:
         click.echo(meta.to_json())
         return
+    from geoseg.model.runtimes import KIND_NAMES, runtimes_for
+
     rows = [("file", model), ("sha256", file_sha256(model)), ("name", meta.name),
             ("architecture", f"{meta.arch} / {meta.encoder}"),
+            ("network", f"{KIND_NAMES[meta.network]}, {meta.output} out; runs on "
+                        f"{' or '.join(runtimes_for(meta.network))}"
+                        + (f"; batch of {meta.fixed_batch} only" if meta.fixed_batch else "")
+                        + (f"; tiles of {meta.tile_size} px only" if meta.fixed_tile
+                           else "")),
             ("bands", ", ".join(meta.bands)),
             ("scale", ", ".join(f"{v:g}" for v in meta.scale)),
             ("mean", ", ".join(f"{v:g}" for v in meta.mean)),
@@ -55,7 +62,7 @@ def info(model: str, as_json: bool) -> None:
 
 @click.group("model")
 def model() -> None:
-    """Create model bundles."""
+    """Create, import and export model bundles."""
 
 
 @model.command("create")
@@ -97,24 +104,12 @@ def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights:
            input_range: str | None, stretch: str | None, name: str | None, seed: int,
            overwrite: bool) -> None:
     """Make a bundle: untrained, or around an existing smp state_dict."""
-    from fractions import Fraction
-
     from geoseg.classes import make_classes
-    from geoseg.errors import ConfigError
     from geoseg.model import create_bundle, load_state_dict, save_bundle
     from geoseg.outputs.rasters import prepare_output
 
     band_names = (tuple(f"band{i}" for i in range(1, int(bands) + 1)) if bands.isdigit()
                   else tuple(b.strip() for b in bands.split(",")))
-
-    def floats(text: str | None) -> list[float] | None:
-        if text is None:
-            return None
-        try:  # numbers or fractions, as the help shows them (1/255)
-            return [float(Fraction(v.strip())) for v in text.split(",")]
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"{text!r} must be comma-separated numbers or fractions "
-                              "(e.g. 1/10000)") from None
 
     out_path = prepare_output(Path(out), overwrite=overwrite)
     if weights:
@@ -122,17 +117,110 @@ def create(arch: str, encoder: str, classes: str, bands: str, out: str, weights:
                              classes=len(classes.split(",")))
     state = load_state_dict(weights) if weights else None
     bundle = create_bundle(arch=arch, encoder=encoder, classes=make_classes(classes.split(",")),
-                           bands=band_names, scale=floats(scale), mean=floats(mean),
-                           std=floats(std), tile_size=tile_size, overlap=overlap, tta=tta,
+                           bands=band_names, scale=_floats(scale), mean=_floats(mean),
+                           std=_floats(std), tile_size=tile_size, overlap=overlap, tta=tta,
                            state_dict=state, name=name or out_path.stem, seed=seed,
                            gsd=gsd, input_dtype=input_dtype,
-                           input_range=[floats(r) or [] for r in input_range.split(";")]
-                           if input_range else None, stretch=floats(stretch),
+                           input_range=[_floats(r) or [] for r in input_range.split(";")]
+                           if input_range else None, stretch=_floats(stretch),
                            provenance={"source": "weights: " + str(weights) if weights
                                        else "untrained (random weights)"})
     digest = save_bundle(bundle, out_path)
     click.echo(f"wrote {out_path} ({arch}/{encoder}, {len(band_names)} bands, "
                f"{len(bundle.meta.classes)} classes, sha256 {digest[:12]})")
+
+
+def _floats(text: str | None) -> list[float] | None:
+    """Comma-separated numbers or fractions (1/255), as the help shows them."""
+    from fractions import Fraction
+
+    from geoseg.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return [float(Fraction(v.strip())) for v in text.split(",")]
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"{text!r} must be comma-separated numbers or fractions "
+                          "(e.g. 1/10000)") from None
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [v.strip() for v in text.split(",")]
+
+
+@model.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The bundle to write (.safetensors).")
+@click.option("--mlm", type=click.Path(dir_okay=False),
+              help="A STAC item with the MLM extension describing the file (bands, value "
+                   "scaling, input shape, classes).")
+@click.option("--classes", help="Class names in output-channel order.")
+@click.option("--bands", help="Band names in input-channel order (red,green,blue).")
+@click.option("--scale", help="Per-band multiplier (or one for all), e.g. 1/255.")
+@click.option("--mean", help="Per-band mean after scaling (or one for all).")
+@click.option("--std", help="Per-band std after scaling (or one for all).")
+@click.option("--tile-size", type=int, help="Tile size in pixels (a static graph's own).")
+@click.option("--overlap", type=int, help="Tile overlap in pixels (default: a quarter of "
+                                          "the tile, at most 64).")
+@click.option("--gsd", type=float, help="Ground sample distance, metres per pixel.")
+@click.option("--output", "output_kind", type=click.Choice(["logits", "probabilities"]),
+              help="What the network returns (default: detected on a random tile).")
+@click.option("--name", help="Model name (default: the file's, or its metadata's).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@one_line_errors
+def import_model(file: str, out: str, mlm: str | None, classes: str | None,
+                 bands: str | None, scale: str | None, mean: str | None, std: str | None,
+                 tile_size: int | None, overlap: int | None, gsd: float | None,
+                 output_kind: str | None, name: str | None, overwrite: bool) -> None:
+    """Wrap an ONNX graph, a TorchScript module or a torch.export .pt2 program in a bundle.
+
+    Metadata from the ONNX file (QGIS Deepness keys, or geoseg's own export), --mlm and
+    the flags; the file runs once on a random tile to check its output and measure its
+    output stride and receptive field. Pickled checkpoints are refused."""
+    from geoseg.model.importing import import_program
+    from geoseg.model.programs import save_program
+    from geoseg.model.runtimes import KIND_NAMES
+    from geoseg.outputs.rasters import prepare_output
+
+    out_path = prepare_output(Path(out), overwrite=overwrite)
+    flags = {"classes": _names(classes), "bands": _names(bands), "scale": _floats(scale),
+             "mean": _floats(mean), "std": _floats(std), "tile_size": tile_size,
+             "overlap": overlap, "gsd": gsd, "output": output_kind, "name": name}
+    meta, data = import_program(file, mlm=mlm, flags=flags)
+    digest = save_program(meta, data, out_path)
+    click.echo(f"wrote {out_path} ({KIND_NAMES[meta.network]}, {meta.in_channels} bands, "
+               f"{len(meta.classes)} classes, {meta.output} out, output stride "
+               f"{meta.output_stride}, receptive field {meta.receptive_field} px, sha256 "
+               f"{digest[:12]})")
+
+
+@model.command("export")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "pt2"]), default="onnx",
+              show_default=True, help="ONNX graph or torch.export program.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for NAME.onnx (or .pt2) and its STAC MLM item NAME.json.")
+@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@one_line_errors
+def export_model(bundle: str, fmt: str, out: str, overwrite: bool) -> None:
+    """Export a bundle's network with its normalization and softmax in the graph, and a
+    STAC item (MLM extension) describing it; ONNX files carry QGIS Deepness metadata."""
+    from geoseg.model.exporting import export_bundle
+    from geoseg.model.meta import read_meta
+
+    meta = read_meta(bundle)
+    if meta.network == "onnx":
+        from geoseg.errors import ConfigError
+
+        raise ConfigError(f"{bundle}: its network is an ONNX graph already; geoseg exports "
+                          "torch networks (smp, TorchScript, torch.export)")
+    from geoseg.model.bundle import load_bundle
+
+    target, item = export_bundle(load_bundle(bundle), fmt=fmt, out_dir=out,
+                                 overwrite=overwrite)
+    click.echo(f"wrote {target} and {item}")
 
 
 def check_bundle_weights(path: str, *, arch: str, encoder: str, bands: int,

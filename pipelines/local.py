@@ -74,7 +74,7 @@ def run_batch_local(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.
     stop = stop or threading.Event()
     meta = read_meta(model)
     sha = model_sha256 or file_sha256(model)
-    options = options.resolved()
+    options = options.resolved(network=meta.network)
     planned = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
                           model_sha256=sha, options=options)
     bundle = None
@@ -174,7 +174,7 @@ def _load(load: Callable[..., Any], model: str | os.PathLike,
 
         torch.set_num_threads(options.threads)
     bundle = load(model, device=options.device, compile=options.compile,
-                  batch_size=options.batch_size)
+                  batch_size=options.batch_size, runtime=options.runtime)
     if bundle.sha256 != sha256:
         raise BundleError(f"{model}: changed while the batch was running; rerun with a "
                           "fixed model file")

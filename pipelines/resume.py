@@ -215,7 +215,7 @@ def manifest_options(manifest: dict, identity: dict) -> dict:
     before them), so outputs of an older geoseg are not redone for nothing."""
     from geoseg.prediction.options import PredictOptions
 
-    defaults = PredictOptions().identity()
+    defaults = {**PredictOptions().identity(), "runtime": "torch"}  # torch, before runtimes
     return {**{k: defaults.get(k) for k in identity}, **(manifest.get("options") or {})}
 
 

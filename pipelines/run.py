@@ -93,8 +93,8 @@ def worker_capabilities(client: Any) -> list[Capabilities]:
     return list(client.run(probe_capabilities, workers=model_workers(client)).values())
 
 
-def resolve_on_workers(options: PredictOptions,
-                       reports: Sequence[Capabilities]) -> PredictOptions:
+def resolve_on_workers(options: PredictOptions, reports: Sequence[Capabilities], *,
+                       network: str = "smp") -> PredictOptions:
     """One device and one precision for the whole batch, decided from the model workers'
     reports, never from the client's own devices: ``auto`` is ``cuda`` when every worker
     has CUDA (no scene mixes GPU and CPU blocks), a ``cuda:N`` no worker can address is
@@ -115,7 +115,12 @@ def resolve_on_workers(options: PredictOptions,
         raise ConfigError(f"--precision {options.precision}: the workers' devices resolve it "
                           f"to {' and '.join(precisions)}; one batch runs one precision: "
                           "give --precision")
-    return options.resolved(device, reports[0])
+    runtimes = sorted({options.resolved(device, r, network=network).runtime for r in reports})
+    if len(runtimes) > 1:
+        raise ConfigError(f"--runtime {options.runtime}: the workers resolve it to "
+                          f"{' and '.join(runtimes)} (onnxruntime is installed on some "
+                          "only); one batch runs one runtime: give --runtime")
+    return options.resolved(device, reports[0], network=network)
 
 
 def model_resources(client: Any, device: str) -> dict | None:
@@ -151,7 +156,7 @@ def run_batch(client: Any, scene_paths: Sequence[str | os.PathLike], out_dir: st
 
     meta = read_meta(model)
     sha = model_sha256 or file_sha256(model)
-    options = resolve_on_workers(options, worker_capabilities(client))
+    options = resolve_on_workers(options, worker_capabilities(client), network=meta.network)
     names = folder_names(scene_paths)
     plans = iter_plans(scene_paths, out_dir, model_path=Path(model).resolve(), meta=meta,
                        model_sha256=sha, options=options, names=names)
@@ -407,9 +412,10 @@ def dry_run_table(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.Pa
     ``auto`` is resolved on this machine, as a run on the default local cluster would."""
     from geoseg.model.meta import file_sha256, read_meta
 
-    options = resolve_on_workers(options, worker_capabilities(None))
+    meta = read_meta(model)
+    options = resolve_on_workers(options, worker_capabilities(None), network=meta.network)
     scenes = plan_scenes(scene_paths, out_dir, model_path=Path(model).resolve(),
-                         meta=read_meta(model), model_sha256=model_sha256 or file_sha256(model),
+                         meta=meta, model_sha256=model_sha256 or file_sha256(model),
                          options=options)
     rows = [("scene", "action", "MPix", "tiles", "blocks", "error")]
     for s in scenes:

@@ -155,8 +155,9 @@ def already_complete(choice: ClusterChoice, paths: Sequence[str | os.PathLike], 
     names = folder_names(paths)
     if not all(manifest_path(out / names[os.fspath(p)]).is_file() for p in paths):
         return None
-    resolved = resolve_on_workers(options, worker_capabilities(None))
-    planned = plan_scenes(paths, out, model_path=Path(model).resolve(), meta=read_meta(model),
+    meta = read_meta(model)
+    resolved = resolve_on_workers(options, worker_capabilities(None), network=meta.network)
+    planned = plan_scenes(paths, out, model_path=Path(model).resolve(), meta=meta,
                           model_sha256=model_sha256, options=resolved)
     if any(scene.job is not None for scene in planned):
         return None

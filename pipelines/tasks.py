@@ -112,7 +112,7 @@ def predict_task(job: SceneJob, row: int, col: int) -> PredictedBlock:
     options, plan = job.options, job.flow.plan
     bundle = model_cache().get(job.model.path, job.model.sha256, device=options.device,
                                threads=options.threads, compile=options.compile,
-                               batch_size=options.batch_size)
+                               batch_size=options.batch_size, runtime=options.runtime)
     block = plan.blocks.block(row, col)
     with gdal_env(), open_raster(plan.scene.path) as ds:
         pixels, valid = read_block(ds, plan, block)

@@ -17,7 +17,7 @@ PLUGIN_NAME = "geoseg-models"
 
 
 class ModelCache(WorkerPlugin):
-    """Loaded bundles by (sha256, device, compile); ``loads`` lists every load (for tests: a model
+    """Loaded bundles by (sha256, device, runtime, compile); ``loads`` lists every load (for tests: a model
     loaded once per process appears once)."""
 
     name = PLUGIN_NAME
@@ -34,11 +34,11 @@ class ModelCache(WorkerPlugin):
         type(self).__init__(self)
 
     def get(self, path: str, sha256: str, *, device: str, threads: int | None,
-            compile: bool = False, batch_size: int = 8) -> Any:
+            compile: bool = False, batch_size: int = 8, runtime: str = "torch") -> Any:
         """The bundle at ``path`` in its inference form, loaded on first use; a file whose
         hash changed since the batch was planned is refused."""
         with self.lock:
-            key = (sha256, device, compile, batch_size if compile else None)
+            key = (sha256, device, runtime, compile, batch_size if compile else None)
             bundle = self.bundles.get(key)
             if bundle is None:
                 import torch
@@ -50,7 +50,8 @@ class ModelCache(WorkerPlugin):
                 if threads:
                     torch.set_num_threads(threads)
                 bundle = load_for_prediction(path, device=resolve_device(device),
-                                             compile=compile, batch_size=batch_size)
+                                             compile=compile, batch_size=batch_size,
+                                             runtime=runtime)
                 if bundle.sha256 != sha256:
                     raise BundleError(f"{path}: changed while the batch was running "
                                       f"(sha256 {bundle.sha256[:12]}, expected "

@@ -39,6 +39,22 @@ def smooth_noise(shape, *, seed=0, bands=3, dtype="uint8"):
     return (out * scale).astype(dtype)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def onnx_graph_cache(tmp_path_factory):
+    """Exported ONNX graphs (``--runtime onnxruntime``, the CPU default) go to a cache of
+    the test session's own, never the user's ~/.cache; workers inherit it."""
+    import os
+
+    path = tmp_path_factory.mktemp("geoseg-cache")
+    old = os.environ.get("GEOSEG_CACHE")
+    os.environ["GEOSEG_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("GEOSEG_CACHE", None)
+    else:
+        os.environ["GEOSEG_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def quiet_progress_lines(monkeypatch):
     """Commands in tests print no periodic progress line (output stays exact however slow

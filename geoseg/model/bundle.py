@@ -28,7 +28,9 @@ class ModelBundle:
 
     ``prepared``: the network is the inference form prediction runs
     (:func:`geoseg.model.optimize.for_inference`); ``fixed_batch``: every batch must have
-    this many tiles (a compiled network), shorter ones are padded."""
+    this many tiles (a compiled network, a program with a static batch), shorter ones are
+    padded; ``runtime``: what runs ``network`` (an ONNX Runtime session behind
+    :class:`~geoseg.model.onnx_graphs.OnnxNetwork` for ``onnxruntime``)."""
 
     meta: BundleMeta
     network: nn.Module
@@ -36,6 +38,7 @@ class ModelBundle:
     device: str = "cpu"
     prepared: bool = False
     fixed_batch: int | None = None
+    runtime: str = "torch"
 
 
 def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
@@ -129,10 +132,21 @@ def _umask() -> int:
 
 
 def load_bundle(path: str | os.PathLike, *, device: str = "cpu") -> ModelBundle:
-    """Load a bundle's metadata and weights (safetensors: no code runs) onto ``device``."""
+    """Load a bundle's metadata and weights (safetensors: no code runs) onto ``device``;
+    an imported TorchScript or torch.export program is loaded as its network (an ONNX
+    graph runs on onnxruntime: :func:`geoseg.model.optimize.load_for_prediction`)."""
     from safetensors.torch import load_file
 
     meta = read_meta(path)
+    if meta.network != "smp":
+        if meta.network == "onnx":
+            raise BundleError(f"{path}: its network is an ONNX graph, which runs on "
+                              "onnxruntime only (predict with --runtime onnxruntime or "
+                              "auto); it cannot be trained or loaded into torch")
+        from .programs import load_torch_program, read_program
+
+        program = load_torch_program(meta.network, read_program(path), device=device)
+        return ModelBundle(meta, program, file_sha256(path), device)
     network = build_network(meta.arch, encoder=meta.encoder, in_channels=meta.in_channels,
                             classes=len(meta.classes), arch_kwargs=meta.arch_kwargs)
     try:

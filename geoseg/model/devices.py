@@ -117,6 +117,8 @@ class Capabilities:
     emulated."""
     cpu_bf16: bool = False
     """The CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
+    onnxruntime: bool = False
+    """onnxruntime is installed (``--runtime auto`` takes it on CPUs)."""
 
 
 def probe_capabilities() -> Capabilities:
@@ -130,8 +132,10 @@ def probe_capabilities() -> Capabilities:
             names.append(torch.cuda.get_device_name(index))
             major, _ = torch.cuda.get_device_capability(index)
             bf16.append(bool(torch.version.hip) or major >= 8)
+    from .runtimes import onnxruntime_installed
+
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return Capabilities(tuple(names), tuple(bf16), bool(native))
+    return Capabilities(tuple(names), tuple(bf16), bool(native), onnxruntime_installed())
 
 
 def check_precision(precision: str) -> str:

@@ -134,14 +134,9 @@ def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *, tta: str 
     views = TTA[check_tta(tta)]
     dtype = AUTOCAST.get(precision)
     set_tf32(device, precision)
-    n = batch.shape[0]
     together = views_per_forward(device, len(views))
     with torch.inference_mode():
         x = batch.to(device, non_blocking=True)
-        if bundle.fixed_batch is not None and n < bundle.fixed_batch:
-            # a compiled network runs one batch size; zeros pad the rest and are dropped
-            pad = x.new_zeros((bundle.fixed_batch - n, *x.shape[1:]))
-            x = torch.cat([x, pad])
         m = x.shape[0]
         total: torch.Tensor | None = None
         for first in range(0, len(views), together):
@@ -151,15 +146,34 @@ def forward_probabilities(bundle: ModelBundle, batch: torch.Tensor, *, tta: str 
             xv = xv.contiguous(memory_format=torch.channels_last)
             if dtype is not None:
                 with torch.autocast(device_kind(device), dtype=dtype):
-                    logits = bundle.network(xv)
+                    logits = run_network(bundle, xv)
             else:
-                logits = bundle.network(xv)
+                logits = run_network(bundle, xv)
             # softmax over classes is twice as fast on a contiguous (NCHW) tensor on the CPU
-            probs = torch.softmax(logits.float().contiguous(), dim=1)
+            probs = (logits.float().contiguous() if bundle.meta.output == "probabilities"
+                     else torch.softmax(logits.float().contiguous(), dim=1))
             for i, (k, flip) in enumerate(group):
                 p = _unview(probs[i * m:(i + 1) * m], k, flip)
                 total = p if total is None else total.add_(p)
         assert total is not None  # TTA modes have one view or more
         if len(views) > 1:
             total = total.div_(len(views)).contiguous()
-        return total if total.shape[0] == n else total[:n]
+        return total
+
+
+def run_network(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
+    """The network's output for ``x``; a network that takes one batch size only (compiled,
+    or a program with a static batch: ``bundle.fixed_batch``) runs ``x`` in batches of that
+    size, the last padded with zero tiles whose output is dropped."""
+    fixed = bundle.fixed_batch
+    if fixed is None or x.shape[0] == fixed:
+        return bundle.network(x)
+    outputs = []
+    for first in range(0, x.shape[0], fixed):
+        part = x[first:first + fixed]
+        n = part.shape[0]
+        if n < fixed:
+            part = torch.cat([part, part.new_zeros((fixed - n, *part.shape[1:]))])
+            part = part.contiguous(memory_format=torch.channels_last)
+        outputs.append(bundle.network(part)[:n])
+    return torch.cat(outputs)

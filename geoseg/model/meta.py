@@ -16,6 +16,9 @@ from .tta import check_tta
 
 FORMAT = "geoseg-bundle/1"
 META_KEY = "geoseg"
+OUTPUTS = ("logits", "probabilities")
+NETWORK_TENSOR = "geoseg.network"
+"""The tensor that holds an imported program's file (uint8 bytes) in a bundle."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,17 @@ class BundleMeta:
     """(LOW, HIGH) percentiles: the model was trained on scenes whose bands were each mapped
     from their LOW-th..HIGH-th percentile onto ``input_range``, and prediction maps every
     scene so (as ``--stretch LOW,HIGH`` would). None: scenes are read as they are."""
+    network: str = "smp"
+    """The network's kind (:data:`geoseg.model.runtimes.NETWORK_KINDS`): smp weights, or a
+    program imported with ``geoseg model import`` (its file's bytes are in the bundle)."""
+    output: str = "logits"
+    """What the network returns per class: ``logits`` (softmax follows) or
+    ``probabilities`` (used as they are)."""
+    fixed_batch: int | None = None
+    """The only batch size the network takes (an exported program with a static batch);
+    None: any."""
+    fixed_tile: bool = False
+    """The network takes ``tile_size`` tiles only (a static input shape)."""
 
     @property
     def in_channels(self) -> int:
@@ -73,6 +87,11 @@ class BundleMeta:
         if d.get("stretch") is not None:
             d["stretch"] = (float(d["stretch"][0]), float(d["stretch"][1]))
         check_tta(d.get("tta", "none"))  # a ConfigError is a ValueError: read_meta names the file
+        from .runtimes import check_kind
+
+        check_kind(d.get("network", "smp"))
+        if d.get("output", "logits") not in OUTPUTS:
+            raise BundleError(f"output {d['output']!r} is none of {', '.join(OUTPUTS)}")
         return cls(**d)
 
 

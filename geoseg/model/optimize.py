@@ -30,7 +30,9 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .bundle import ModelBundle, load_bundle
+from .meta import file_sha256, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +83,21 @@ def float32_classifier(network: nn.Module) -> nn.Module:
     return network
 
 
-def for_inference(bundle: ModelBundle, *, compile: bool = False,
-                  batch_size: int = 8) -> ModelBundle:
-    """``bundle`` with its network prepared for prediction (idempotent)."""
-    if bundle.prepared:
+def for_inference(bundle: ModelBundle, *, compile: bool = False, batch_size: int = 8,
+                  runtime: str = "torch") -> ModelBundle:
+    """``bundle`` with its network prepared for prediction on ``runtime`` (idempotent):
+    for torch, an smp network folded, its classifier in float32 and, with ``compile``,
+    compiled; an imported program as it is (compiled if asked); for onnxruntime, the
+    network's ONNX graph (exported and cached by the bundle's hash) in a session."""
+    if bundle.prepared and bundle.runtime == runtime:
         return bundle
+    if runtime == "onnxruntime":
+        return _on_onnxruntime(bundle)
+    if bundle.meta.network != "smp":
+        network = (torch.compile(bundle.network, dynamic=False)  # type: ignore[assignment]
+                   if compile else bundle.network)
+        return replace(bundle, network=network, prepared=True,
+                       fixed_batch=batch_size if compile else bundle.meta.fixed_batch)
     network = fold_batch_norm(bundle.network)
     if network is bundle.network:  # not folded: wrap a copy, the bundle keeps its own
         network = copy.deepcopy(network)
@@ -98,12 +110,44 @@ def for_inference(bundle: ModelBundle, *, compile: bool = False,
     return replace(bundle, network=network, prepared=True, fixed_batch=fixed)
 
 
+def _on_onnxruntime(bundle: ModelBundle) -> ModelBundle:
+    """An in-memory bundle's torch network as an ONNX Runtime session (its ONNX graph from
+    the cache when the bundle came from a file)."""
+    from .onnx_graphs import OnnxNetwork, cached_graph, ort_session, to_onnx
+
+    meta = bundle.meta
+    if meta.network != "smp":
+        raise ConfigError(f"a {meta.network} network runs on torch, not onnxruntime")
+    plain = bundle.network
+    if bundle.sha256:
+        graph = cached_graph(bundle.sha256, plain, in_channels=meta.in_channels,
+                             size=meta.tile_size)
+    else:
+        graph = to_onnx(plain, in_channels=meta.in_channels, size=meta.tile_size)
+    session = ort_session(graph, device=bundle.device)
+    return replace(bundle, network=OnnxNetwork(session), prepared=True,
+                   fixed_batch=meta.fixed_batch, runtime="onnxruntime")
+
+
 def load_for_prediction(path: str | os.PathLike, *, device: str, compile: bool = False,
-                        batch_size: int = 8) -> ModelBundle:
-    """:func:`~geoseg.model.bundle.load_bundle` then :func:`for_inference`; a device that
+                        batch_size: int = 8, runtime: str = "torch") -> ModelBundle:
+    """The bundle at ``path`` ready to predict on ``runtime`` (a resolved name): for torch,
+    :func:`~geoseg.model.bundle.load_bundle` then :func:`for_inference`; for onnxruntime,
+    an imported ONNX graph or the smp network's exported graph in a session. A device that
     cannot take the network (no such GPU, out of memory, busy) is one DeviceError line."""
     from .devices import device_errors
 
     with device_errors():
+        if runtime == "onnxruntime":
+            meta = read_meta(path)
+            if meta.network == "onnx":
+                from .onnx_graphs import OnnxNetwork, ort_session
+                from .programs import read_program
+
+                session = ort_session(read_program(path), device=device)
+                return ModelBundle(meta, OnnxNetwork(session), file_sha256(path), device,
+                                   prepared=True, fixed_batch=meta.fixed_batch,
+                                   runtime="onnxruntime")
+            return _on_onnxruntime(replace(load_bundle(path, device="cpu"), device=device))
         return for_inference(load_bundle(path, device=device), compile=compile,
                              batch_size=batch_size)

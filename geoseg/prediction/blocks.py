@@ -58,6 +58,7 @@ class Plan:
     """The network's tile side when the scene is predicted at the model's GSD: each tile of
     ``tiles`` (scene pixels) is resampled to it and its probabilities back (see
     :mod:`geoseg.inputs.fit`); None: tiles go to the network as they are."""
+    runtime: str = "torch"
 
     def tags(self, meta: BundleMeta, model_sha256: str) -> dict:
         """The output rasters' tags: the model and the options that shaped the pixels (one
@@ -65,6 +66,7 @@ class Plan:
         return output_tags(meta, model_sha256, GEOSEG_STITCH=self.stitch,
                            GEOSEG_TILE_SIZE=self.tiles.size, GEOSEG_OVERLAP=self.tiles.overlap,
                            GEOSEG_TTA=self.tta, GEOSEG_PRECISION=self.precision,
+                           GEOSEG_RUNTIME=self.runtime,
                            **({"GEOSEG_COMPILE": "inductor"} if self.compile else {}),
                            **({"GEOSEG_RESCALED_FROM": json.dumps(self.rescaled_from)}
                               if self.rescaled_from else {}),
@@ -95,11 +97,11 @@ def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     tiles = TileGrid.build(height=scene.grid.height, width=scene.grid.width, size=size,
                            overlap=overlap, multiple=1 if model_tile else meta.output_stride)
     blocks = BlockGrid.build(tiles, block_size=options.block_size)
-    if "auto" in (options.device, options.precision):
-        options = options.resolved()
+    if "auto" in (options.device, options.precision, options.runtime):
+        options = options.resolved(network=meta.network)
     return Plan(scene, bands, tiles, blocks, options.stitch, len(meta.classes),
                 options.tta or meta.tta, options.precision, options.compile, rescale,
-                source, model_tile)
+                source, model_tile, options.runtime)
 
 
 def read_block(ds: Any, plan: Plan, block: Block) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -406,24 +406,28 @@ def predict_scene(scene_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     subclasses for bad input, before anything is written under a final name.
     """
     from ..model.bundle import ModelBundle
+    from ..model.meta import read_meta
     from ..model.optimize import for_inference, load_for_prediction
 
     start = time.perf_counter()
     with gdal_env():
         scene = open_scene(scene_path, allow_no_crs=options.allow_no_crs)
-        if isinstance(model, ModelBundle):
-            options = options.resolved(model.device)
-            bundle = for_inference(model, compile=options.compile,
-                                   batch_size=options.batch_size)
-        else:
-            options = options.resolved()
-            bundle = load_for_prediction(model, device=options.device,
-                                         compile=options.compile,
-                                         batch_size=options.batch_size)
         if options.threads:
             import torch
 
-            torch.set_num_threads(options.threads)
+            torch.set_num_threads(options.threads)  # before a session takes its threads
+        if isinstance(model, ModelBundle):
+            if options.runtime == "auto":  # a loaded network runs where it was loaded
+                options = replace(options, runtime=model.runtime)
+            options = options.resolved(model.device, network=model.meta.network)
+            bundle = for_inference(model, compile=options.compile,
+                                   batch_size=options.batch_size, runtime=options.runtime)
+        else:
+            options = options.resolved(network=read_meta(model).network)
+            bundle = load_for_prediction(model, device=options.device,
+                                         compile=options.compile,
+                                         batch_size=options.batch_size,
+                                         runtime=options.runtime)
         flow = plan_flow(scene, out_dir, meta=bundle.meta, model_sha256=bundle.sha256,
                          options=options)
         prepare_outputs(flow, overwrite=options.overwrite)

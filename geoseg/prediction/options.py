@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from ..config import load_yaml
 from ..errors import ConfigError
 from ..model.devices import Capabilities, check_device, check_precision, device_kind
+from ..model.runtimes import check_runtime
 from ..model.tta import check_tta
 
 __all__ = ["PredictOptions", "load_predict_options", "options_from", "parse_bands"]
@@ -29,6 +30,9 @@ class PredictOptions:
     batch_size: int = 8
     device: str = "auto"
     precision: str = "auto"
+    runtime: str = "auto"
+    """auto, torch or onnxruntime (geoseg.model.runtimes); auto: decided where the model
+    runs."""
     threads: int | None = None
     compile: bool = False
     bands: tuple[int, ...] | None = None
@@ -70,6 +74,7 @@ class PredictOptions:
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be true or false")
         check_device(self.device)
         check_precision(self.precision)
+        check_runtime(self.runtime)
         from ..inputs.fit import RESAMPLE_MODES
         from ..model.radiometry import check_stretch, parse_pair
 
@@ -92,24 +97,35 @@ class PredictOptions:
                               f"{', '.join(RESAMPLE_MODES)}")
 
     def resolved(self, device: str | None = None,
-                 capabilities: Capabilities | None = None) -> PredictOptions:
+                 capabilities: Capabilities | None = None, *,
+                 network: str = "smp") -> PredictOptions:
         """These options with ``auto`` decided where the model runs: the device (``device``
-        when the caller chose it already) and the precision for that device, from
-        ``capabilities`` (what the model's process reported; default: this process), so a
-        batch's plans, manifests and tags name what really ran."""
+        when the caller chose it already), the runtime for that device and the model's
+        ``network`` kind, and the precision, from ``capabilities`` (what the model's
+        process reported; default: this process), so a batch's plans, manifests and tags
+        name what really ran. ONNX Runtime runs float32."""
         from ..model.devices import probe_capabilities, resolve_device, resolve_precision
+        from ..model.runtimes import resolve_runtime
 
-        if capabilities is None and "auto" in (device or self.device, self.precision):
-            capabilities = probe_capabilities()  # once, for the device and the precision
+        if capabilities is None and "auto" in (device or self.device, self.precision,
+                                               self.runtime):
+            capabilities = probe_capabilities()  # once, for device, runtime and precision
         device = device or resolve_device(self.device, capabilities)
-        return replace(self, device=device,
-                       precision=resolve_precision(self.precision, device, capabilities))
+        precision = resolve_precision(self.precision, device, capabilities)
+        runtime = resolve_runtime(self.runtime, kind=network, device=device,
+                                  precision=self.precision, auto_precision=precision,
+                                  compile=self.compile,
+                                  onnxruntime=capabilities.onnxruntime if capabilities
+                                  else None)
+        return replace(self, device=device, runtime=runtime,
+                       precision="float32" if runtime == "onnxruntime" else precision)
 
     def identity(self) -> dict:
         """The options that change output bytes (for manifests and resume checks)."""
         return {"tile_size": self.tile_size, "overlap": self.overlap, "stitch": self.stitch,
                 "tta": self.tta,
                 "device": device_kind(self.device), "precision": self.precision,
+                "runtime": self.runtime,
                 "compile": self.compile,
                 "bands": list(self.bands) if self.bands else None,
                 "stretch": list(self.stretch) if self.stretch else None,
