@@ -75,11 +75,17 @@ def predict(tree: Path, scene: Path, model: Path, *extra: str) -> float:
 def field(trees: dict, models: dict, size: int, *, toolbelt: bool) -> list[dict]:
     scene = mirror_enlarge(require(OAM), size, WORK / f"oam_{size}.tif")
     model = models["Unet"]
+    # the ONNX graph of the model, exported once (as a first run on a machine does) before
+    # anything is timed
+    process_seconds(["-c", "from geoseg.model import load_for_prediction; "
+                           f"load_for_prediction({str(model)!r}, device='cpu', "
+                           "runtime='onnxruntime')"])
     forward, out = process_seconds(["-m", "benchmarks.predict_child", "forward", str(scene),
                                     str(model), "8", "2"])
-    precision = json.loads(out.strip().splitlines()[-1])["precision"]
-    rows = [{"run": f"pure forward (process), {precision} (predict's default here)",
-             "wall s": f"{forward:.1f}", "ratio": ""}]
+    resolved = json.loads(out.strip().splitlines()[-1])
+    precision, runtime = resolved["precision"], resolved["runtime"]
+    rows = [{"run": f"pure forward (process), {runtime} {precision} (predict's default "
+                    "here)", "wall s": f"{forward:.1f}", "ratio": ""}]
     forward32 = forward
     if precision != "float32":
         forward32, _ = process_seconds(["-m", "benchmarks.predict_child", "forward",
@@ -98,6 +104,15 @@ def field(trees: dict, models: dict, size: int, *, toolbelt: bool) -> list[dict]
         mine32 = predict(here, scene, model, "--precision", "float32")
         rows.append({"run": "geoseg predict --precision float32", "wall s": f"{mine32:.1f}",
                      "ratio": f"**{mine32 / forward32:.3f}** x forward (float32)"})
+    if runtime != "torch":
+        forward_torch, _ = process_seconds(["-m", "benchmarks.predict_child", "forward",
+                                            str(scene), str(model), "8", "2", "auto",
+                                            "torch"])
+        rows.append({"run": "pure forward (process), torch", "wall s": f"{forward_torch:.1f}",
+                     "ratio": ""})
+        torch_run = predict(here, scene, model, "--runtime", "torch")
+        rows.append({"run": "geoseg predict --runtime torch", "wall s": f"{torch_run:.1f}",
+                     "ratio": f"**{torch_run / forward_torch:.3f}** x forward (torch)"})
     dask = predict(here, scene, model, "--runner", "dask")
     rows.append({"run": "geoseg predict --runner dask (local cluster)",
                  "wall s": f"{dask:.1f}", "ratio": f"{dask / forward:.3f} x forward"})

@@ -1,7 +1,7 @@
 """One measured run in a fresh process (so peak RSS is its own): prints a JSON line.
 
     python -m benchmarks.predict_child predict SCENE MODEL BLOCK_SIZE BATCH THREADS [TTA]
-    python -m benchmarks.predict_child forward SCENE MODEL BATCH THREADS [PRECISION]
+    python -m benchmarks.predict_child forward SCENE MODEL BATCH THREADS [PRECISION [RUNTIME]]
     python -m benchmarks.predict_child copy SCENE
 """
 
@@ -32,19 +32,25 @@ def predict(scene, model, block_size, batch, threads, tta=None):
             "pixels": summary["height"] * summary["width"]}
 
 
-def forward(scene, model, batch, threads, precision="auto"):
+def forward(scene, model, batch, threads, precision="auto", runtime="auto"):
     """Pure model time: the same tiles and batches, inputs already in memory as tensors,
-    at the precision `geoseg predict` resolves on this machine (or the one given)."""
+    at the precision and on the runtime `geoseg predict` resolves on this machine (or the
+    ones given)."""
     import numpy as np
     import rasterio
     import torch
 
     from geoseg.model import forward_probabilities, load_for_prediction
-    from geoseg.model.devices import resolve_precision
+    from geoseg.model.meta import read_meta
+    from geoseg.prediction.options import PredictOptions
     from geoseg.tiling import TileGrid
 
     torch.set_num_threads(int(threads))
-    bundle = load_for_prediction(model, device="cpu")  # the network as prediction runs it
+    options = PredictOptions(device="cpu", precision=precision, runtime=runtime).resolved(
+        network=read_meta(model).network)
+    precision = options.precision
+    # the network as prediction runs it
+    bundle = load_for_prediction(model, device="cpu", runtime=options.runtime)
     with rasterio.open(scene) as ds:
         grid = TileGrid.build(height=ds.height, width=ds.width, size=bundle.meta.tile_size,
                               overlap=bundle.meta.overlap)
@@ -53,7 +59,6 @@ def forward(scene, model, batch, threads, precision="auto"):
     x = torch.from_numpy(np.random.default_rng(0).standard_normal(
         (batch, bands, grid.size, grid.size), dtype=np.float32))
     n = len(grid)
-    precision = resolve_precision(precision, bundle.device)
     # warm-up, as predict's first batch also pays it
     forward_probabilities(bundle, x[:1], precision=precision)
     start = time.perf_counter()
@@ -62,7 +67,8 @@ def forward(scene, model, batch, threads, precision="auto"):
         k = min(batch, n - done)
         forward_probabilities(bundle, x[:k], precision=precision)
         done += k
-    return {"seconds": time.perf_counter() - start, "tiles": n, "precision": precision}
+    return {"seconds": time.perf_counter() - start, "tiles": n, "precision": precision,
+            "runtime": options.runtime}
 
 
 def copy(scene):

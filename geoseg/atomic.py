@@ -19,6 +19,22 @@ from typing import Any
 from .names import temporary_path
 
 
+def shared_mode() -> int:
+    """The mode the process umask gives a new file (``0o666 & ~umask``): for files written
+    by libraries that create them readable by their owner only (safetensors), shared with
+    workers and colleagues like any other output. The umask is read without changing it
+    where Linux allows (os.umask sets it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def replacing(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     """Yield a hidden temporary path beside ``path``; rename it over ``path`` when the block

@@ -167,13 +167,17 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--gsd", type=float, help="Ground sample distance, metres per pixel.")
 @click.option("--output", "output_kind", type=click.Choice(["logits", "probabilities"]),
               help="What the network returns (default: detected on a random tile).")
+@click.option("--output-stride", type=int,
+              help="The network's downsampling factor (32 for smp encoders); default: "
+                   "the smallest step of tile sizes it accepts.")
 @click.option("--name", help="Model name (default: the file's, or its metadata's).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @one_line_errors
 def import_model(file: str, out: str, mlm: str | None, classes: str | None,
                  bands: str | None, scale: str | None, mean: str | None, std: str | None,
                  tile_size: int | None, overlap: int | None, gsd: float | None,
-                 output_kind: str | None, name: str | None, overwrite: bool) -> None:
+                 output_kind: str | None, output_stride: int | None, name: str | None,
+                 overwrite: bool) -> None:
     """Wrap an ONNX graph, a TorchScript module or a torch.export .pt2 program in a bundle.
 
     Metadata from the ONNX file (QGIS Deepness keys, or geoseg's own export), --mlm and
@@ -187,7 +191,8 @@ def import_model(file: str, out: str, mlm: str | None, classes: str | None,
     out_path = prepare_output(Path(out), overwrite=overwrite)
     flags = {"classes": _names(classes), "bands": _names(bands), "scale": _floats(scale),
              "mean": _floats(mean), "std": _floats(std), "tile_size": tile_size,
-             "overlap": overlap, "gsd": gsd, "output": output_kind, "name": name}
+             "overlap": overlap, "gsd": gsd, "output": output_kind, "name": name,
+             "output_stride": output_stride}
     meta, data = import_program(file, mlm=mlm, flags=flags)
     digest = save_program(meta, data, out_path)
     click.echo(f"wrote {out_path} ({KIND_NAMES[meta.network]}, {meta.in_channels} bands, "

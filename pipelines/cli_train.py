@@ -56,9 +56,12 @@ def _parse_nodata(text: str | None) -> float | str | None:
               help="Replace the bundle if it exists (the recipe's output may be the shipped "
                    "model: without this, training refuses before it starts).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--export", "export_format", type=click.Choice(["onnx", "pt2"]),
+              help="Also export the trained network beside the bundle (NAME.onnx or .pt2 "
+                   "and its STAC MLM item NAME.json), as `geoseg model export` does.")
 @one_line_errors
 def train_command(recipe: str, overrides: tuple[str, ...], out: str | None, resume: bool,
-                  overwrite: bool, progress: bool) -> None:
+                  overwrite: bool, progress: bool, export_format: str | None) -> None:
     """Train a model from the scenes and labels of RECIPE (YAML, see configs/train/)."""
     from pathlib import Path
 
@@ -78,6 +81,13 @@ def train_command(recipe: str, overrides: tuple[str, ...], out: str | None, resu
                f"best validation mIoU {m['validation_miou']:.4f} at step {result.best_step}; "
                + ", ".join(f"IoU {k} {v:.4f}" for k, v in m["per_class_iou"].items()
                            if v is not None))
+    if export_format:
+        from geoseg.model.bundle import load_bundle
+        from geoseg.model.exporting import export_bundle
+
+        exported, item = export_bundle(load_bundle(result.bundle), fmt=export_format,
+                                       out_dir=Path(result.bundle).parent, overwrite=True)
+        click.echo(f"exported {exported} and {item}")
 
 
 @click.command("evaluate")

@@ -17,8 +17,8 @@ PLUGIN_NAME = "geoseg-models"
 
 
 class ModelCache(WorkerPlugin):
-    """Loaded bundles by (sha256, device, runtime, compile); ``loads`` lists every load (for tests: a model
-    loaded once per process appears once)."""
+    """Loaded bundles by (sha256, device, runtime, compile); ``loads`` lists every load
+    (for tests: a model loaded once per process appears once)."""
 
     name = PLUGIN_NAME
 

@@ -15,7 +15,8 @@ import yaml
 from conftest import REPO
 
 CONDA_NAMES = {"pytorch": "torch"}
-TORCH_MODULES = {"bundle.py", "networks.py", "inference.py", "optimize.py", "loop.py"}
+TORCH_MODULES = {"bundle.py", "networks.py", "inference.py", "optimize.py", "onnx_graphs.py",
+                 "exporting.py", "loop.py"}
 """The model package's modules that need torch to be imported at all, and the training loop."""
 
 

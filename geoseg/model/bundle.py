@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..atomic import replacing
+from ..atomic import replacing, shared_mode
 from ..classes import ClassInfo
 from ..errors import BundleError, ConfigError, InputNotFoundError
 from .meta import META_KEY, BundleMeta, file_sha256, read_meta
@@ -114,21 +114,8 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike, *, float16: bool =
         save_file(state, str(tmp), metadata={META_KEY: bundle.meta.to_json()})
         # safetensors creates files readable by their owner only; a bundle is shared with
         # workers and colleagues like any other output: the mode the umask gives
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, shared_mode())
     return file_sha256(path)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (os.umask sets it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def load_bundle(path: str | os.PathLike, *, device: str = "cpu") -> ModelBundle:

@@ -32,6 +32,9 @@ FORMATS = ("onnx", "pt2")
 class Exported(nn.Module):
     """The network between the bundle's normalization and (for logits) the softmax."""
 
+    gain: torch.Tensor
+    offset: torch.Tensor
+
     def __init__(self, network: nn.Module, meta: BundleMeta) -> None:
         super().__init__()
         self.network = network
@@ -50,7 +53,11 @@ def exported_meta(meta: BundleMeta, kind: str) -> BundleMeta:
     """The metadata of the exported program: raw values in (scale 1, mean 0, std 1: the
     graph normalizes), probabilities out."""
     n = meta.in_channels
+    # nodata pixels: the raw value the graph's normalization maps to 0, as before export
+    fill = meta.nodata_value or tuple(m / s for m, s in zip(meta.mean, meta.scale,
+                                                             strict=True))
     return replace(meta, scale=(1.0,) * n, mean=(0.0,) * n, std=(1.0,) * n, network=kind,
+                   nodata_value=fill,
                    output="probabilities", encoder="-" if meta.network != "smp"
                    else meta.encoder)
 
@@ -95,7 +102,7 @@ def export_bundle(bundle: ModelBundle, *, fmt: str, out_dir: str | os.PathLike,
     else:
         program = _export_program(wrapper, meta)
         with replacing(target, suffix=".pt2") as tmp:
-            torch.export.save(program, str(tmp))
+            torch.export.save(program, str(tmp), extra_files={"geoseg": new_meta.to_json()})
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     item = mlm_item(new_meta, kind=fmt, href=f"./{target.name}",
                     framework_version=torch.__version__.split("+")[0], created=created)

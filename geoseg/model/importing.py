@@ -9,9 +9,16 @@ Whatever is still missing is named in one line with the flag that supplies it.
 
 The file is then run on one random tile (:func:`inspect_program`): the output must be
 (N, K, H, W) with K the classes and H x W the tile; logits or probabilities as declared
-(detected when not); the batch and tile shapes it accepts, its output stride (the smallest
-step of tile sizes it takes) and its receptive field (the extent of output pixels a change
-of one input pixel reaches) are measured, with the runtime that will run it.
+(detected when not); the batch and tile shapes it accepts, its output stride and its
+receptive field (the extent of output pixels a change of one input pixel reaches) are
+measured, with the runtime that will run it, on inputs in the range the network expects.
+
+The output stride is the smallest step of tile sizes the network accepts. A traced graph
+often accepts any size (smp checks sizes in eager code only), and then 1 is recorded
+unless ``--output-stride`` states it (32 for smp's encoders): tiles then start at any
+pixel, not at multiples of the network's downsampling. A static tile size records 1 (tiles
+are always that size). geoseg's own exports carry the bundle's stride and receptive field,
+so a round trip keeps its tiling exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,10 +94,14 @@ class _Program:
             return None
 
 
+Sampler = Callable[[tuple[int, int, int, int], np.random.Generator], np.ndarray]
+
+
 def inspect_program(program: _Program, *, channels: int | None, classes: int,
-                    tile_size: int, output: str | None) -> Shape:
-    """Run the program on random tiles and measure what :class:`Shape` holds (see the
-    module's docstring); a wrong shape or output is one BundleError line."""
+                    tile_size: int, output: str | None, sample: Sampler) -> Shape:
+    """Run the program on tiles drawn by ``sample`` (raw values in the range the network
+    expects, so its outputs are not saturated) and measure what :class:`Shape` holds (see
+    the module's docstring); a wrong shape or output is one BundleError line."""
     static_c = program.static[1]
     if static_c is not None and channels is not None and static_c != channels:
         raise BundleError(f"the network takes {static_c} channels; the metadata names "
@@ -99,10 +111,9 @@ def inspect_program(program: _Program, *, channels: int | None, classes: int,
         raise ConfigError("the network's channel count is dynamic and no bands were "
                           "given: give --bands (e.g. red,green,blue) or --mlm ITEM.json")
     size = program.static[2] or tile_size
-    fixed_tile = program.static[2] is not None
     batch = program.static[0] or 1
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, c, size, size)).astype(np.float32)
+    x = sample((batch, c, size, size), rng)
     y = program.runs(x)
     if y is None:
         raise BundleError(f"the network does not run on a ({batch}, {c}, {size}, {size}) "
@@ -120,50 +131,83 @@ def inspect_program(program: _Program, *, channels: int | None, classes: int,
     if not np.isfinite(y).all():
         raise BundleError("the network's output on a random tile is not finite (NaN or "
                           "infinity)")
-    sums = y.sum(axis=1)
-    looks_like_probabilities = bool(y.min() >= 0 and y.max() <= 1
-                                    and np.abs(sums - 1).max() < 1e-3)
-    if output is None:
-        output = "probabilities" if looks_like_probabilities else "logits"
-    elif output == "probabilities" and not looks_like_probabilities:
-        raise BundleError("the output was declared probabilities, but on a random tile "
-                          "they do not lie in 0-1 and sum to 1 per pixel: give --output "
-                          "logits")
-    elif output == "logits" and looks_like_probabilities and classes > 1:
-        raise BundleError("the output was declared logits, but on a random tile every "
-                          "pixel's values lie in 0-1 and sum to 1 (softmax is in the "
-                          "graph): give --output probabilities")
+    output = _output_kind(y, output, classes)
     fixed_batch = program.static[0]
     if fixed_batch is None and program.kind != "onnx":
         fixed_batch = None if program.runs(np.concatenate([x, x])) is not None else batch
-    stride = size
-    if not fixed_tile:
-        for step in STRIDES:
-            bigger = rng.standard_normal((batch, c, size + step, size + step))
-            z = program.runs(bigger.astype(np.float32))
-            if z is not None and z.shape[2:] == (size + step, size + step):
-                stride = step
-                break
-        else:
-            fixed_tile = True
-    return Shape(c, fixed_batch, fixed_tile, output, stride,
-                 measure_receptive_field(program, x[:1] if batch == 1 else x))
+    step = None if program.static[2] is not None else accepted_step(program, x, sample)
+    fixed_tile = step is None
+    return Shape(c, fixed_batch, fixed_tile, output, step or 1, receptive_field(program, x))
 
 
-def measure_receptive_field(program: _Program, x: np.ndarray) -> int:
-    """The extent in pixels of the outputs that change when the centre pixel of ``x``'s
-    first tile changes (for a translation-equivariant network, its receptive field),
-    capped at the tile."""
+def _output_kind(y: np.ndarray, declared: str | None, classes: int) -> str:
+    sums = y.sum(axis=1)
+    probabilities = bool(y.min() >= 0 and y.max() <= 1 and np.abs(sums - 1).max() < 1e-3)
+    if declared is None:
+        return "probabilities" if probabilities else "logits"
+    if declared == "probabilities" and not probabilities:
+        raise BundleError("the output was declared probabilities, but on a random tile "
+                          "they do not lie in 0-1 and sum to 1 per pixel: give --output "
+                          "logits")
+    if declared == "logits" and probabilities and classes > 1:
+        raise BundleError("the output was declared logits, but on a random tile every "
+                          "pixel's values lie in 0-1 and sum to 1 (softmax is in the "
+                          "graph): give --output probabilities")
+    return declared
+
+
+def accepted_step(program: _Program, x: np.ndarray, sample: Sampler) -> int | None:
+    """The smallest step (1, 2, 4, ... 64 px) by which the tile may grow and still give one
+    output per pixel; None when none does. A network traced to ONNX or torch.export often
+    accepts any size (smp checks sizes in eager code only), so 1 says little."""
+    batch, c, size, _ = x.shape
+    rng = np.random.default_rng(1)
+    for step in STRIDES:
+        y = program.runs(sample((batch, c, size + step, size + step), rng))
+        if y is not None and y.ndim == 4 and y.shape[2:] == (size + step, size + step):
+            return step
+    return None
+
+
+def receptive_field(program: _Program, x: np.ndarray) -> int:
+    """The extent in pixels of the outputs that change at all when the centre pixel of
+    ``x``'s first tile changes (for a translation-equivariant network, its receptive
+    field), capped at the tile."""
     base = program(x)
     centre = x.shape[2] // 2
     poked = x.copy()
-    poked[0, :, centre, centre] += 4.0
-    changed = np.abs(program(poked)[0] - base[0]).max(axis=0) > 1e-6 * max(
-        1.0, float(np.abs(base).max()))
+    spread = float(x[0].std()) or 1.0
+    poked[0, :, centre, centre] += 2 * spread
+    changed = (program(poked)[0] != base[0]).any(axis=0)
     rows, cols = np.nonzero(changed)
     if len(rows) == 0:
         return 1
     return int(max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1))
+
+
+def sampler(fields: dict[str, Any]) -> Sampler:
+    """Raw input values like the network's: uniform over ``input_range`` per band when it
+    is known, else the values the normalization maps onto a standard normal."""
+    ranges = fields.get("input_range")
+    norm = {k: fields.get(k) for k in ("scale", "mean", "std")}
+
+    def per_band(values: Any, c: int, default: float) -> np.ndarray:
+        v = np.asarray(values if values else [default], np.float64)
+        return np.resize(v, c).reshape(1, c, 1, 1)
+
+    def draw(shape: tuple[int, int, int, int], rng: np.random.Generator) -> np.ndarray:
+        c = shape[1]
+        if ranges:
+            lo = per_band([r[0] for r in ranges], c, 0.0)
+            hi = per_band([r[1] for r in ranges], c, 1.0)
+            x = lo + (hi - lo) * rng.random(shape)
+        else:
+            z = rng.standard_normal(shape)
+            x = (z * per_band(norm["std"], c, 1.0) + per_band(norm["mean"], c, 0.0)) \
+                / per_band(norm["scale"], c, 1.0)
+        return x.astype(np.float32)
+
+    return draw
 
 
 def deepness_fields(props: dict[str, str]) -> dict[str, Any]:
@@ -207,20 +251,40 @@ def deepness_fields(props: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+OWN_FIELDS = ("name", "arch", "bands", "classes", "scale", "mean", "std", "tile_size",
+              "overlap", "gsd", "input_dtype", "input_range", "stretch", "tta", "output",
+              "nodata_class", "output_stride", "receptive_field", "nodata_value")
+"""The fields an export of geoseg's carries over (its input and output shapes are
+checked again)."""
+
+
+def own_fields(text: str) -> dict[str, Any]:
+    meta = BundleMeta.from_json(text)
+    fields = {k: getattr(meta, k) for k in OWN_FIELDS}
+    fields["provenance"] = meta.provenance
+    return fields
+
+
+def pt2_fields(data: bytes) -> dict[str, Any]:
+    """geoseg's own metadata from a ``.pt2`` that ``geoseg model export`` wrote (an extra
+    file of the archive), or nothing."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for name in archive.namelist():
+            if name.endswith("/extra/geoseg.json") or name.endswith("extra/geoseg"):
+                return own_fields(archive.read(name).decode())
+    return {}
+
+
 def onnx_fields(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """(fields of geoseg's own metadata, Deepness fields) from an ONNX file's metadata."""
     import onnx
 
     model = onnx.load_model_from_string(data)
     props = {p.key: p.value for p in model.metadata_props}
-    own: dict[str, Any] = {}
-    if "geoseg" in props:
-        meta = BundleMeta.from_json(props["geoseg"])
-        own = {k: getattr(meta, k) for k in ("name", "arch", "bands", "classes", "scale",
-                                              "mean", "std", "tile_size", "overlap", "gsd",
-                                              "input_dtype", "input_range", "stretch", "tta",
-                                              "output", "nodata_class")}
-        own["provenance"] = meta.provenance
+    own = own_fields(props["geoseg"]) if "geoseg" in props else {}
     return own, deepness_fields(props)
 
 
@@ -256,6 +320,8 @@ def import_program(path: str | os.PathLike, *, mlm: str | os.PathLike | None = N
         own, deepness = onnx_fields(data)
         fields.update(deepness)
         fields.update(own)
+    elif kind == "pt2":
+        fields.update(pt2_fields(data))
     if mlm is not None:
         from .mlm import read_mlm
 
@@ -269,19 +335,22 @@ def import_program(path: str | os.PathLike, *, mlm: str | os.PathLike | None = N
     if not classes:
         raise ConfigError(f"{path}: the classes are neither in the file nor given: give "
                           "--classes (e.g. background,building) or --mlm ITEM.json")
-    bands = fields.get("bands")
-    channels = len(bands) if bands else fields.get("channels") or program.static[1]
-    tile = int(fields.get("tile_size") or program.static[2] or 256)
-    shape = inspect_program(program, channels=channels, classes=len(classes),
-                            tile_size=tile, output=fields.get("output"))
-    if shape.fixed_tile:
-        tile = program.static[2] or tile
-    bands = tuple(bands) if bands else tuple(f"band{i}" for i in range(1, shape.channels + 1))
-    fields = _normalization(fields, shape.channels)
-    if "scale" not in fields and "mean" not in fields and "std" not in fields:
+    if not any(k in fields for k in ("scale", "mean", "std", "deepness_norm")):
         raise ConfigError(f"{path}: the input scaling is neither in the file nor given: "
                           "give --scale (and --mean, --std; e.g. --scale 1/255 --mean "
                           "0.485,0.456,0.406 --std 0.229,0.224,0.225) or --mlm ITEM.json")
+    bands = fields.get("bands")
+    channels = len(bands) if bands else fields.get("channels") or program.static[1]
+    fields = _normalization(fields, channels or 1)
+    tile = int(fields.get("tile_size") or program.static[2] or 256)
+    shape = inspect_program(program, channels=channels, classes=len(classes),
+                            tile_size=tile, output=fields.get("output"),
+                            sample=sampler(fields))
+    if shape.fixed_tile:
+        tile = program.static[2] or tile
+    stride = int(fields.get("output_stride") or shape.output_stride)
+    field = int(fields.get("receptive_field") or shape.receptive_field)
+    bands = tuple(bands) if bands else tuple(f"band{i}" for i in range(1, shape.channels + 1))
     per_band = {}
     for key, default in (("scale", 1.0), ("mean", 0.0), ("std", 1.0)):
         values = tuple(float(v) for v in fields.get(key) or (default,))
@@ -292,8 +361,9 @@ def import_program(path: str | os.PathLike, *, mlm: str | os.PathLike | None = N
                               f"{shape.channels} bands")
         per_band[key] = values
     overlap = int(fields.get("overlap", min(64, tile // 4)))
-    if not 0 <= 2 * overlap < tile:
-        raise ConfigError(f"overlap {overlap} px does not fit tiles of {tile} px")
+    from ..tiling import check_tiling
+
+    check_tiling(size=tile, overlap=overlap, multiple=stride)
     provenance = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                   "geoseg_version": __version__, "torch_version": torch.__version__,
                   "imported_from": path.name, "trained": True,
@@ -303,10 +373,11 @@ def import_program(path: str | os.PathLike, *, mlm: str | os.PathLike | None = N
         arch=str(fields.get("arch") or path.stem), encoder="-", bands=bands,
         classes=classes, scale=per_band["scale"], mean=per_band["mean"],
         std=per_band["std"], tile_size=tile, overlap=overlap,
-        tta=fields.get("tta", "none"), output_stride=shape.output_stride,
-        receptive_field=shape.receptive_field, name=str(fields.get("name") or path.stem),
+        tta=fields.get("tta", "none"), output_stride=stride,
+        receptive_field=field, name=str(fields.get("name") or path.stem),
         provenance=provenance, gsd=fields.get("gsd"), input_dtype=fields.get("input_dtype"),
         input_range=fields.get("input_range"), stretch=fields.get("stretch"), network=kind,
+        nodata_value=fields.get("nodata_value"),
         output=shape.output, fixed_batch=shape.fixed_batch, fixed_tile=shape.fixed_tile)
     if meta.gsd is not None and not (meta.gsd > 0 and math.isfinite(meta.gsd)):
         raise ConfigError(f"gsd {meta.gsd!r} must be a positive number of metres per pixel")

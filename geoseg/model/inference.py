@@ -32,7 +32,9 @@ def normalize(pixels: np.ndarray, valid: np.ndarray, meta: BundleMeta,
     np.multiply(pixels, scale / std, out=out, casting="unsafe")
     out -= mean / std
     # assignment, not multiplication: NaN * 0 is NaN, and nodata must carry no signal
-    np.copyto(out, 0, where=~valid)
+    fill = 0.0 if meta.nodata_value is None else (
+        np.asarray(meta.nodata_value, np.float32).reshape(c, 1, 1) * (scale / std) - mean / std)
+    np.copyto(out, np.broadcast_to(fill, out.shape), where=~valid)
     return out
 
 
@@ -80,7 +82,11 @@ def normalize_region(raw: torch.Tensor, valid: torch.Tensor, meta: BundleMeta, *
     if bool(valid.all()):  # most blocks: no pass over the block for nothing
         return x
     # assignment, not multiplication: NaN * 0 is NaN, and nodata must carry no signal
-    return x.masked_fill_(~valid[:, :, None], 0.0)
+    if meta.nodata_value is None:
+        return x.masked_fill_(~valid[:, :, None], 0.0)
+    fill = torch.tensor(meta.nodata_value, dtype=torch.float32).mul_(scale / std).sub_(
+        mean / std).to(raw.device)
+    return torch.where(valid[:, :, None], x, fill)
 
 
 def resize_tiles(x: torch.Tensor, size: int) -> torch.Tensor:

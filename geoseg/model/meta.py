@@ -64,6 +64,10 @@ class BundleMeta:
     None: any."""
     fixed_tile: bool = False
     """The network takes ``tile_size`` tiles only (a static input shape)."""
+    nodata_value: tuple[float, ...] | None = None
+    """Per band, the raw value that nodata pixels are given before the network sees them;
+    None: the value the normalization maps to 0 (the band mean: no signal). An exported
+    program that normalizes inside its graph keeps the band means here."""
 
     @property
     def in_channels(self) -> int:
@@ -84,6 +88,8 @@ class BundleMeta:
             d[key] = tuple(d[key])
         if d.get("input_range") is not None:
             d["input_range"] = tuple((float(lo), float(hi)) for lo, hi in d["input_range"])
+        if d.get("nodata_value") is not None:
+            d["nodata_value"] = tuple(float(v) for v in d["nodata_value"])
         if d.get("stretch") is not None:
             d["stretch"] = (float(d["stretch"][0]), float(d["stretch"][1]))
         check_tta(d.get("tta", "none"))  # a ConfigError is a ValueError: read_meta names the file

@@ -57,10 +57,14 @@ def read_mlm(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, A
     dims = dict(zip(order, shape, strict=False))
     if isinstance(dims.get("height"), int) and dims["height"] > 0:
         out["tile_size"] = int(dims["height"])
-    if isinstance(dims.get("channel"), int) and dims["channel"] > 0 and not bands:
-        out["channels"] = int(dims["channel"])
+    channels = dims.get("bands", dims.get("channel"))
+    if isinstance(channels, int) and channels > 0 and not bands:
+        out["channels"] = int(channels)
     scaling = first_in.get("value_scaling")
-    if scaling:
+    if "value_scaling" in first_in and scaling is None:  # stated: no scaling (raw values)
+        count = len(bands) or out.get("channels") or 1
+        out.update({"scale": (1.0,) * count, "mean": (0.0,) * count, "std": (1.0,) * count})
+    elif scaling:
         count = len(bands) or out.get("channels") or len(scaling)
         out.update(_scaling(scaling, count, path))
     classes = first_out.get("classification:classes") or []
@@ -148,11 +152,12 @@ def mlm_item(meta: Any, *, kind: str, href: str, framework_version: str,
             "mlm:accelerator": "amd64",
             "mlm:accelerator_constrained": False,
             "mlm:batch_size_suggestion": 8,
+            "bands": [{"name": b} for b in meta.bands],  # STAC 1.1 common metadata
             "mlm:input": [{
                 "name": "bands",
                 "bands": list(meta.bands),
                 "input": {"shape": [batch, meta.in_channels, size, size],
-                          "dim_order": ["batch", "channel", "height", "width"],
+                          "dim_order": ["batch", "bands", "height", "width"],
                           "data_type": "float32"},
                 "description": "Raw band values as float32, in this band order; the "
                                "graph normalizes them. Tiles of "

@@ -17,6 +17,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -62,7 +63,7 @@ def to_onnx(network: nn.Module, *, in_channels: int, size: int,
     """``network`` (eval mode, float32, on the CPU) as an ONNX graph: input ``input``
     (N, C, H, W) float32, output ``output`` (N, K, H, W); batch, height and width dynamic
     unless ``dynamic`` is False. ``size`` is the example tile's side in pixels."""
-    network = network.eval().to("cpu", memory_format=torch.contiguous_format)
+    network = network.eval().to("cpu").to(memory_format=torch.contiguous_format)
     example = torch.zeros(2, in_channels, size, size)
     dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC,
             3: torch.export.Dim.DYNAMIC} if dynamic else None
@@ -77,28 +78,69 @@ def to_onnx(network: nn.Module, *, in_channels: int, size: int,
     return buf.getvalue()
 
 
-def cached_graph(sha256: str, network: nn.Module, *, in_channels: int, size: int) -> bytes:
-    """The ONNX graph of the bundle with hash ``sha256`` (its ``network``): from the cache,
-    or exported and kept there (written under a temporary name, then renamed: workers that
-    export at once leave one whole file)."""
+def network_digest(path: str | os.PathLike, meta: Any) -> str:
+    """What an exported graph depends on: the bundle file's tensors (names, shapes and
+    bytes, without the metadata header, which holds dates and provenance) and the fields
+    that build the network. Two bundles of the same weights share one cached graph."""
+    import hashlib
+    import json
+    import struct
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        header.pop("__metadata__", None)
+        h.update(json.dumps(header, sort_keys=True).encode())
+        h.update(json.dumps([meta.arch, meta.encoder, meta.arch_kwargs, meta.in_channels,
+                             len(meta.classes)], sort_keys=True).encode())
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def graph_path(digest: str) -> Path:
+    """The cached graph of the network with :func:`network_digest` ``digest``."""
+    version = torch.__version__.split("+")[0]
+    return cache_dir() / "onnx" / f"{digest}-torch{version}-opset{OPSET}.onnx"
+
+
+def cached_graph(digest: str, network: Callable[[], nn.Module], *, in_channels: int,
+                 size: int) -> bytes:
+    """The ONNX graph of the network with :func:`network_digest` ``digest``: from the
+    cache, or exported from ``network()`` and kept there. Processes that need it at once
+    (a local cluster's workers) wait for the first one's export (a lock file), and the
+    graph is written under a temporary name, then renamed."""
     from ..atomic import replacing
 
-    path = cache_dir() / "onnx" / f"{sha256}-torch{torch.__version__.split('+')[0]}.onnx"
+    path = graph_path(digest)
     if path.is_file():
         return path.read_bytes()
     try:
-        graph = to_onnx(network, in_channels=in_channels, size=size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below
+    except OSError as exc:  # a read-only home: export, and again next time
+        log.debug("ONNX graph cache %s unusable: %s", path.parent, exc)
+        return _export_for_runtime(network(), in_channels=in_channels, size=size)
+    import fcntl
+
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():  # another process exported it while this one waited
+            return path.read_bytes()
+        graph = _export_for_runtime(network(), in_channels=in_channels, size=size)
+        with replacing(path) as tmp:
+            Path(tmp).write_bytes(graph)
+    return graph
+
+
+def _export_for_runtime(network: nn.Module, *, in_channels: int, size: int) -> bytes:
+    try:
+        return to_onnx(network, in_channels=in_channels, size=size)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is one line
         raise ConfigError(f"torch could not export the network to ONNX for onnxruntime "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
                           "predict with --runtime torch") from exc
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as tmp:
-            Path(tmp).write_bytes(graph)
-    except OSError as exc:  # a read-only home: export again next time
-        log.debug("ONNX graph not cached at %s: %s", path, exc)
-    return graph
 
 
 def ort_session(graph: bytes, *, device: str, threads: int | None = None) -> Any:
@@ -114,7 +156,7 @@ def ort_session(graph: bytes, *, device: str, threads: int | None = None) -> Any
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its warnings are not the user's
-    providers = ["CPUExecutionProvider"]
+    providers: list[Any] = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ConfigError(f"--device {device} with --runtime onnxruntime needs "

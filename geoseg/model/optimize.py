@@ -26,13 +26,14 @@ import copy
 import logging
 import os
 from dataclasses import replace
+from typing import cast
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from .bundle import ModelBundle, load_bundle
-from .meta import file_sha256, read_meta
+from .meta import BundleMeta, file_sha256, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,8 @@ def for_inference(bundle: ModelBundle, *, compile: bool = False, batch_size: int
     if runtime == "onnxruntime":
         return _on_onnxruntime(bundle)
     if bundle.meta.network != "smp":
-        network = (torch.compile(bundle.network, dynamic=False)  # type: ignore[assignment]
-                   if compile else bundle.network)
-        return replace(bundle, network=network, prepared=True,
+        program = _compiled(bundle.network) if compile else bundle.network
+        return replace(bundle, network=program, prepared=True,
                        fixed_batch=batch_size if compile else bundle.meta.fixed_batch)
     network = fold_batch_norm(bundle.network)
     if network is bundle.network:  # not folded: wrap a copy, the bundle keeps its own
@@ -104,29 +104,34 @@ def for_inference(bundle: ModelBundle, *, compile: bool = False, batch_size: int
     network = float32_classifier(network)
     fixed = None
     if compile:
-        # an OptimizedModule: an nn.Module that calls the compiled graph
-        network = torch.compile(network, dynamic=False)  # type: ignore[assignment]
+        network = _compiled(network)
         fixed = batch_size
     return replace(bundle, network=network, prepared=True, fixed_batch=fixed)
 
 
+def _compiled(network: nn.Module) -> nn.Module:
+    """``torch.compile`` of ``network``: an OptimizedModule, an nn.Module that calls the
+    compiled graph, at one batch size."""
+    return cast(nn.Module, torch.compile(network, dynamic=False))
+
+
 def _on_onnxruntime(bundle: ModelBundle) -> ModelBundle:
-    """An in-memory bundle's torch network as an ONNX Runtime session (its ONNX graph from
-    the cache when the bundle came from a file)."""
-    from .onnx_graphs import OnnxNetwork, cached_graph, ort_session, to_onnx
+    """An in-memory bundle's torch network as an ONNX Runtime session (exported anew:
+    only a bundle file's graph is cached, by :func:`load_for_prediction`)."""
+    from .onnx_graphs import to_onnx
 
     meta = bundle.meta
     if meta.network != "smp":
         raise ConfigError(f"a {meta.network} network runs on torch, not onnxruntime")
-    plain = bundle.network
-    if bundle.sha256:
-        graph = cached_graph(bundle.sha256, plain, in_channels=meta.in_channels,
-                             size=meta.tile_size)
-    else:
-        graph = to_onnx(plain, in_channels=meta.in_channels, size=meta.tile_size)
-    session = ort_session(graph, device=bundle.device)
-    return replace(bundle, network=OnnxNetwork(session), prepared=True,
-                   fixed_batch=meta.fixed_batch, runtime="onnxruntime")
+    graph = to_onnx(bundle.network, in_channels=meta.in_channels, size=meta.tile_size)
+    return _session_bundle(meta, graph, bundle.sha256, bundle.device)
+
+
+def _session_bundle(meta: BundleMeta, graph: bytes, sha256: str, device: str) -> ModelBundle:
+    from .onnx_graphs import OnnxNetwork, ort_session
+
+    return ModelBundle(meta, OnnxNetwork(ort_session(graph, device=device)), sha256, device,
+                       prepared=True, fixed_batch=meta.fixed_batch, runtime="onnxruntime")
 
 
 def load_for_prediction(path: str | os.PathLike, *, device: str, compile: bool = False,
@@ -141,13 +146,15 @@ def load_for_prediction(path: str | os.PathLike, *, device: str, compile: bool =
         if runtime == "onnxruntime":
             meta = read_meta(path)
             if meta.network == "onnx":
-                from .onnx_graphs import OnnxNetwork, ort_session
                 from .programs import read_program
 
-                session = ort_session(read_program(path), device=device)
-                return ModelBundle(meta, OnnxNetwork(session), file_sha256(path), device,
-                                   prepared=True, fixed_batch=meta.fixed_batch,
-                                   runtime="onnxruntime")
-            return _on_onnxruntime(replace(load_bundle(path, device="cpu"), device=device))
+                graph = read_program(path)
+            else:  # smp: exported once per machine; a cached graph needs no smp import
+                from .onnx_graphs import cached_graph, network_digest
+
+                graph = cached_graph(network_digest(path, meta),
+                                     lambda: load_bundle(path, device="cpu").network,
+                                     in_channels=meta.in_channels, size=meta.tile_size)
+            return _session_bundle(meta, graph, file_sha256(path), device)
         return for_inference(load_bundle(path, device=device), compile=compile,
                              batch_size=batch_size)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import replacing
+from ..atomic import replacing, shared_mode
 from ..errors import BundleError, InputNotFoundError
 from .meta import META_KEY, NETWORK_TENSOR, BundleMeta, file_sha256
 
@@ -79,12 +79,10 @@ def save_program(meta: BundleMeta, data: bytes, path: str | os.PathLike) -> str:
     sha256. Written under a temporary name, then renamed."""
     from safetensors.numpy import save_file
 
-    from .bundle import _umask
-
     with replacing(path) as tmp:
         save_file({NETWORK_TENSOR: np.frombuffer(data, np.uint8)}, str(tmp),
                   metadata={META_KEY: meta.to_json()})
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, shared_mode())
     return file_sha256(path)
 
 

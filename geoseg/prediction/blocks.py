@@ -88,6 +88,11 @@ def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
     expected = expected_range(meta)
     rescale = rescale_terms(source, expected) if source and expected else None
     size = options.tile_size or meta.tile_size
+    if meta.fixed_tile and size != meta.tile_size:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--tile-size {size}: the model's network takes tiles of "
+                          f"{meta.tile_size} px only (a static input shape)")
     overlap = meta.overlap if options.overlap is None else options.overlap
     check_tiling(size=size, overlap=overlap, multiple=meta.output_stride)
     model_tile = None
