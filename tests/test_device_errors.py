@@ -101,19 +101,21 @@ def test_out_of_memory_in_process_fails_the_scene_and_writes_the_summary(
     assert (out / "s1" / "classes.tif").is_file()
 
 
-def test_a_model_that_cannot_load_on_its_device_is_one_line(tmp_path, scenes,
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_a_model_that_cannot_load_on_its_device_is_one_line(tmp_path, scenes, runtime,
                                                             tiny_model_file, monkeypatch):
     import geoseg.model.bundle as bundle
+    import geoseg.model.onnx_graphs as onnx_graphs
+    import geoseg.model.optimize as optimize
 
     def busy(*args, **kwargs):
         raise RuntimeError("CUDA error: CUDA-capable device(s) is/are busy or unavailable")
 
     monkeypatch.setattr(bundle, "load_bundle", busy)
-    import geoseg.model.optimize as optimize
-
     monkeypatch.setattr(optimize, "load_bundle", busy)
+    monkeypatch.setattr(onnx_graphs, "ort_session", busy)  # the session takes the device
     result = _predict([scenes[0], "-m", tiny_model_file, "-o", tmp_path / "out",
-                       "--runner", "local"])
+                       "--runner", "local", "--runtime", runtime])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "busy or in exclusive-process mode" in result.output
 

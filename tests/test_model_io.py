@@ -427,3 +427,14 @@ def test_onnx_prediction_imports_no_smp_timm_or_torchvision(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_train_exports_when_it_finishes(tmp_path):
+    from test_train import make_labels, make_recipe, make_scene
+
+    recipe = make_recipe(tmp_path, make_scene(tmp_path), make_labels(tmp_path), steps=2,
+                         val_every=1)
+    code, out = run("train", recipe, "--no-progress", "--export", "onnx")
+    assert code == 0, out
+    assert (tmp_path / "tiny.onnx").is_file() and (tmp_path / "tiny.json").is_file()
+    validate_mlm(json.loads((tmp_path / "tiny.json").read_text()))
