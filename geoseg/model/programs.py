@@ -103,8 +103,12 @@ def load_torch_program(kind: str, data: bytes, *, device: str) -> Any:
     import torch
 
     if kind == "torchscript":
+        import warnings
+
         try:
-            module = torch.jit.load(io.BytesIO(data), map_location=device)
+            with warnings.catch_warnings():  # deprecated in torch 2.14; users still have it
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(io.BytesIO(data), map_location=device)
         except Exception as exc:  # noqa: BLE001 - torch's loader errors vary
             raise BundleError(f"torch cannot load the TorchScript module "
                               f"({str(exc).splitlines()[0][:200]})") from exc
