@@ -48,12 +48,13 @@ def versions() -> dict:
     out = {"geoseg": __version__, "python": platform.python_version(),
            "dask": dask.__version__, "rasterio": rasterio.__version__,
            "gdal": rasterio.__gdal_version__}
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import version
 
-        out["torch"] = version("torch")
-    except Exception:  # noqa: BLE001 - a missing version is not worth failing a scene
-        pass
+    for package in ("torch", "onnxruntime"):  # the runtimes a scene may have run on
+        try:
+            out[package] = version(package)
+        except Exception:  # noqa: BLE001 - a missing version is not worth failing a scene
+            pass
     return out
 
 

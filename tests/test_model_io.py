@@ -245,6 +245,7 @@ def test_runtime_is_in_tags_manifest_and_resume_identity(tmp_path, make_bundle):
     assert code == 0, out
     manifest = json.loads(next((tmp_path / "out").glob("*/manifest.json")).read_text())
     assert manifest["options"]["runtime"] == "onnxruntime"  # auto on a CPU
+    assert manifest["software"]["onnxruntime"]
     code, out = run("predict", image, "--model", model, "--out", tmp_path / "out",
                     "--no-preview", "--runtime", "torch")
     assert code == 1 and "runtime onnxruntime (now torch)" in out, out
