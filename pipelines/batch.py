@@ -108,13 +108,11 @@ def check_against_model(options: PredictOptions, meta: BundleMeta, *,
     if meta.fixed_tile and options.tile_size not in (None, meta.tile_size):
         raise ConfigError(f"--tile-size {options.tile_size}: the model's network takes tiles "
                           f"of {meta.tile_size} px only (a static input shape)")
-    from geoseg.model.runtimes import onnxruntime_installed, resolve_runtime
+    from geoseg.model.runtimes import check_runtime_fits
 
-    # only what holds on any device: a runtime that cannot run this network kind, or is
-    # not installed here; ``auto`` is decided where the model runs
-    resolve_runtime(options.runtime, kind=meta.network, device="cuda",
-                    precision=options.precision, compile=options.compile,
-                    onnxruntime=onnxruntime_installed() if local else True)
+    # ``auto`` is decided where the model runs; remote workers report onnxruntime there
+    check_runtime_fits(options.runtime, kind=meta.network, precision=options.precision,
+                       compile=options.compile, onnxruntime=None if local else True)
 
 
 def virtual_scenes(paths: list[str], out: Path, *, band_names: tuple[str, ...],

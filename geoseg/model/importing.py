@@ -243,9 +243,8 @@ def deepness_fields(props: dict[str, str]) -> dict[str, Any]:
         out["overlap"] = int(round(out["tile_size"] * float(overlap) / 100.0))
     mean, std = value("standardization_mean"), value("standardization_std")
     if isinstance(mean, list) or isinstance(std, list) or "class_names" in props:
-        n = len(mean) if isinstance(mean, list) else len(std) if isinstance(std, list) else 0
         out["deepness_norm"] = (mean if isinstance(mean, list) else None,
-                                std if isinstance(std, list) else None, n)
+                                std if isinstance(std, list) else None)
     if model_type is not None or "class_names" in props:
         out["output"] = "probabilities"  # Deepness thresholds the outputs as they are
     return out
@@ -291,7 +290,7 @@ def onnx_fields(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 def _normalization(fields: dict[str, Any], channels: int) -> dict[str, Any]:
     """scale/mean/std per band from the fields (Deepness' form turned into geoseg's)."""
     if "deepness_norm" in fields and "scale" not in fields:
-        mean, std, _ = fields["deepness_norm"]
+        mean, std = fields["deepness_norm"]
         fields["scale"] = (1 / 255,) * channels
         fields["mean"] = tuple(float(v) for v in (mean or [0.0] * channels))
         fields["std"] = tuple(float(v) for v in (std or [1.0] * channels))

@@ -95,25 +95,30 @@ def to_onnx(network: nn.Module, *, in_channels: int, size: int,
     return buf.getvalue()
 
 
-def network_digest(path: str | os.PathLike, meta: Any) -> str:
-    """What an exported graph depends on: the bundle file's tensors (names, shapes and
-    bytes, without the metadata header, which holds dates and provenance) and the fields
-    that build the network. Two bundles of the same weights share one cached graph."""
+def network_digest(path: str | os.PathLike, meta: Any) -> tuple[str, str]:
+    """(what an exported graph depends on, the file's sha256), from one read of the file.
+    The first hashes the bundle's tensors (names, shapes and bytes, without the metadata
+    header, which holds dates and provenance) and the fields that build the network: two
+    bundles of the same weights share one cached graph."""
     import hashlib
     import json
     import struct
 
-    h = hashlib.sha256()
+    h, whole = hashlib.sha256(), hashlib.sha256()
     with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
+        head = f.read(8)
+        (size,) = struct.unpack("<Q", head)
+        text = f.read(size)
+        whole.update(head + text)
+        header = json.loads(text)
         header.pop("__metadata__", None)
         h.update(json.dumps(header, sort_keys=True).encode())
         h.update(json.dumps([meta.arch, meta.encoder, meta.arch_kwargs, meta.in_channels,
                              len(meta.classes)], sort_keys=True).encode())
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+            whole.update(chunk)
+    return h.hexdigest(), whole.hexdigest()
 
 
 def graph_path(digest: str) -> Path:

@@ -148,13 +148,13 @@ def load_for_prediction(path: str | os.PathLike, *, device: str, compile: bool =
             if meta.network == "onnx":
                 from .programs import read_program
 
-                graph = read_program(path)
+                graph, sha = read_program(path), file_sha256(path)
             else:  # smp: exported once per machine; a cached graph needs no smp import
                 from .onnx_graphs import cached_graph, network_digest
 
-                graph = cached_graph(network_digest(path, meta),
-                                     lambda: load_bundle(path, device="cpu").network,
+                digest, sha = network_digest(path, meta)  # one read of the file
+                graph = cached_graph(digest, lambda: load_bundle(path, device="cpu").network,
                                      in_channels=meta.in_channels, size=meta.tile_size)
-            return _session_bundle(meta, graph, file_sha256(path), device)
+            return _session_bundle(meta, graph, sha, device)
         return for_inference(load_bundle(path, device=device), compile=compile,
                              batch_size=batch_size)

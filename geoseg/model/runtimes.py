@@ -59,18 +59,14 @@ def onnxruntime_installed() -> bool:
     return find_spec("onnxruntime") is not None
 
 
-def resolve_runtime(runtime: str, *, kind: str, device: str, precision: str,
-                    auto_precision: str = "float32", compile: bool = False,
-                    onnxruntime: bool | None = None) -> str:
-    """The runtime a batch runs on the model's process (see the module's docstring).
-
-    ``device`` is resolved; ``precision`` as asked (``auto`` or a name) and
-    ``auto_precision`` what ``auto`` is on torch there (bfloat16 on a CPU that has it
-    natively: torch then); ``onnxruntime``: whether the model's process has it (default:
-    this process)."""
+def check_runtime_fits(runtime: str, *, kind: str, precision: str, compile: bool = False,
+                       onnxruntime: bool | None = None) -> None:
+    """Refuse, in one line, what no device changes: a runtime that cannot run a network of
+    ``kind``, onnxruntime where it is needed but not installed (``onnxruntime``: whether
+    the model's process has it; default: this process), and a precision or ``--compile``
+    onnxruntime cannot take."""
     check_runtime(runtime)
     check_kind(kind)
-    has_ort = onnxruntime_installed() if onnxruntime is None else onnxruntime
     names = KIND_NAMES[kind]
     if runtime == "torch" and "torch" not in runtimes_for(kind):
         raise ConfigError(f"--runtime torch: the model is an {names}, which runs on "
@@ -79,19 +75,34 @@ def resolve_runtime(runtime: str, *, kind: str, device: str, precision: str,
         raise ConfigError(f"--runtime onnxruntime: the model is a {names}, which runs on "
                           "torch; use --runtime torch or auto, or export it to ONNX with "
                           "`geoseg model export --format onnx` and import that")
-    needs_ort = runtime == "onnxruntime" or kind == "onnx"
-    if needs_ort:
-        if not has_ort:
-            what = "--runtime onnxruntime" if runtime == "onnxruntime" else \
-                f"the model is an {names}, which"
-            raise ConfigError(f"{what} needs onnxruntime, which is not installed: "
-                              f"{ORT_HINT}")
-        if precision not in ("auto", "float32"):
-            raise ConfigError(f"--precision {precision}: onnxruntime runs the network in "
-                              "float32; use --precision float32 or auto, or --runtime torch")
-        if compile:
-            raise ConfigError("--compile is torch.compile: it cannot run on onnxruntime; "
-                              "drop --compile or use --runtime torch")
+    if runtime != "onnxruntime" and kind != "onnx":
+        return
+    if not (onnxruntime_installed() if onnxruntime is None else onnxruntime):
+        what = "--runtime onnxruntime" if runtime == "onnxruntime" else \
+            f"the model is an {names}, which"
+        raise ConfigError(f"{what} needs onnxruntime, which is not installed: {ORT_HINT}")
+    if precision not in ("auto", "float32"):
+        raise ConfigError(f"--precision {precision}: onnxruntime runs the network in "
+                          "float32; use --precision float32 or auto, or --runtime torch")
+    if compile:
+        raise ConfigError("--compile is torch.compile: it cannot run on onnxruntime; "
+                          "drop --compile or use --runtime torch")
+
+
+def resolve_runtime(runtime: str, *, kind: str, device: str, precision: str,
+                    auto_precision: str = "float32", compile: bool = False,
+                    onnxruntime: bool | None = None) -> str:
+    """The runtime a batch runs on the model's process (see the module's docstring), after
+    :func:`check_runtime_fits`.
+
+    ``device`` is resolved; ``precision`` as asked (``auto`` or a name) and
+    ``auto_precision`` what ``auto`` is on torch there (bfloat16 on a CPU that has it
+    natively: torch then); ``onnxruntime``: whether the model's process has it (default:
+    this process)."""
+    has_ort = onnxruntime_installed() if onnxruntime is None else onnxruntime
+    check_runtime_fits(runtime, kind=kind, precision=precision, compile=compile,
+                       onnxruntime=has_ort)
+    if runtime == "onnxruntime" or kind == "onnx":
         return "onnxruntime"
     if runtime == "torch":
         return "torch"
