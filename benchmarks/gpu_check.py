@@ -166,7 +166,7 @@ def stage_throughput(ctx: dict) -> dict:
     from benchmarks.bench_gpu import model_only, tile_count
     from benchmarks.bench_predict import make_models
     from geoseg.model import read_meta
-    from geoseg.model.optimize import load_for_prediction
+    from geoseg.model.loading import load_for_prediction
 
     device, quick = ctx["device"], ctx["quick"]
     size = 768 if quick else (16384 if device.startswith("cuda") else 4096)

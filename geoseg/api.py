@@ -50,7 +50,7 @@ def load_model(path: str | os.PathLike, *, device: str = "auto",
     (``auto``: decided as ``geoseg predict`` decides it), in the inference form prediction
     runs; pass it to :func:`predict_array` to load it once for many arrays."""
     from .model.meta import read_meta
-    from .model.optimize import load_for_prediction
+    from .model.loading import load_for_prediction
     from .prediction.options import PredictOptions
 
     options = PredictOptions(device=device, runtime=runtime).resolved(

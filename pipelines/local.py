@@ -68,7 +68,7 @@ def run_batch_local(scene_paths: Sequence[str | os.PathLike], out_dir: str | os.
     """:func:`pipelines.run.run_batch` without a cluster: the same planning, outputs,
     manifests and outcomes, scenes one after another in input order."""
     from geoseg.model.meta import file_sha256, read_meta
-    from geoseg.model.optimize import load_for_prediction
+    from geoseg.model.loading import load_for_prediction
     from geoseg.prediction.flow import run_local
 
     stop = stop or threading.Event()
@@ -168,11 +168,9 @@ def _load(load: Callable[..., Any], model: str | os.PathLike,
           options: PredictOptions, sha256: str) -> Any:
     """The model, once for the batch; a file changed since planning is refused."""
     from geoseg.errors import BundleError
+    from geoseg.model.devices import set_model_threads
 
-    if options.threads:
-        import torch
-
-        torch.set_num_threads(options.threads)
+    set_model_threads(options.threads, options.runtime)
     bundle = load(model, device=options.device, compile=options.compile,
                   batch_size=options.batch_size, runtime=options.runtime)
     if bundle.sha256 != sha256:

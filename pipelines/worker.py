@@ -41,14 +41,11 @@ class ModelCache(WorkerPlugin):
             key = (sha256, device, runtime, compile, batch_size if compile else None)
             bundle = self.bundles.get(key)
             if bundle is None:
-                import torch
-
                 from geoseg.errors import BundleError
-                from geoseg.model.devices import resolve_device
-                from geoseg.model.optimize import load_for_prediction
+                from geoseg.model.devices import resolve_device, set_model_threads
+                from geoseg.model.loading import load_for_prediction
 
-                if threads:
-                    torch.set_num_threads(threads)
+                set_model_threads(threads, runtime)
                 bundle = load_for_prediction(path, device=resolve_device(device),
                                              compile=compile, batch_size=batch_size,
                                              runtime=runtime)

@@ -234,7 +234,7 @@ def test_each_scenes_seconds_run_from_its_first_block(data, tmp_path):
 
     from geoseg.prediction.options import PredictOptions
     from geoseg.prediction.flow import finish_block, plan_flow
-    from geoseg.model.optimize import load_for_prediction
+    from geoseg.model.loading import load_for_prediction
     from geoseg.prediction.blocks import predict_block, read_block
     from geoseg.inputs.scene import open_raster, open_scene
     from geoseg_pipelines.resume import PlannedScene

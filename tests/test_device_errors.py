@@ -106,13 +106,13 @@ def test_a_model_that_cannot_load_on_its_device_is_one_line(tmp_path, scenes, ru
                                                             tiny_model_file, monkeypatch):
     import geoseg.model.bundle as bundle
     import geoseg.model.onnx_graphs as onnx_graphs
-    import geoseg.model.optimize as optimize
+    import geoseg.model.loading as loading
 
     def busy(*args, **kwargs):
         raise RuntimeError("CUDA error: CUDA-capable device(s) is/are busy or unavailable")
 
     monkeypatch.setattr(bundle, "load_bundle", busy)
-    monkeypatch.setattr(optimize, "load_bundle", busy)
+    monkeypatch.setattr(loading, "load_bundle", busy)
     monkeypatch.setattr(onnx_graphs, "ort_session", busy)  # the session takes the device
     result = _predict([scenes[0], "-m", tiny_model_file, "-o", tmp_path / "out",
                        "--runner", "local", "--runtime", runtime])

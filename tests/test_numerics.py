@@ -89,8 +89,9 @@ def test_tf32_is_refused_on_the_cpu(tmp_path, tiny_model_file):
     assert "tf32 is a CUDA precision" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_non_finite_output_fails_the_scene_in_one_line(tmp_path, tiny_model_file,
-                                                       monkeypatch):
+                                                       monkeypatch, runtime):
     from click.testing import CliRunner
 
     import geoseg.model.inference as inference
@@ -99,7 +100,7 @@ def test_non_finite_output_fails_the_scene_in_one_line(tmp_path, tiny_model_file
     real = inference.forward_probabilities
 
     def overflowing(bundle, batch, **kwargs):
-        probs = real(bundle, batch, **kwargs).clone()
+        probs = real(bundle, batch, **kwargs) + 0  # a copy, a tensor or a numpy array
         probs[0, :, 3, 5] = float("nan")  # softmax of an infinite logit
         return probs
 
@@ -107,7 +108,8 @@ def test_non_finite_output_fails_the_scene_in_one_line(tmp_path, tiny_model_file
     scene = write_raster(tmp_path / "s.tif", smooth_noise((64, 64)))
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["predict", str(scene), "-m", str(tiny_model_file),
-                                      "-o", str(out), "--runner", "local"], obj={})
+                                      "-o", str(out), "--runner", "local", "--runtime",
+                                      runtime], obj={})
     assert result.exit_code == 1 and "Traceback" not in result.output
     line = next(x for x in result.output.splitlines() if x.startswith("error:"))
     assert "not finite" in line and "--precision float32" in line

@@ -27,7 +27,8 @@ _HOMES = {
     "inference": ("normalize", "normalize_region", "to_device", "forward_probabilities"),
     "tta": ("TTA", "TTA_MODES", "check_tta"),
     "devices": ("DEVICES", "check_device", "device_kind", "resolve_device"),
-    "optimize": ("fold_batch_norm", "for_inference", "load_for_prediction"),
+    "optimize": ("fold_batch_norm", "for_inference"),
+    "loading": ("load_for_prediction",),
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
     from .inference import forward_probabilities, normalize, normalize_region, to_device
     from .meta import FORMAT, META_KEY, BundleMeta, file_sha256, read_meta, with_provenance
     from .networks import EXTRA_ARCHITECTURES, Pixelwise, TinyCNN, build_network, receptive_field
-    from .optimize import fold_batch_norm, for_inference, load_for_prediction
+    from .loading import load_for_prediction
+    from .optimize import fold_batch_norm, for_inference
     from .tta import TTA, TTA_MODES, check_tta
 
 

@@ -9,17 +9,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..atomic import replacing, shared_mode
 from ..classes import ClassInfo
 from ..errors import BundleError, ConfigError, InputNotFoundError
 from .meta import META_KEY, BundleMeta, file_sha256, read_meta
-from .networks import build_network, receptive_field
 from .tta import check_tta
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,33 @@ class ModelBundle:
     (:func:`geoseg.model.optimize.for_inference`); ``fixed_batch``: every batch must have
     this many tiles (a compiled network, a program with a static batch), shorter ones are
     padded; ``runtime``: what runs ``network`` (an ONNX Runtime session behind
-    :class:`~geoseg.model.onnx_graphs.OnnxNetwork` for ``onnxruntime``)."""
+    :class:`~geoseg.model.onnx_graphs.OnnxNetwork` for ``onnxruntime``, which takes and
+    gives numpy arrays). Building, loading and training a network import torch; a bundle
+    on onnxruntime does not."""
 
     meta: BundleMeta
-    network: nn.Module
+    network: nn.Module | Any
     sha256: str = ""
     device: str = "cpu"
     prepared: bool = False
     fixed_batch: int | None = None
     runtime: str = "torch"
+
+    @property
+    def xp(self) -> Any:
+        """The array namespace prediction computes in around this network (see
+        :mod:`geoseg.arrays`): numpy for onnxruntime, torch for torch."""
+        from ..arrays import namespace
+
+        return namespace(self.runtime)
+
+    @property
+    def array_device(self) -> str:
+        """Where :attr:`xp`'s arrays live: the model's device for torch, host memory for
+        numpy."""
+        from ..arrays import array_device
+
+        return array_device(self.xp, self.device)
 
 
 def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
@@ -57,7 +75,10 @@ def create_bundle(*, arch: str, encoder: str, classes: tuple[ClassInfo, ...],
     (low, high) for every band) describe the data it was trained on, ``stretch`` the
     percentiles each scene's bands were mapped from onto that range (see
     :mod:`geoseg.inputs.fit`)."""
+    import torch
+
     from ..tiling import check_tiling
+    from .networks import build_network, receptive_field
     from .radiometry import check_input_range, check_stretch, expected_range
 
     n = len(bands)
@@ -121,8 +142,11 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike, *, float16: bool =
 def load_bundle(path: str | os.PathLike, *, device: str = "cpu") -> ModelBundle:
     """Load a bundle's metadata and weights (safetensors: no code runs) onto ``device``;
     an imported TorchScript or torch.export program is loaded as its network (an ONNX
-    graph runs on onnxruntime: :func:`geoseg.model.optimize.load_for_prediction`)."""
+    graph runs on onnxruntime: :func:`geoseg.model.loading.load_for_prediction`)."""
+    import torch
     from safetensors.torch import load_file
+
+    from .networks import build_network
 
     meta = read_meta(path)
     if meta.network != "smp":
@@ -162,6 +186,8 @@ def load_state_dict(path: str | os.PathLike) -> dict:
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

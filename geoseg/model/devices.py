@@ -1,6 +1,7 @@
 """Devices and precisions by name: the one list the CLI and YAML validation use; what a
 process that runs the model has (:class:`Capabilities`), and ``auto`` decided from it; CUDA
-errors as one line. Checking a name imports no torch; probing and resolving do.
+errors as one line. Checking a name imports no torch; neither does probing a machine that
+cannot have a CUDA device (a prediction on ONNX Runtime never imports it).
 
 Device and precision are decided where the model runs: a batch's workers report their
 :func:`probe_capabilities` and the batch resolves its options from those reports (a client
@@ -122,7 +123,15 @@ class Capabilities:
 
 
 def probe_capabilities() -> Capabilities:
-    """This process's devices (imports torch and, where there is one, initializes CUDA)."""
+    """This process's devices: without torch where there can be no CUDA device (no NVIDIA
+    driver or device node, :func:`cuda_present`), the CPU's bfloat16 from its flags; else
+    through torch, which initializes CUDA where there is one."""
+    from .runtimes import onnxruntime_installed
+
+    cpu_flags = _cpu_flags()
+    if not cuda_present() and cpu_flags is not None:
+        native = bool(cpu_flags & {"avx512_bf16", "amx_tile"})
+        return Capabilities((), (), native, onnxruntime_installed())
     import torch
 
     names: list[str] = []
@@ -132,10 +141,52 @@ def probe_capabilities() -> Capabilities:
             names.append(torch.cuda.get_device_name(index))
             major, _ = torch.cuda.get_device_capability(index)
             bf16.append(bool(torch.version.hip) or major >= 8)
-    from .runtimes import onnxruntime_installed
-
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return Capabilities(tuple(names), tuple(bf16), bool(native), onnxruntime_installed())
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (what torch's cpuinfo reads too); None
+    where there is no such file."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return None
+
+
+_THREADS: list[int] = []
+
+
+def set_model_threads(threads: int | None, runtime: str) -> None:
+    """``--threads`` for the model in this process: torch's intra-op threads (torch is
+    imported for it on the torch runtime only) and what ONNX Runtime sessions take
+    (:func:`model_threads`). Set before the model loads."""
+    import sys
+
+    if not threads:
+        return
+    _THREADS[:] = [threads]
+    if runtime != "onnxruntime" or "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def model_threads() -> int:
+    """The intra-op threads an ONNX Runtime session takes: ``--threads``
+    (:func:`set_model_threads`), else torch's count where torch is loaded, else 0 (ONNX
+    Runtime's default: one per physical core, as torch's)."""
+    import sys
+
+    if _THREADS:
+        return _THREADS[0]
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    return 0
 
 
 def check_precision(precision: str) -> str:

@@ -6,7 +6,8 @@ An smp bundle predicted with ``--runtime onnxruntime`` (``auto`` on CPUs) is exp
 per machine and torch version (2.4 s for the shipped model on 2 cores, :func:`to_onnx_fast`),
 then read from ``$GEOSEG_CACHE`` (default ``~/.cache/geoseg``) in a fraction of a second.
 The graph takes any batch, height and width (the network's own constraints, such as
-multiples of its output stride, still hold).
+multiples of its output stride, still hold). Finding and running a cached graph imports no
+torch (:class:`OnnxNetwork` takes and gives numpy arrays); exporting one does.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ import os
 import warnings
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+import numpy as np
 
 from ..errors import BundleError, ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .bundle import ModelBundle
+    from .meta import BundleMeta
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,8 @@ def to_onnx_fast(network: nn.Module, *, in_channels: int, size: int) -> bytes:
     3e-6 apart. Deprecated since torch 2.9, so the graph cache uses it while torch has
     it (the cache key names the torch version) and files users keep come from
     :func:`to_onnx`."""
+    import torch
+
     network = network.eval().to("cpu").to(memory_format=torch.contiguous_format)
     buf = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -80,6 +88,8 @@ def to_onnx(network: nn.Module, *, in_channels: int, size: int,
     """``network`` (eval mode, float32, on the CPU) as an ONNX graph: input ``input``
     (N, C, H, W) float32, output ``output`` (N, K, H, W); batch, height and width dynamic
     unless ``dynamic`` is False. ``size`` is the example tile's side in pixels."""
+    import torch
+
     network = network.eval().to("cpu").to(memory_format=torch.contiguous_format)
     example = torch.zeros(2, in_channels, size, size)
     dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC,
@@ -122,8 +132,14 @@ def network_digest(path: str | os.PathLike, meta: Any) -> tuple[str, str]:
 
 
 def graph_path(digest: str) -> Path:
-    """The cached graph of the network with :func:`network_digest` ``digest``."""
-    version = torch.__version__.split("+")[0]
+    """The cached graph of the network with :func:`network_digest` ``digest`` (named for
+    the installed torch, the exporter, read from its package metadata: no import)."""
+    from importlib.metadata import PackageNotFoundError, version as package_version
+
+    try:
+        version = package_version("torch").split("+")[0]
+    except PackageNotFoundError:  # no torch: only graphs exported elsewhere can be found
+        version = "none"
     return cache_dir() / "onnx" / f"{digest}-torch{version}-opset{OPSET}-v2.onnx"
 
 
@@ -170,8 +186,10 @@ def _export_for_runtime(network: nn.Module, *, in_channels: int, size: int) -> b
 
 
 def ort_session(graph: bytes, *, device: str, threads: int | None = None) -> Any:
-    """An ONNX Runtime session of ``graph``: ``threads`` intra-op threads (default: torch's
-    thread count, what ``--threads`` set), CUDA's provider on a CUDA device."""
+    """An ONNX Runtime session of ``graph``: ``threads`` intra-op threads (default: what
+    ``--threads`` set, :func:`~geoseg.model.devices.model_threads`), CUDA's provider on a
+    CUDA device."""
+    from .devices import model_threads
     from .runtimes import ORT_HINT
 
     try:
@@ -179,7 +197,7 @@ def ort_session(graph: bytes, *, device: str, threads: int | None = None) -> Any
     except ImportError as exc:
         raise ConfigError(f"onnxruntime is not installed: {ORT_HINT}") from exc
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = threads or model_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its warnings are not the user's
     providers: list[Any] = ["CPUExecutionProvider"]
@@ -197,16 +215,31 @@ def ort_session(graph: bytes, *, device: str, threads: int | None = None) -> Any
                           f"({str(exc).splitlines()[0][:200]})") from exc
 
 
-class OnnxNetwork(nn.Module):
-    """An ONNX Runtime session called like a torch network: (N, C, H, W) float32 tensor
-    in, the graph's first output as a float32 tensor on the input's device out."""
+class OnnxNetwork:
+    """An ONNX Runtime session called like a network: (N, C, H, W) float32 in, the graph's
+    first output out; numpy arrays in and out (what prediction on onnxruntime computes
+    with), or a torch tensor in and a float32 tensor on its device out."""
 
     def __init__(self, session: Any) -> None:
-        super().__init__()
         self.session = session
         self.input = session.get_inputs()[0].name
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().float().contiguous().cpu().numpy()
-        out = self.session.run(None, {self.input: array})[0]
+    def __call__(self, x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            return self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})[0]
+        import torch
+
+        out = self(x.detach().float().cpu().numpy())
         return torch.from_numpy(out).to(x.device)
+
+    def eval(self) -> OnnxNetwork:
+        """Already in inference form (the interface of a torch network)."""
+        return self
+
+
+def session_bundle(meta: BundleMeta, graph: bytes, sha256: str, device: str) -> ModelBundle:
+    """A prepared bundle whose network is an ONNX Runtime session of ``graph``."""
+    from .bundle import ModelBundle
+
+    return ModelBundle(meta, OnnxNetwork(ort_session(graph, device=device)), sha256, device,
+                       prepared=True, fixed_batch=meta.fixed_batch, runtime="onnxruntime")

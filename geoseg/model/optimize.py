@@ -15,6 +15,7 @@ same CPU (0.89 s per batch) after 53 s of compiling, so it pays only for scenes 
 thousands of tiles; a compiled network runs every batch at one fixed size (the last batch
 of a block is padded), because each new batch size would compile again.
 
+:func:`~geoseg.model.loading.load_for_prediction` reads a bundle file into this form.
 Prediction always uses the prepared network (the local runner, the Dask workers and
 ``predict_scene`` alike), so their outputs stay byte-identical; training and the bundle
 file keep the plain network.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from dataclasses import replace
 from typing import cast
 
@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .bundle import ModelBundle, load_bundle
-from .meta import BundleMeta, file_sha256, read_meta
+from .bundle import ModelBundle
+from .onnx_graphs import session_bundle, to_onnx
 
 log = logging.getLogger(__name__)
 
@@ -118,43 +118,8 @@ def _compiled(network: nn.Module) -> nn.Module:
 def _on_onnxruntime(bundle: ModelBundle) -> ModelBundle:
     """An in-memory bundle's torch network as an ONNX Runtime session (exported anew:
     only a bundle file's graph is cached, by :func:`load_for_prediction`)."""
-    from .onnx_graphs import to_onnx
-
     meta = bundle.meta
     if meta.network != "smp":
         raise ConfigError(f"a {meta.network} network runs on torch, not onnxruntime")
     graph = to_onnx(bundle.network, in_channels=meta.in_channels, size=meta.tile_size)
-    return _session_bundle(meta, graph, bundle.sha256, bundle.device)
-
-
-def _session_bundle(meta: BundleMeta, graph: bytes, sha256: str, device: str) -> ModelBundle:
-    from .onnx_graphs import OnnxNetwork, ort_session
-
-    return ModelBundle(meta, OnnxNetwork(ort_session(graph, device=device)), sha256, device,
-                       prepared=True, fixed_batch=meta.fixed_batch, runtime="onnxruntime")
-
-
-def load_for_prediction(path: str | os.PathLike, *, device: str, compile: bool = False,
-                        batch_size: int = 8, runtime: str = "torch") -> ModelBundle:
-    """The bundle at ``path`` ready to predict on ``runtime`` (a resolved name): for torch,
-    :func:`~geoseg.model.bundle.load_bundle` then :func:`for_inference`; for onnxruntime,
-    an imported ONNX graph or the smp network's exported graph in a session. A device that
-    cannot take the network (no such GPU, out of memory, busy) is one DeviceError line."""
-    from .devices import device_errors
-
-    with device_errors():
-        if runtime == "onnxruntime":
-            meta = read_meta(path)
-            if meta.network == "onnx":
-                from .programs import read_program
-
-                graph, sha = read_program(path), file_sha256(path)
-            else:  # smp: exported once per machine; a cached graph needs no smp import
-                from .onnx_graphs import cached_graph, network_digest
-
-                digest, sha = network_digest(path, meta)  # one read of the file
-                graph = cached_graph(digest, lambda: load_bundle(path, device="cpu").network,
-                                     in_channels=meta.in_channels, size=meta.tile_size)
-            return _session_bundle(meta, graph, sha, device)
-        return for_inference(load_bundle(path, device=device), compile=compile,
-                             batch_size=batch_size)
+    return session_bundle(meta, graph, bundle.sha256, bundle.device)

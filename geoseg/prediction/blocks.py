@@ -2,7 +2,9 @@
 blocks: read each with its halo, run its tiles, accumulate.
 
 A block is read once with its halo (boundless) and sent to the model's device in its own
-pixel type; there it is cut into the tiles of the global grid and normalized. Its tiles
+pixel type; there it is cut into the tiles of the global grid and normalized. Its arrays
+are those of the runtime (:mod:`geoseg.arrays`): torch tensors on the model's device, or
+numpy arrays in host memory for ONNX Runtime. Its tiles
 join a queue that spans consecutive blocks (:class:`TileBatcher`): every forward pass of
 a scene holds the same number of tiles (:func:`forward_size`, at most ``--batch-size``),
 and each batch's probabilities are weighted into their blocks' integer accumulators (see
@@ -31,8 +33,6 @@ from ..tiling import Block, BlockGrid, Tile, TileGrid, check_tiling
 from .options import PredictOptions
 
 if TYPE_CHECKING:
-    import torch
-
     from ..model.bundle import ModelBundle
     from ..model.meta import BundleMeta
 
@@ -116,12 +116,12 @@ def read_block(ds: Any, plan: Plan, block: Block) -> tuple[np.ndarray, np.ndarra
 
 @dataclass
 class PredictedBlock:
-    """A computed block: its int32 accumulator over ``block.extent`` (a tensor on the model's
-    device, or the host after :meth:`on_host`), the input mask over its window, and how many
-    tiles went through the model."""
+    """A computed block: its int32 accumulator over ``block.extent`` (an array of the
+    runtime's kind: a tensor on the model's device, or the host after :meth:`on_host`), the
+    input mask over its window, and how many tiles went through the model."""
 
     block: Block
-    acc: torch.Tensor
+    acc: Any
     valid: np.ndarray
     tiles_run: int
     started: float = 0.0
@@ -130,7 +130,10 @@ class PredictedBlock:
     def on_host(self) -> PredictedBlock:
         """The same block with its accumulator in host memory (a Dask task's result: it
         may travel to another worker, and the device's memory is freed at once)."""
-        self.acc = self.acc.cpu()
+        from ..arrays import is_torch_array
+
+        if is_torch_array(self.acc):
+            self.acc = self.acc.cpu()
         return self
 
 
@@ -138,20 +141,19 @@ class _Pending:
     """A block on its way through the model: its accumulator, its normalized pixels on the
     device (kept until its last tile has run) and how many of its tiles are still queued."""
 
-    def __init__(self, block: Block, acc: torch.Tensor, inputs: torch.Tensor | None,
-                 ok: torch.Tensor | None, all_valid: bool, valid: np.ndarray, queued: int,
-                 started: float) -> None:
+    def __init__(self, block: Block, acc: Any, inputs: Any, ok: Any, all_valid: bool,
+                 valid: np.ndarray, queued: int, started: float) -> None:
         self.block, self.acc, self.inputs, self.ok = block, acc, inputs, ok
         self.all_valid, self.valid, self.left, self.started = all_valid, valid, queued, started
         self.tiles_run = queued
-        self.finite: torch.Tensor | None = None
+        self.finite: Any = None
 
-    def tile(self, rows: slice, cols: slice) -> torch.Tensor:
+    def tile(self, rows: slice, cols: slice) -> Any:
         """A queued tile's normalized pixels (H, W, C), a view on the device."""
         assert self.inputs is not None, "a block with queued tiles keeps its pixels"
         return self.inputs[rows, cols]
 
-    def mask(self, rows: slice, cols: slice) -> torch.Tensor:
+    def mask(self, rows: slice, cols: slice) -> Any:
         """A queued tile's validity (H, W) on the device."""
         assert self.ok is not None, "a block with queued tiles keeps its mask"
         return self.ok[rows, cols]
@@ -186,6 +188,7 @@ class TileBatcher:
                  progress: Callable[[int], None] | None = None, pad: bool = True) -> None:
         self.bundle, self.plan, self.progress, self.pad = bundle, plan, progress, pad
         self.size = forward_size(plan, batch_size)
+        self.xp, self.where = bundle.xp, bundle.array_device
         self.queue: deque[tuple[_Pending, Tile, slice, slice]] = deque()
         self.blocks: deque[_Pending] = deque()
 
@@ -196,7 +199,7 @@ class TileBatcher:
         from .stitch import new_accumulator
 
         started = time.time()
-        plan, device = self.plan, self.bundle.device
+        plan, xp, where = self.plan, self.xp, self.where
         region = plan.blocks.region(block)
         todo = []
         for tile in plan.blocks.block_tiles(block):
@@ -205,11 +208,11 @@ class TileBatcher:
                 todo.append((tile, rows, cols))
         inputs = ok = None
         if todo:
-            px, ok = to_device(pixels, valid, device)
+            px, ok = to_device(pixels, valid, where, xp)
             inputs = normalize_region(px, ok, self.bundle.meta, rescale=plan.rescale)
             del px
         w_rows, w_cols = block.window.slices(within=region)
-        pending = _Pending(block, new_accumulator(block.extent, plan.n_classes, device),
+        pending = _Pending(block, new_accumulator(block.extent, plan.n_classes, where, xp),
                            inputs, ok, bool(valid.all()), valid[w_rows, w_cols], len(todo),
                            started)
         self.blocks.append(pending)
@@ -225,20 +228,22 @@ class TileBatcher:
         return self._done()
 
     def _run(self) -> None:
-        import torch
-
+        from ..arrays import is_torch_array
         from ..model.inference import forward_probabilities, resize_tiles
 
-        plan = self.plan
+        plan, xp = self.plan, self.xp
         batch = [self.queue.popleft() for _ in range(min(self.size, len(self.queue)))]
+        tiles = [xp.permute_dims(p.tile(rows, cols), (2, 0, 1)) for p, _, rows, cols in batch]
         if plan.model_tile:  # each tile resampled to the network's size on its own
-            x = torch.cat([resize_tiles(p.tile(rows, cols).permute(2, 0, 1)[None],
-                                        plan.model_tile) for p, _, rows, cols in batch])
-        else:  # (N, H, W, C) viewed as (N, C, H, W): channels-last, no copy before forward
-            x = torch.stack([p.tile(rows, cols) for p, _, rows, cols in batch]
-                            ).permute(0, 3, 1, 2)
+            x = xp.concat([resize_tiles(t[None, ...], plan.model_tile) for t in tiles])
+        elif is_torch_array(tiles[0]):  # (N, H, W, C) seen as (N, C, H, W): channels-last,
+            x = xp.permute_dims(xp.stack([p.tile(rows, cols) for p, _, rows, cols in batch]),
+                                (0, 3, 1, 2))  # the layout a torch network runs in
+        else:  # ONNX Runtime takes (N, C, H, W) in that order: one copy here, none there
+            x = xp.stack(tiles)
         if self.pad and len(batch) < self.size:  # the last batch: zero tiles, output dropped
-            x = torch.cat([x, x.new_zeros((self.size - len(batch), *x.shape[1:]))])
+            x = xp.concat([x, xp.zeros((self.size - len(batch), *x.shape[1:]), dtype=x.dtype,
+                                       device=self.where)])
         probs = forward_probabilities(self.bundle, x, tta=plan.tta,
                                       precision=plan.precision)[:len(batch)]
         start = 0
@@ -247,29 +252,27 @@ class TileBatcher:
             end = start
             while end < len(batch) and batch[end][0] is pending:
                 end += 1
-            self._add(pending, batch[start:end], probs[start:end])
+            self._add(pending, batch[start:end], probs[start:end, ...])
             start = end
         if self.progress is not None:
             self.progress(len(batch))
 
-    def _add(self, pending: _Pending, items: list, probs: torch.Tensor) -> None:
-        import torch
-
+    def _add(self, pending: _Pending, items: list, probs: Any) -> None:
         from ..model.inference import resize_tiles
         from .stitch import add_tiles, device_weights
 
-        plan, g, device, block = self.plan, self.plan.tiles, self.bundle.device, pending.block
+        plan, g, xp, block = self.plan, self.plan.tiles, self.xp, pending.block
         tiles = [tile for _, tile, _, _ in items]
-        finite = torch.isfinite(probs.sum())  # one pass: NaN or inf anywhere shows
+        finite = xp.isfinite(xp.sum(probs))  # one pass: NaN or inf anywhere shows
         pending.finite = finite if pending.finite is None else pending.finite & finite
-        weights = torch.stack([device_weights(plan.stitch, g, t, device) for t in tiles])
+        weights = xp.stack([device_weights(plan.stitch, g, t, self.where, xp) for t in tiles])
         if not pending.all_valid:
-            weights = weights * torch.stack([pending.mask(rows, cols)
-                                             for _, _, rows, cols in items])
+            masks = xp.stack([pending.mask(rows, cols) for _, _, rows, cols in items])
+            weights = weights * xp.astype(masks, weights.dtype)
         if plan.model_tile:  # back on the scene's pixels a tile at a time: bounded memory
             for i, tile in enumerate(tiles):
                 add_tiles(pending.acc, block.extent, [tile],
-                          resize_tiles(probs[i:i + 1], g.size), weights[i:i + 1])
+                          resize_tiles(probs[i:i + 1, ...], g.size), weights[i:i + 1, ...])
         else:
             add_tiles(pending.acc, block.extent, tiles, probs, weights)
         pending.left -= len(items)

@@ -406,24 +406,25 @@ def predict_scene(scene_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     subclasses for bad input, before anything is written under a final name.
     """
     from ..model.bundle import ModelBundle
+    from ..model.devices import set_model_threads
+    from ..model.loading import load_for_prediction
     from ..model.meta import read_meta
-    from ..model.optimize import for_inference, load_for_prediction
 
     start = time.perf_counter()
     with gdal_env():
         scene = open_scene(scene_path, allow_no_crs=options.allow_no_crs)
-        if options.threads:
-            import torch
-
-            torch.set_num_threads(options.threads)  # before a session takes its threads
         if isinstance(model, ModelBundle):
+            from ..model.optimize import for_inference
+
             if options.runtime == "auto":  # a loaded network runs where it was loaded
                 options = replace(options, runtime=model.runtime)
             options = options.resolved(model.device, network=model.meta.network)
+            set_model_threads(options.threads, options.runtime)
             bundle = for_inference(model, compile=options.compile,
                                    batch_size=options.batch_size, runtime=options.runtime)
         else:
             options = options.resolved(network=read_meta(model).network)
+            set_model_threads(options.threads, options.runtime)  # before the model loads
             bundle = load_for_prediction(model, device=options.device,
                                          compile=options.compile,
                                          batch_size=options.batch_size,

@@ -4,13 +4,15 @@ Every tile adds ``round(weight * probability * 2**20)`` into an int32 accumulato
 addition is exact and order-free, so a pixel's sum is the same whichever block, worker or
 batch its tiles ran in: outputs are byte-identical for any block size (DESIGN.md promise 2).
 
-The accumulator is a torch tensor on the model's device: a batch's probabilities never leave
-it. A batch is weighted and rounded in one operation (:func:`add_tiles`); the finish (add the
-neighbours' strips, argmax, probabilities) runs there too, and only uint8 classes (and
-probabilities) and the int32 spill strips come back to the host. The same code runs on the
-CPU and on CUDA; integer sums make the result independent of the order, and softmax is the
-only step whose bits depend on the device kind. Torch is imported lazily: the weight windows
-and the names stay importable without it.
+The accumulator lives where the runtime computes (:mod:`geoseg.arrays`): a torch tensor on
+the model's device with torch (a batch's probabilities never leave it), a numpy array with
+ONNX Runtime. A batch is weighted and rounded in one operation (:func:`add_tiles`); the
+finish (add the neighbours' strips, argmax, probabilities) runs there too, and only uint8
+classes (and probabilities) and the int32 spill strips come back to the host. The same
+functions run on numpy and on torch (CPU or CUDA) through the array API; integer sums make
+the result independent of the order, and softmax is the only step whose bits depend on the
+array kind and device. torch is never imported here: the weight windows and the names stay
+importable without it, and ONNX Runtime's path runs without it.
 
 Weight windows by name (:data:`WEIGHT_WINDOWS`):
 
@@ -32,16 +34,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
+from ..arrays import array_namespace, from_host, namespace, to_host
+from ..arrays import device as device_of
 from ..errors import ConfigError
 from ..grid import Window, intersect
 from ..tiling import Block, BlockGrid, Tile, TileGrid
-
-if TYPE_CHECKING:
-    import torch
 
 FIXED_POINT = 1 << 20
 """Accumulator units per 1.0 of weight x probability (int32 holds a sum of 1.0 easily)."""
@@ -105,35 +106,33 @@ def tile_weights(name: str, grid: TileGrid, tile: Tile) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _device_weights(key: tuple, device: str) -> torch.Tensor:
-    import torch
-
-    return torch.from_numpy(_tile_weights(*key).copy()).to(device)
+def _device_weights(key: tuple, xp: Any, where: str) -> Any:
+    return from_host(xp, _tile_weights(*key).copy(), where)
 
 
-def device_weights(name: str, grid: TileGrid, tile: Tile, device: str) -> torch.Tensor:
-    """:func:`tile_weights` as a float32 tensor on ``device`` (cached: one copy per window
-    kind and device)."""
-    return _device_weights(_window_key(name, grid, tile), device)
+def device_weights(name: str, grid: TileGrid, tile: Tile, device: str,
+                   xp: Any = None) -> Any:
+    """:func:`tile_weights` as a float32 array of ``xp`` (default: torch) on ``device``
+    (cached: one copy per window kind, namespace and device)."""
+    return _device_weights(_window_key(name, grid, tile), xp or namespace("torch"), device)
 
 
-def new_accumulator(extent: Window, n_classes: int, device: str = "cpu") -> torch.Tensor:
-    """Zeros (K, H, W) int32 covering a block's extent, on ``device``."""
-    import torch
+def new_accumulator(extent: Window, n_classes: int, device: str = "cpu",
+                    xp: Any = None) -> Any:
+    """Zeros (K, H, W) int32 covering a block's extent: an array of ``xp`` (default: torch)
+    on ``device``."""
+    xp = xp or namespace("torch")
+    return xp.zeros((n_classes, extent.height, extent.width), dtype=xp.int32, device=device)
 
-    return torch.zeros((n_classes, extent.height, extent.width), dtype=torch.int32,
-                       device=device)
 
-
-def add_tiles(acc: torch.Tensor, extent: Window, tiles: Sequence[Tile], probs: torch.Tensor,
-              weights: torch.Tensor) -> None:
+def add_tiles(acc: Any, extent: Window, tiles: Sequence[Tile], probs: Any,
+              weights: Any) -> None:
     """Add a batch of tiles: ``probs`` (N, K, size, size) float32, ``weights`` (N, size,
-    size) scaled by :data:`FIXED_POINT` and already 0 on invalid pixels, both on the
-    accumulator's device. The parts of tiles outside ``extent`` (past the scene edge) are
-    dropped."""
-    import torch
-
-    contribution = torch.round(probs * weights[:, None]).to(torch.int32)
+    size) scaled by :data:`FIXED_POINT` and already 0 on invalid pixels, arrays of the
+    accumulator's kind on its device. The parts of tiles outside ``extent`` (past the
+    scene edge) are dropped."""
+    xp = array_namespace(acc)
+    contribution = xp.astype(xp.round(probs * weights[:, None, ...]), xp.int32)
     for i, tile in enumerate(tiles):
         part = intersect(tile.read, extent)
         if part is None:
@@ -143,52 +142,56 @@ def add_tiles(acc: torch.Tensor, extent: Window, tiles: Sequence[Tile], probs: t
         acc[:, a_rows, a_cols] += contribution[i, :, t_rows, t_cols]
 
 
-def spills(acc: torch.Tensor, blocks: BlockGrid, block: Block) -> dict:
+def spills(acc: Any, blocks: BlockGrid, block: Block) -> dict:
     """The parts of a finished accumulator that belong to later blocks, keyed by block
     (row, col): ``{(row, col): (window, int32 array)}`` on the host. They are small strips,
     at most ``overlap`` pixels wide."""
     out = {}
     for key, window in blocks.spills(block):
         rows, cols = window.slices(within=block.extent)
-        out[key] = (window, acc[:, rows, cols].to("cpu", copy=True).numpy())
+        out[key] = (window, to_host(acc[:, rows, cols], copy=True))
     return out
 
 
-def finish(acc: torch.Tensor, block: Block, incoming: Iterable[tuple[Window, np.ndarray]],
+def finish(acc: Any, block: Block, incoming: Iterable[tuple[Window, np.ndarray]],
            valid: np.ndarray, *, nodata: int,
            probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """A block's final classes (uint8, H, W) and optionally probabilities (uint8, K, H, W),
-    computed on the accumulator's device and returned on the host.
+    computed where the accumulator is and returned on the host.
 
     ``incoming`` are the spill strips other blocks sent into this block's window, ``valid``
     the input mask over the block's window. Ties go to the lowest class id; nodata pixels get
     ``nodata`` (and probability 0). Probabilities are ``round(255 * sum / FIXED_POINT)`` in
     integer arithmetic, so no device rounds them differently.
     """
-    import torch
-
+    xp, where = array_namespace(acc), device_of(acc)
     rows, cols = block.window.slices(within=block.extent)
-    total = acc[:, rows, cols].clone()  # acc stays intact: a retried task may reuse it
+    total = xp.asarray(acc[:, rows, cols], copy=True)  # acc stays: a retried task reuses it
     for window, strip in incoming:
         s_rows, s_cols = window.slices(within=block.window)
-        total[:, s_rows, s_cols] += torch.from_numpy(strip).to(total.device)
-    invalid = ~torch.from_numpy(np.ascontiguousarray(valid)).to(total.device)
-    classes = _first_argmax(total).masked_fill_(invalid, nodata)
+        total[:, s_rows, s_cols] += from_host(xp, strip, where)
+    all_valid = bool(valid.all())
+    invalid = None if all_valid else ~from_host(xp, np.ascontiguousarray(valid), where)
+    classes = _first_argmax(total)
+    if invalid is not None:
+        classes[invalid] = nodata
     probs = None
     if probabilities:
-        scaled = (total.to(torch.int64) * 255 + FIXED_POINT // 2) // FIXED_POINT
-        probs = scaled.clamp_(0, 255).to(torch.uint8).masked_fill_(invalid, 0).cpu().numpy()
-    return classes.cpu().numpy(), probs
+        scaled = (xp.astype(total, xp.int64) * 255 + FIXED_POINT // 2) // FIXED_POINT
+        scaled = xp.astype(xp.clip(scaled, 0, 255), xp.uint8)
+        if invalid is not None:
+            scaled[:, invalid] = 0
+        probs = to_host(scaled)
+    return to_host(classes), probs
 
 
-def _first_argmax(total: torch.Tensor) -> torch.Tensor:
+def _first_argmax(total: Any) -> Any:
     """uint8 index of the largest class sum at each pixel, the lowest class on ties: a pass
     per class (torch.argmax over the first axis is ~25x slower on the CPU)."""
-    import torch
-
-    best = total[0].clone()
-    classes = torch.zeros(best.shape, dtype=torch.uint8, device=total.device)
+    xp = array_namespace(total)
+    best = xp.asarray(total[0], copy=True)
+    classes = xp.zeros(best.shape, dtype=xp.uint8, device=device_of(total))
     for k in range(1, total.shape[0]):
-        classes.masked_fill_(total[k] > best, k)
-        torch.maximum(best, total[k], out=best)
+        classes[total[k] > best] = k
+        best = xp.maximum(best, total[k])
     return classes
