@@ -33,9 +33,10 @@ def predict(scene, model, block_size, batch, threads, tta=None):
 
 
 def forward(scene, model, batch, threads, precision="auto", runtime="auto"):
-    """Pure model time: the same tiles and batches, inputs already in memory as tensors,
-    at the precision and on the runtime `geoseg predict` resolves on this machine (or the
-    ones given)."""
+    """Pure model time: the same tiles and batches, inputs already in memory as the arrays
+    prediction hands the runtime (numpy for onnxruntime, tensors for torch), at the
+    precision and on the runtime `geoseg predict` resolves on this machine (or the ones
+    given)."""
     import numpy as np
     import rasterio
     import torch
@@ -56,8 +57,10 @@ def forward(scene, model, batch, threads, precision="auto", runtime="auto"):
                               overlap=bundle.meta.overlap)
         bands = ds.count
     batch = int(batch)
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal(
-        (batch, bands, grid.size, grid.size), dtype=np.float32))
+    x = np.random.default_rng(0).standard_normal((batch, bands, grid.size, grid.size),
+                                                 dtype=np.float32)
+    if bundle.runtime == "torch":  # the arrays prediction hands this runtime (geoseg.arrays)
+        x = torch.from_numpy(x)
     n = len(grid)
     # warm-up, as predict's first batch also pays it
     forward_probabilities(bundle, x[:1], precision=precision)

@@ -83,7 +83,7 @@ def softmax(x: Any, axis: int = 1) -> Any:
 
         return torch.softmax(x.float().contiguous(), dim=axis)
     xp = array_namespace(x)
-    x = xp.astype(x, xp.float32)
+    x = xp.astype(x, xp.float32, copy=False)
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     e /= xp.sum(e, axis=axis, keepdims=True)
     return e

@@ -411,23 +411,33 @@ def test_resolve_runtime_by_device_kind_and_precision():
             resolve_runtime(args.pop("runtime"), **args)
 
 
-def test_onnx_prediction_imports_no_smp_timm_or_torchvision(tmp_path):
-    """Light start-up: predicting with an imported ONNX graph loads none of them."""
+@pytest.mark.parametrize("network", ["onnx", "smp"])
+def test_onnxruntime_prediction_imports_no_torch(tmp_path, make_bundle, network):
+    """Light start-up: predicting on onnxruntime imports neither torch nor smp, timm or
+    torchvision, for an imported ONNX graph and for an smp bundle whose graph is in the
+    cache (geoseg.arrays: numpy all the way); the classes equal an in-process run's."""
     import subprocess
     import sys
 
-    file = onnx_file(tmp_path / "deep.onnx", Plain(softmax=True), props=DEEPNESS)
-    bundle = tmp_path / "m.safetensors"
-    assert run("model", "import", file, "-o", bundle)[0] == 0
+    if network == "onnx":
+        file = onnx_file(tmp_path / "deep.onnx", Plain(softmax=True), props=DEEPNESS)
+        bundle = tmp_path / "m.safetensors"
+        assert run("model", "import", file, "-o", bundle)[0] == 0
+    else:
+        bundle = make_bundle()
     image = scene(tmp_path)
+    code, out = run("predict", image, "--model", bundle, "--out", tmp_path / "first",
+                    "--no-preview")  # exports and caches an smp network's graph
+    assert code == 0, out
     code = (f"import sys, geoseg; geoseg.predict({str(image)!r}, {str(bundle)!r}, "
             f"{str(tmp_path / 'out')!r}, runner='local'); "
-            "print(sorted(m for m in ('segmentation_models_pytorch', 'timm', 'torchvision') "
-            "if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'timm', "
+            "'torchvision') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (classes_of(tmp_path / "out") == classes_of(tmp_path / "first")).all()
 
 
 def test_train_exports_when_it_finishes(tmp_path):

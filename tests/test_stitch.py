@@ -91,3 +91,42 @@ def test_a_batch_adds_the_same_integers_as_tile_by_tile_and_drops_what_is_outsid
     assert torch.equal(batch, one_by_one)
     # weights sum to FIXED_POINT, probabilities to 1: every pixel sums to ~FIXED_POINT
     assert (batch.sum(0) - FIXED_POINT).abs().max() <= len(tiles) * 2
+
+
+def test_numpy_and_torch_stitch_the_same_integers_classes_and_probabilities():
+    """One set of functions over both array kinds (geoseg.arrays): the same probabilities
+    give the same accumulator, spill strips, classes and probabilities bit for bit."""
+    import array_api_compat.numpy as np_xp
+    import array_api_compat.torch as torch_xp
+    import torch
+
+    from geoseg.prediction.stitch import (add_tiles, device_weights, finish, new_accumulator,
+                                          spills)
+    from geoseg.tiling import BlockGrid
+
+    grid = TileGrid.build(height=150, width=120, size=64, overlap=32)
+    blocks = BlockGrid.build(grid, block_size=64)
+    block = blocks.block(0, 0)
+    tiles = list(blocks.block_tiles(block))
+    probs = torch.softmax(torch.randn((len(tiles), 3, 64, 64),
+                                      generator=torch.Generator().manual_seed(1)), dim=1)
+    valid = np.ones((block.window.height, block.window.width), bool)
+    valid[:5, :7] = False
+    out = {}
+    for name, xp, p in (("numpy", np_xp, probs.numpy()), ("torch", torch_xp, probs)):
+        weights = xp.stack([device_weights("center", grid, t, "cpu", xp) for t in tiles])
+        acc = new_accumulator(block.extent, 3, "cpu", xp)
+        add_tiles(acc, block.extent, tiles, p, weights)
+        strips = spills(acc, blocks, block)
+        out[name] = (np.asarray(acc), strips, *finish(acc, block, [], valid, nodata=255,
+                                                      probabilities=True))
+    (acc_n, strips_n, classes_n, probs_n), (acc_t, strips_t, classes_t, probs_t) = (
+        out["numpy"], out["torch"])
+    assert isinstance(classes_n, np.ndarray) and isinstance(classes_t, np.ndarray)
+    np.testing.assert_array_equal(acc_n, acc_t)
+    assert strips_n.keys() == strips_t.keys() and strips_n
+    for key in strips_n:
+        np.testing.assert_array_equal(strips_n[key][1], strips_t[key][1])
+    np.testing.assert_array_equal(classes_n, classes_t)
+    np.testing.assert_array_equal(probs_n, probs_t)
+    assert (classes_n[:5, :7] == 255).all() and (probs_n[:, :5, :7] == 0).all()
