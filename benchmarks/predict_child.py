@@ -39,16 +39,16 @@ def forward(scene, model, batch, threads, precision="auto", runtime="auto"):
     given)."""
     import numpy as np
     import rasterio
-    import torch
 
     from geoseg.model import forward_probabilities, load_for_prediction
+    from geoseg.model.devices import set_model_threads
     from geoseg.model.meta import read_meta
     from geoseg.prediction.options import PredictOptions
     from geoseg.tiling import TileGrid
 
-    torch.set_num_threads(int(threads))
     options = PredictOptions(device="cpu", precision=precision, runtime=runtime).resolved(
         network=read_meta(model).network)
+    set_model_threads(int(threads), options.runtime)  # torch imported for torch only
     precision = options.precision
     # the network as prediction runs it
     bundle = load_for_prediction(model, device="cpu", runtime=options.runtime)
@@ -60,6 +60,8 @@ def forward(scene, model, batch, threads, precision="auto", runtime="auto"):
     x = np.random.default_rng(0).standard_normal((batch, bands, grid.size, grid.size),
                                                  dtype=np.float32)
     if bundle.runtime == "torch":  # the arrays prediction hands this runtime (geoseg.arrays)
+        import torch
+
         x = torch.from_numpy(x)
     n = len(grid)
     # warm-up, as predict's first batch also pays it

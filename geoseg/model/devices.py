@@ -178,15 +178,18 @@ def set_model_threads(threads: int | None, runtime: str) -> None:
 
 def model_threads() -> int:
     """The intra-op threads an ONNX Runtime session takes: ``--threads``
-    (:func:`set_model_threads`), else torch's count where torch is loaded, else 0 (ONNX
-    Runtime's default: one per physical core, as torch's)."""
+    (:func:`set_model_threads`), else torch's count where torch is loaded, else what torch's
+    would be: ``OMP_NUM_THREADS`` where it is set (Dask's workers set it to 1, so a local
+    cluster's workers do not oversubscribe the cores), else 0 (ONNX Runtime's default: one
+    per physical core, as torch's)."""
     import sys
 
     if _THREADS:
         return _THREADS[0]
     if "torch" in sys.modules:
         return int(sys.modules["torch"].get_num_threads())
-    return 0
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return int(omp) if omp.isdigit() and int(omp) > 0 else 0
 
 
 def check_precision(precision: str) -> str:
