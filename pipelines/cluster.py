@@ -211,16 +211,22 @@ def connect(choice: ClusterChoice, *,
         assert layout is not None
         # Few malloc arenas: the block reader and batch threads otherwise each keep an arena
         # of freed pages (measured: 1288 -> 1058 MB peak on the 4096^2 Unet benchmark).
+        # --dashboard none: distributed starts its HTTP server (health and metrics routes)
+        # whatever the address, on port 8787 when given none; here it gets a free port on
+        # localhost and no dashboard
+        address = o["dashboard_address"]
+        web = ({"dashboard_address": address} if address is not None else
+               {"dashboard_address": "127.0.0.1:0", "scheduler_kwargs": {"dashboard": False}})
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2}), \
                 LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
-                             memory_limit=o["memory_limit"],
-                             dashboard_address=o["dashboard_address"]) as cluster, \
+                             memory_limit=o["memory_limit"], **web) as cluster, \
                 Client(cluster) as client:
             start_layout(cluster, layout)
             client.wait_for_workers(len(layout.workers))
             echo(f"local cluster: {len(layout.workers)} worker process(es)"
                  f"{f' on {layout.gpu_workers} GPU(s)' if layout.gpu_workers else ''}, "
-                 f"dashboard {client.dashboard_link}")
+                 + (f"dashboard {client.dashboard_link}" if address is not None
+                    else "no dashboard"))
             try:
                 yield client
             except KeyboardInterrupt:

@@ -115,6 +115,30 @@ def test_the_local_cluster_listens_on_localhost_only():
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
 
 
+def test_dashboard_none_starts_no_dashboard_and_takes_no_fixed_port():
+    """distributed's scheduler serves HTTP whatever the address (8787 by default); with
+    --dashboard none it has no dashboard route and a free port on localhost."""
+    import urllib.error
+    import urllib.request
+
+    import psutil
+
+    from geoseg_pipelines.cluster import choose_cluster, connect
+
+    lines: list[str] = []
+    with connect(choose_cluster(workers=1, dashboard="none"), echo=lines.append) as client:
+        me = psutil.Process()  # the scheduler runs in this process, its workers below it
+        listening = {c.laddr.port for c in me.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN}
+        assert listening and 8787 not in listening, listening
+        server = client.cluster.scheduler.http_server  # tornado's listeners: its sockets
+        (port,) = {sock.getsockname()[1] for sock in server._sockets.values()}  # noqa: SLF001
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10)
+        assert info.value.code == 404  # the server answers, without a dashboard
+    assert "no dashboard" in lines[-1] and "http" not in lines[-1]
+
+
 def test_dashboard_option_reaches_the_local_cluster_only():
     from geoseg.errors import ConfigError
     from geoseg_pipelines.cluster import choose_cluster
