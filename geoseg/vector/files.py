@@ -2,10 +2,11 @@
 
 Polygons are always built as a GeoPackage layer (streamed in batches, atomically published:
 :class:`~geoseg.vector.gpkg.LayerWriter`); another format is a translation of that finished
-layer by pyogrio (GDAL's drivers) or, for GeoParquet, geopandas with pyarrow, written under
-a staging name and renamed into place (a shapefile's sidecar files with it), so nothing
-partial ever has the final name. The translation holds the layer's features (polygons,
-not pixels) in memory once.
+layer by pyogrio (GDAL's drivers) or, for GeoParquet, pyarrow a row group at a time in
+Hilbert order (:mod:`geoseg.vector.geoparquet`), written under a staging name and renamed
+into place (a shapefile's sidecar files with it), so nothing partial ever has the final
+name. GDAL's translations hold the layer's features (polygons, not pixels) in memory once;
+GeoParquet holds one row group.
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ def translate(gpkg: Path, layer: str, target: Path, staging: Path) -> None:
     suffix = vector_suffix(target)
     parts = sidecars(staging)
     try:
-        frame = pyogrio.read_dataframe(gpkg, layer=layer)
         if suffix == ".parquet":
-            frame.to_parquet(staging, index=False)
+            from .geoparquet import write_geoparquet
+
+            write_geoparquet(gpkg, layer, staging)
         else:
+            frame = pyogrio.read_dataframe(gpkg, layer=layer)
             if suffix == ".shp":
                 frame = frame.rename(columns=SHAPEFILE_FIELDS)
             with warnings.catch_warnings():  # a layer without CRS is what was asked for
