@@ -33,7 +33,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "predict.yaml"
 
 
-@click.group()
+@click.group(name="geoseg")  # its name under `rio` too (a rasterio.rio_plugins entry point)
 @click.version_option(__version__, prog_name="geoseg")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context

@@ -309,3 +309,28 @@ def test_bad_options_fail_before_any_cluster_starts(tmp_path, model, scene, args
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert "cluster" not in result.stdout and not (tmp_path / "out").exists()
+
+
+def test_rio_geoseg_runs_the_same_commands(tiny_model_file):
+    """`rio geoseg ...` (a rasterio.rio_plugins entry point): the same group, the same
+    output as `geoseg ...`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    rio, geoseg = bin_dir / "rio", bin_dir / "geoseg"
+    if not rio.exists():
+        pytest.skip("rasterio's rio command is not installed beside this Python")
+    listed = subprocess.run([rio, "--help"], capture_output=True, text=True, check=True)
+    assert any(line.split()[:1] == ["geoseg"] for line in listed.stdout.splitlines())
+    via_rio = subprocess.run([rio, "geoseg", "info", str(tiny_model_file)],
+                             capture_output=True, text=True)
+    direct = subprocess.run([geoseg, "info", str(tiny_model_file)], capture_output=True,
+                            text=True)
+    assert via_rio.returncode == direct.returncode == 0, via_rio.stderr
+    assert via_rio.stdout == direct.stdout and "tinycnn" in via_rio.stdout
+    bad = subprocess.run([rio, "geoseg", "info", "missing.safetensors"], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and bad.stderr.startswith("error:") and "Traceback" not in (
+        bad.stdout + bad.stderr)
