@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/geoseg evaluate out/demo/23429155_15_uint8_clipped/classes.tif --truth $(DEMO_LABELS) --attribute class --map 1=building --json out/demo/metrics.json
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # static checks CI runs before the tests: ruff (style, bugs, type hints on every function)
 # and mypy over the library and the pipelines
