@@ -6,6 +6,7 @@ traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)["debug"] = debug
     if not debug:
         quiet_library_warnings()
+        # GDAL's errors in its own threads (multi-threaded compression of a COG's tiles:
+        # "_TIFFVSetField: ... thread_job_0.tif: Bad value 1 for ExtraSamples tag") reach
+        # its default handler, which prints to stderr; rasterio's handler, which turns the
+        # others into exceptions and logs, is per thread. Local workers inherit this.
+        os.environ.setdefault("CPL_LOG", "OFF")
 
 
 def quiet_library_warnings() -> None:
