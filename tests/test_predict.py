@@ -261,3 +261,32 @@ def test_nan_nodata_never_reaches_the_model(tmp_path, make_bundle):
     num_classes = read_classes(tmp_path / "out", "num")[0]
     assert (nan_classes[30:70, 20:60] == 255).all()
     assert (nan_classes == num_classes).all()
+
+
+@pytest.mark.parametrize("nodata_value", [None, (7.0, 7.0, 7.0)])
+def test_normalize_region_is_the_same_numbers_in_both_layouts_and_array_kinds(nodata_value):
+    """numpy (C, H, W) for ONNX Runtime and torch (H, W, C) for torch hold the same float32
+    values as the host's ``normalize``, rescale and nodata included."""
+    from dataclasses import replace
+
+    from geoseg.classes import make_classes
+    from geoseg.model.inference import normalize_region
+    from geoseg.model.meta import BundleMeta
+
+    meta = BundleMeta(arch="tinycnn", encoder="-", bands=("r", "g", "b"),
+                      classes=make_classes(("bg", "fg")), scale=(1 / 255,) * 3,
+                      mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), tile_size=64, overlap=16)
+    meta = replace(meta, nodata_value=nodata_value)
+    raw = np.random.default_rng(0).integers(0, 256, (3, 40, 50), dtype=np.uint8)
+    valid = np.ones((40, 50), bool)
+    valid[3:9, 10:30] = False
+    rescale = ((1.1, -3.0, 0.0, 255.0),) * 3
+    host = normalize(np.clip(raw * np.float32(1.1) - np.float32(3.0), 0, 255), valid, meta)
+    chw = normalize_region(raw, valid, meta, rescale=rescale, channels_last=False)
+    hwc = normalize_region(torch.from_numpy(raw), torch.from_numpy(valid), meta,
+                           rescale=rescale).numpy()
+    assert isinstance(chw, np.ndarray) and chw.shape == (3, 40, 50)
+    np.testing.assert_array_equal(chw, hwc.transpose(2, 0, 1))
+    np.testing.assert_allclose(chw, host, rtol=0, atol=1e-6)
+    fill = 0.0 if nodata_value is None else (7.0 / 255 - 0.4) / 0.2
+    np.testing.assert_allclose(chw[0, 3:9, 10:30], fill, rtol=1e-6)

@@ -78,35 +78,50 @@ def _per_band(values: tuple[float, ...] | list[float]) -> np.ndarray:
 
 
 def normalize_region(raw: Any, valid: Any, meta: BundleMeta, *,
-                     rescale: tuple[tuple[float, ...], ...] | None = None) -> Any:
-    """A block's raw pixels (C, H, W) in any pixel type -> float32 model input (H, W, C),
-    an array of the same kind on the same device, channels-last: tiles cut from it and
-    stacked are already in the layout a torch network runs in, and a pixel shared by
-    overlapping tiles is normalized once. Pixels where ``valid`` (H, W) is False become 0
-    (see :func:`normalize`).
+                     rescale: tuple[tuple[float, ...], ...] | None = None,
+                     channels_last: bool = True) -> Any:
+    """A block's raw pixels (C, H, W) in any pixel type -> float32 model input, an array of
+    the same kind on the same device. ``channels_last``: (H, W, C), the layout a torch
+    network runs in, so tiles cut from it and stacked need no copy before the network;
+    else (C, H, W), what ONNX Runtime takes (normalized without a transposing copy: 8 ms
+    against 50 ms for a 1216^2 region of 3 bands). A pixel shared by overlapping tiles is
+    normalized once. Pixels where ``valid`` (H, W) is False become 0 (see
+    :func:`normalize`).
 
     ``rescale``: per band (gain, offset, low, high); raw values become ``clip(value * gain +
     offset, low, high)`` first (``--stretch``, ``--input-range``: geoseg.inputs.fit)."""
     xp, where = array_namespace(raw), device_of(raw)
+    c = raw.shape[0]
+    shape = (1, 1, c) if channels_last else (c, 1, 1)
+
+    def per_band(values: tuple[float, ...] | list[float] | np.ndarray) -> Any:
+        return from_host(xp, np.asarray(values, np.float32).reshape(shape), where)
+
     scale, mean, std = _per_band(meta.scale), _per_band(meta.mean), _per_band(meta.std)
     gain, offset = scale / std, mean / std  # float32, as the host's normalize
-    x = xp.empty((*raw.shape[1:], raw.shape[0]), dtype=xp.float32, device=where)
-    x[...] = xp.permute_dims(raw, (1, 2, 0))
+    if channels_last:
+        x = xp.empty((*raw.shape[1:], c), dtype=xp.float32, device=where)
+        x[...] = xp.permute_dims(raw, (1, 2, 0))
+    else:
+        x = xp.astype(raw, xp.float32, copy=True)
     if rescale is not None:
-        g, o, lo, hi = (from_host(xp, _per_band(v), where) for v in zip(*rescale, strict=True))
+        g, o, lo, hi = (per_band(v) for v in zip(*rescale, strict=True))
         x *= g
         x += o
         x[...] = xp.minimum(xp.maximum(x, lo), hi)
-    x *= from_host(xp, gain, where)
-    x -= from_host(xp, offset, where)
+    x *= per_band(gain)
+    x -= per_band(offset)
     if bool(xp.all(valid)):  # most blocks: no pass over the block for nothing
         return x
     # assignment, not multiplication: NaN * 0 is NaN, and nodata must carry no signal
     if meta.nodata_value is None:
-        x[~valid] = 0.0
+        if channels_last:
+            x[~valid] = 0.0
+        else:
+            x[:, ~valid] = 0.0
         return x
-    fill = _per_band(meta.nodata_value) * gain - offset
-    return xp.where(valid[:, :, None], x, from_host(xp, fill, where))
+    mask = valid[:, :, None] if channels_last else valid[None, ...]
+    return xp.where(mask, x, per_band(_per_band(meta.nodata_value) * gain - offset))
 
 
 def resize_tiles(x: Any, size: int) -> Any:

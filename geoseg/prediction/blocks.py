@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..arrays import is_numpy_namespace
 from ..errors import ModelOutputError
 from ..inputs.scene import Scene, read_window, select_bands
 from ..outputs.rasters import output_tags
@@ -142,16 +143,21 @@ class _Pending:
     device (kept until its last tile has run) and how many of its tiles are still queued."""
 
     def __init__(self, block: Block, acc: Any, inputs: Any, ok: Any, all_valid: bool,
-                 valid: np.ndarray, queued: int, started: float) -> None:
+                 valid: np.ndarray, queued: int, started: float, *,
+                 channels_last: bool = True) -> None:
         self.block, self.acc, self.inputs, self.ok = block, acc, inputs, ok
         self.all_valid, self.valid, self.left, self.started = all_valid, valid, queued, started
         self.tiles_run = queued
         self.finite: Any = None
+        self.channels_last = channels_last
 
     def tile(self, rows: slice, cols: slice) -> Any:
-        """A queued tile's normalized pixels (H, W, C), a view on the device."""
+        """A queued tile's normalized pixels, a view on the device: (H, W, C) for torch
+        (channels-last), (C, H, W) for numpy (see :func:`normalize_region`)."""
         assert self.inputs is not None, "a block with queued tiles keeps its pixels"
-        return self.inputs[rows, cols]
+        if self.channels_last:
+            return self.inputs[rows, cols]
+        return self.inputs[:, rows, cols]
 
     def mask(self, rows: slice, cols: slice) -> Any:
         """A queued tile's validity (H, W) on the device."""
@@ -189,6 +195,8 @@ class TileBatcher:
         self.bundle, self.plan, self.progress, self.pad = bundle, plan, progress, pad
         self.size = forward_size(plan, batch_size)
         self.xp, self.where = bundle.xp, bundle.array_device
+        # torch networks run channels-last; ONNX Runtime takes (N, C, H, W)
+        self.channels_last = not is_numpy_namespace(self.xp)
         self.queue: deque[tuple[_Pending, Tile, slice, slice]] = deque()
         self.blocks: deque[_Pending] = deque()
 
@@ -209,12 +217,13 @@ class TileBatcher:
         inputs = ok = None
         if todo:
             px, ok = to_device(pixels, valid, where, xp)
-            inputs = normalize_region(px, ok, self.bundle.meta, rescale=plan.rescale)
+            inputs = normalize_region(px, ok, self.bundle.meta, rescale=plan.rescale,
+                                      channels_last=self.channels_last)
             del px
         w_rows, w_cols = block.window.slices(within=region)
         pending = _Pending(block, new_accumulator(block.extent, plan.n_classes, where, xp),
                            inputs, ok, bool(valid.all()), valid[w_rows, w_cols], len(todo),
-                           started)
+                           started, channels_last=self.channels_last)
         self.blocks.append(pending)
         self.queue.extend((pending, *item) for item in todo)
         while len(self.queue) >= self.size:
@@ -228,18 +237,18 @@ class TileBatcher:
         return self._done()
 
     def _run(self) -> None:
-        from ..arrays import is_torch_array
         from ..model.inference import forward_probabilities, resize_tiles
 
         plan, xp = self.plan, self.xp
         batch = [self.queue.popleft() for _ in range(min(self.size, len(self.queue)))]
-        tiles = [xp.permute_dims(p.tile(rows, cols), (2, 0, 1)) for p, _, rows, cols in batch]
+        tiles = [p.tile(rows, cols) for p, _, rows, cols in batch]
         if plan.model_tile:  # each tile resampled to the network's size on its own
-            x = xp.concat([resize_tiles(t[None, ...], plan.model_tile) for t in tiles])
-        elif is_torch_array(tiles[0]):  # (N, H, W, C) seen as (N, C, H, W): channels-last,
-            x = xp.permute_dims(xp.stack([p.tile(rows, cols) for p, _, rows, cols in batch]),
-                                (0, 3, 1, 2))  # the layout a torch network runs in
-        else:  # ONNX Runtime takes (N, C, H, W) in that order: one copy here, none there
+            x = xp.concat([resize_tiles((xp.permute_dims(t, (2, 0, 1)) if self.channels_last
+                                         else t)[None, ...], plan.model_tile)
+                           for t in tiles])
+        elif self.channels_last:  # (N, H, W, C) seen as (N, C, H, W): no copy before forward
+            x = xp.permute_dims(xp.stack(tiles), (0, 3, 1, 2))
+        else:  # (N, C, H, W) in that order, as ONNX Runtime takes it
             x = xp.stack(tiles)
         if self.pad and len(batch) < self.size:  # the last batch: zero tiles, output dropped
             x = xp.concat([x, xp.zeros((self.size - len(batch), *x.shape[1:]), dtype=x.dtype,
