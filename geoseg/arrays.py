@@ -15,7 +15,6 @@ torch namespace and by :func:`from_host` on a torch tensor.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
@@ -87,8 +86,3 @@ def softmax(x: Any, axis: int = 1) -> Any:
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     e /= xp.sum(e, axis=axis, keepdims=True)
     return e
-
-
-def torch_loaded() -> bool:
-    """Whether this process has imported torch (then its thread setting matters)."""
-    return "torch" in sys.modules
