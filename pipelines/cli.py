@@ -46,8 +46,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
         # GDAL's errors in its own threads (multi-threaded compression of a COG's tiles:
         # "_TIFFVSetField: ... thread_job_0.tif: Bad value 1 for ExtraSamples tag") reach
         # its default handler, which prints to stderr; rasterio's handler, which turns the
-        # others into exceptions and logs, is per thread. Local workers inherit this.
-        os.environ.setdefault("CPL_LOG", "OFF")
+        # others into exceptions and logs, is per thread. Local workers inherit this. (This
+        # GDAL has no "OFF" value: it would create a file named OFF in the working folder.)
+        os.environ.setdefault("CPL_LOG", os.devnull)
 
 
 def quiet_library_warnings() -> None:

@@ -476,7 +476,7 @@ def test_precision_is_resolved_named_in_the_outputs_and_checked(tmp_path, scenes
 
 
 @pytest.mark.parametrize("debug", [False, True])
-def test_gdal_errors_in_gdal_s_own_threads_stay_off_the_terminal(debug):
+def test_gdal_errors_in_gdal_s_own_threads_stay_off_the_terminal(debug, tmp_path):
     """GDAL reports errors raised in its worker threads (multi-threaded COG compression)
     through its default handler, straight to stderr; the CLI turns that off unless
     --debug."""
@@ -497,6 +497,7 @@ def test_gdal_errors_in_gdal_s_own_threads_stay_off_the_terminal(debug):
         "job.start(); job.join()\n")
     env = {k: v for k, v in os.environ.items() if k != "CPL_LOG"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=120)
+                          env=env, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert ("from a GDAL thread" in done.stderr) == debug, done.stderr
+    assert not list(tmp_path.iterdir())  # no log file left in the working folder
