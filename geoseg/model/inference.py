@@ -227,17 +227,15 @@ def forward_probabilities(bundle: ModelBundle, batch: Any, *, tta: str = "none",
                      else softmax(logits, axis=1))
             for i, (k, flip) in enumerate(group):
                 p = _unview(xp, probs[i * m:(i + 1) * m, ...], k, flip)
-                total = p if total is None else _add_into(total, p)
+                if total is None:
+                    total = p
+                else:
+                    total += p
         assert total is not None  # TTA modes have one view or more
         if len(views) > 1:
             total /= len(views)
             total = _contiguous(total)
         return total
-
-
-def _add_into(total: Any, p: Any) -> Any:
-    total += p
-    return total
 
 
 def _contiguous(x: Any) -> Any:

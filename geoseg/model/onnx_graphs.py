@@ -232,10 +232,6 @@ class OnnxNetwork:
         out = self(x.detach().float().cpu().numpy())
         return torch.from_numpy(out).to(x.device)
 
-    def eval(self) -> OnnxNetwork:
-        """Already in inference form (the interface of a torch network)."""
-        return self
-
 
 def session_bundle(meta: BundleMeta, graph: bytes, sha256: str, device: str) -> ModelBundle:
     """A prepared bundle whose network is an ONNX Runtime session of ``graph``."""

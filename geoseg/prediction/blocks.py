@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..arrays import is_numpy_namespace
+from ..arrays import is_numpy_namespace, is_torch_array
 from ..errors import ModelOutputError
 from ..inputs.scene import Scene, read_window, select_bands
 from ..outputs.rasters import output_tags
@@ -131,8 +131,6 @@ class PredictedBlock:
     def on_host(self) -> PredictedBlock:
         """The same block with its accumulator in host memory (a Dask task's result: it
         may travel to another worker, and the device's memory is freed at once)."""
-        from ..arrays import is_torch_array
-
         if is_torch_array(self.acc):
             self.acc = self.acc.cpu()
         return self
