@@ -17,6 +17,8 @@ CLASSES = "classes.tif"
 PROBABILITIES = "probabilities.tif"
 POLYGONS = "polygons.gpkg"
 PREVIEW = "preview.png"
+ZARR = "prediction.zarr"
+"""Classes and probabilities as one Zarr v3 group (``--raster-format zarr``)."""
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 LOG = "geoseg.log"
@@ -29,7 +31,7 @@ POLYGON_NAMES = tuple(f"polygons{suffix}" for suffix in (
 """polygons.<ext> in every vector format (geoseg.vector.files), a shapefile's sidecars too."""
 CLASS_SIDECARS = (f"{CLASSES}.aux.xml", "classes.qml")
 """Beside classes.tif: category names and attribute table (GDAL PAM), QGIS style."""
-OUTPUT_NAMES = (CLASSES, PROBABILITIES, *POLYGON_NAMES, *CLASS_SIDECARS, PREVIEW)
+OUTPUT_NAMES = (CLASSES, PROBABILITIES, ZARR, *POLYGON_NAMES, *CLASS_SIDECARS, PREVIEW)
 PART_KINDS = ("classes", "probabilities", "vector", "done")
 """Part files of a finished block (compressed ``.npz``): its classes, probabilities, polygon
 pieces, and last its ``done`` record (counts, tiles run, the spill strips it sends)."""
@@ -57,6 +59,16 @@ class SceneOutputs:
     @property
     def polygons(self) -> Path:
         return self.folder / f"polygons{self.vector_suffix}"
+
+    @property
+    def zarr(self) -> Path:
+        return self.folder / ZARR
+
+    @property
+    def zarr_staging(self) -> Path:
+        """Where the Zarr group is built: in the parts folder, so the chunks of an
+        interrupted run's finished blocks stay with their done records."""
+        return self.parts / ZARR
 
     @property
     def preview(self) -> Path:

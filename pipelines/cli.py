@@ -141,6 +141,10 @@ def predict_options(function: _F) -> _F:
         click.option("--vector-format", type=click.Choice(FORMAT_NAMES),
                      help="Format of the polygons with --vectorize (default gpkg): "
                           "GeoPackage, FlatGeobuf, GeoParquet, GeoJSON or shapefile."),
+        click.option("--raster-format", type=click.Choice(["cog", "zarr"]),
+                     help="cog (default): classes.tif (+ probabilities.tif); zarr: both in "
+                          "one Zarr v3 group, prediction.zarr, whose chunks the blocks "
+                          "write in parallel (GeoZarr and CF georeferencing)."),
         click.option("--overwrite/--no-overwrite", default=None,
                      help="Replace existing outputs."),
         click.option("--allow-no-crs/--no-allow-no-crs", default=None,

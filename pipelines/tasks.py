@@ -136,7 +136,7 @@ def finish_task(job: SceneJob, predicted: PredictedBlock, *source_spills: dict,
     key = (predicted.block.row, predicted.block.col)
     incoming = [spill[key] for spill in source_spills if key in spill]
     finished = finish_block(job.flow, predicted, incoming)
-    save_finished(job.flow.outputs, finished, outgoing)
+    save_finished(job.flow.outputs, finished, outgoing, zarr=job.flow.zarr)
     return finished.done
 
 
@@ -160,10 +160,14 @@ def saved_spills_task(job: SceneJob, row: int, col: int) -> dict:
 def rasters_task(job: SceneJob, *done: BlockDone) -> dict:
     """Stream the scene's raster parts into classes.tif (+ probabilities.tif) through the
     local runner's writer, one block at a time, and publish them. ``done`` are the finish
-    results (dependencies only)."""
+    results (dependencies only). A Zarr group needs no assembly: its blocks wrote their
+    own chunks; it is published."""
+    from geoseg.prediction.flow import publish_zarr
     from geoseg.prediction.parts import raster_parts
 
     flow = job.flow
+    if flow.zarr:
+        return {"zarr": str(publish_zarr(flow))}
     with gdal_env(), SceneWriter(flow, polygons=False) as writer:
         for block, classes, probs in raster_parts(flow.outputs, flow.plan.blocks,
                                                   probabilities=flow.probabilities):

@@ -39,6 +39,10 @@ def _footprint(grid: PixelGrid) -> tuple[dict | None, list[float] | None]:
     return geom, [round(v, 9) for v in shape(geom).bounds]
 
 
+ZARR_MEDIA_TYPE = "application/vnd+zarr"
+"""The media type STAC catalogs give Zarr stores (Zarr has no registered one yet)."""
+
+
 def _checksum(path: Path) -> str:
     """sha2-256 multihash (the file extension's checksum) of a file."""
     digest = hashlib.sha256()
@@ -73,6 +77,7 @@ def scene_item(*, stem: str, grid: PixelGrid, outputs: dict[str, str],
     proj.shape = [grid.height, grid.width]
     proj.transform = list(grid.transform)[:6]
     media = {"classes": pystac.MediaType.COG, "probabilities": pystac.MediaType.COG,
+             "zarr": ZARR_MEDIA_TYPE,
              "preview": pystac.MediaType.PNG,
              ".gpkg": pystac.MediaType.GEOPACKAGE, ".fgb": pystac.MediaType.FLATGEOBUF,
              ".parquet": pystac.MediaType.PARQUET, ".geojson": pystac.MediaType.GEOJSON,
@@ -84,10 +89,11 @@ def scene_item(*, stem: str, grid: PixelGrid, outputs: dict[str, str],
                                     "preview": ["overview", "visual"]}.get(kind, ["data"]),
                              title=f"geoseg {kind}")
         item.add_asset(kind, asset)
-        file = FileExtension.ext(asset, add_if_missing=True)
-        file.size = Path(path).stat().st_size
-        file.checksum = _checksum(Path(path))
-        if kind == "classes":
+        if Path(path).is_file():  # a Zarr group is a folder: no one size or checksum
+            file = FileExtension.ext(asset, add_if_missing=True)
+            file.size = Path(path).stat().st_size
+            file.checksum = _checksum(Path(path))
+        if kind in ("classes", "zarr"):
             RasterExtension.ext(asset, add_if_missing=True).bands = [RasterBand.create(
                 nodata=nodata, data_type=DataType.UINT8)]
             ClassificationExtension.ext(asset, add_if_missing=True).classes = [

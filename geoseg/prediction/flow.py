@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from ..inputs.sources import scene_dir
 from ..names import SceneOutputs
 from ..outputs.class_raster import ClassRaster, resolve_classes
 from ..outputs.rasters import RasterOutput, class_output, prepare_output, probability_output
+from ..outputs.zarr_rasters import ZarrRasters, create_group, publish_group
 from ..tiling import Block
 from ..vector.layer import VectorizePlan, VectorSink, make_vector_plan
 from ..vector.polygonize import polygonize_classes
@@ -73,13 +75,22 @@ class SceneFlow:
     preview: bool = False
     creation: tuple[str, ...] = ()
     """COG creation options of the rasters (``--co``)."""
+    raster_format: str = "cog"
+    """cog: classes.tif (+ probabilities.tif); zarr: both in one group, prediction.zarr."""
+
+    @property
+    def zarr(self) -> bool:
+        return self.raster_format == "zarr"
 
     @property
     def output_paths(self) -> dict[str, str]:
         """The final outputs this flow writes, by kind."""
-        out = {"classes": str(self.outputs.classes)}
-        if self.probabilities:
-            out["probabilities"] = str(self.outputs.probabilities)
+        if self.zarr:
+            out = {"zarr": str(self.outputs.zarr)}
+        else:
+            out = {"classes": str(self.outputs.classes)}
+            if self.probabilities:
+                out["probabilities"] = str(self.outputs.probabilities)
         if self.vector is not None:
             out["polygons"] = str(self.outputs.polygons)
         if self.preview:
@@ -107,9 +118,11 @@ def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
             raster, outputs.polygons, plan.blocks, keep=resolve_classes(raster),
             probabilities_path=outputs.probabilities if options.probabilities else None,
             prob_bands=prob_bands if options.probabilities else ())
+    # the preview reads the class COG's overviews; a Zarr group has none
+    preview = options.preview and options.raster_format == "cog"
     return SceneFlow(scene.path, plan, outputs, tuple(meta.classes), tags, model_sha256,
-                     options.probabilities, vector, options.preview,
-                     options.creation_options)
+                     options.probabilities, vector, preview, options.creation_options,
+                     options.raster_format)
 
 
 def scene_report(flow: SceneFlow, tally: Tally, outputs: dict[str, str], *,
@@ -217,13 +230,20 @@ class SceneWriter:
         self.want_rasters, self.want_polygons = rasters, polygons and flow.vector is not None
         self.classes: RasterOutput | None = None
         self.probs: RasterOutput | None = None
+        self.zarr: ZarrRasters | None = None
         self.vector: VectorSink | None = None
         self._stack = ExitStack()
 
     def __enter__(self) -> "SceneWriter":
         flow, grid = self.flow, self.flow.plan.scene.grid
         stack = self._stack.__enter__()
-        if self.want_rasters:
+        if self.want_rasters and flow.zarr:
+            staging = flow.outputs.zarr_staging
+            create_group(staging, grid, flow.classes, flow.tags,
+                         probabilities=flow.probabilities, chunk=flow.plan.blocks.step)
+            stack.callback(shutil.rmtree, staging, True)  # gone unless published
+            self.zarr = ZarrRasters(staging)
+        elif self.want_rasters:
             self.classes = stack.enter_context(
                 class_output(flow.outputs.classes, grid, flow.classes, flow.tags,
                              creation=flow.creation))
@@ -237,6 +257,8 @@ class SceneWriter:
 
     def write_rasters(self, block: Block, classes: np.ndarray,
                       probs: np.ndarray | None) -> None:
+        if self.zarr is not None:
+            self.zarr.write(classes, block.window, probs)
         if self.classes is not None:
             self.classes.write(classes, block.window)
         if self.probs is not None and probs is not None:
@@ -254,6 +276,8 @@ class SceneWriter:
     def publish(self) -> dict[str, str]:
         """Publish what this writer owns; returns those outputs by kind."""
         out = {}
+        if self.zarr is not None:
+            out["zarr"] = str(publish_zarr(self.flow))
         if self.classes is not None:
             out["classes"] = str(self.classes.publish())
             if self.flow.preview:  # from the published COG's overviews: a small read
@@ -273,6 +297,16 @@ class SceneWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self._stack.__exit__(*exc)
+
+
+def publish_zarr(flow: SceneFlow) -> Path:
+    """Publish the scene's Zarr group from its staging folder (its blocks all written);
+    the parts folder it was built in goes too when nothing else is left in it."""
+    outputs = flow.outputs
+    path = publish_group(outputs.zarr_staging, outputs.zarr)
+    with suppress(OSError):
+        outputs.parts.rmdir()
+    return path
 
 
 READ_AHEAD = 4

@@ -16,6 +16,9 @@ from ..model.devices import Capabilities, check_device, check_precision, device_
 from ..model.runtimes import check_runtime
 from ..model.tta import check_tta
 
+RASTER_FORMATS = ("cog", "zarr")
+"""The raster outputs' formats (``--raster-format``)."""
+
 __all__ = ["PredictOptions", "load_predict_options", "options_from", "parse_bands"]
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class PredictOptions:
     """The polygons' file format with ``vectorize``: gpkg, fgb, parquet, geojson or shp."""
     creation_options: tuple[str, ...] = ()
     """GDAL COG creation options of the output rasters, ``NAME=VALUE`` (``--co``)."""
+    raster_format: str = "cog"
+    """cog: classes.tif (+ probabilities.tif); zarr: one Zarr v3 group, prediction.zarr
+    (geoseg.outputs.zarr_rasters)."""
     overwrite: bool = False
     allow_no_crs: bool = False
 
@@ -92,6 +98,14 @@ class PredictOptions:
                            check_creation_options(self.creation_options))
 
         object.__setattr__(self, "vector_format", format_suffix(self.vector_format)[1:])
+        fmt = str(self.raster_format).lower()
+        if fmt not in RASTER_FORMATS:
+            raise ConfigError(f"unknown raster format {self.raster_format!r}; valid: "
+                              f"{', '.join(RASTER_FORMATS)}")
+        object.__setattr__(self, "raster_format", fmt)
+        if fmt == "zarr" and self.creation_options:
+            raise ConfigError("--co sets GDAL COG creation options; it does not apply to "
+                              "--raster-format zarr")
         if self.resample not in RESAMPLE_MODES:
             raise ConfigError(f"unknown resample mode {self.resample!r}; valid: "
                               f"{', '.join(RESAMPLE_MODES)}")
@@ -134,7 +148,8 @@ class PredictOptions:
                 "probabilities": self.probabilities, "vectorize": self.vectorize,
                 "vector_format": self.vector_format if self.vectorize else None,
                 "preview": self.preview,
-                "creation_options": list(self.creation_options)}
+                "creation_options": list(self.creation_options),
+                "raster_format": self.raster_format}
 
 
 def parse_bands(value: str | Iterable[int | str] | None) -> tuple[int, ...] | None:

@@ -49,15 +49,23 @@ def read_part(path: str | os.PathLike) -> np.ndarray:
         return z["data"]
 
 
-def save_finished(outputs: SceneOutputs, finished: FinishedBlock, spills: dict) -> None:
+def save_finished(outputs: SceneOutputs, finished: FinishedBlock, spills: dict, *,
+                  zarr: bool = False) -> None:
     """Save a :class:`~geoseg.prediction.flow.FinishedBlock`'s classes, probabilities and
     pieces, then its ``done`` record: counts, tiles, and the ``spills`` it sends to later
     blocks (so a rerun can finish those without predicting this block again). The record is
-    written last: its presence means every part of the block is whole."""
+    written last: its presence means every part of the block is whole. With ``zarr`` the
+    rasters go straight into their chunks of the staging group (no raster part files)."""
     r, c = finished.block.row, finished.block.col
-    write_part(outputs.part("classes", r, c), finished.classes)
-    if finished.probs is not None:
-        write_part(outputs.part("probabilities", r, c), finished.probs)
+    if zarr:
+        from ..outputs.zarr_rasters import write_block
+
+        write_block(outputs.zarr_staging, finished.classes, finished.block.window,
+                    finished.probs)
+    else:
+        write_part(outputs.part("classes", r, c), finished.classes)
+        if finished.probs is not None:
+            write_part(outputs.part("probabilities", r, c), finished.probs)
     if finished.pieces is not None:
         save_block(finished.pieces, outputs.part("vector", r, c))
     done = finished.done
@@ -141,7 +149,11 @@ def remove_leftovers(scene_folder: str | os.PathLike) -> None:
     if not folder.is_dir():
         return
     for entry in folder.iterdir():
-        if entry.is_file() and is_leftover(entry.name):
+        if not is_leftover(entry.name):
+            continue
+        if entry.is_dir():  # a Zarr group's folder
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
             entry.unlink(missing_ok=True)
 
 
