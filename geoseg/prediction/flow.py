@@ -241,7 +241,7 @@ class SceneWriter:
             staging = flow.outputs.zarr_staging
             create_group(staging, grid, flow.classes, flow.tags,
                          probabilities=flow.probabilities, chunk=flow.plan.blocks.step)
-            stack.callback(shutil.rmtree, staging, True)  # gone unless published
+            stack.callback(_drop_zarr_staging, flow.outputs)  # gone unless published
             self.zarr = ZarrRasters(staging)
         elif self.want_rasters:
             self.classes = stack.enter_context(
@@ -302,11 +302,17 @@ class SceneWriter:
 def publish_zarr(flow: SceneFlow) -> Path:
     """Publish the scene's Zarr group from its staging folder (its blocks all written);
     the parts folder it was built in goes too when nothing else is left in it."""
-    outputs = flow.outputs
-    path = publish_group(outputs.zarr_staging, outputs.zarr)
+    path = publish_group(flow.outputs.zarr_staging, flow.outputs.zarr)
+    _drop_zarr_staging(flow.outputs)
+    return path
+
+
+def _drop_zarr_staging(outputs: SceneOutputs) -> None:
+    """Remove the staging group (if still there) and the parts folder if that left it
+    empty (the local runner makes the folder only for the group)."""
+    shutil.rmtree(outputs.zarr_staging, ignore_errors=True)
     with suppress(OSError):
         outputs.parts.rmdir()
-    return path
 
 
 READ_AHEAD = 4
