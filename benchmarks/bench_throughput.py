@@ -15,8 +15,9 @@ on shared machines move by 15% or more between runs.
    Targets: predict / forward <= 1.10; toolbelt / predict >= 1.5.
 2. Ceiling: an 8192^2 enlargement (a GeoTIFF, 67 MPix) through `geoseg predict` with a 1x1
    convolution model (the pipeline's own cost) against a process that reads every block of
-   the scene with rasterio and writes one band of it (the I/O floor). Target: MPix/s ratio
-   >= 0.5.
+   the scene with rasterio and writes one band of it (the I/O floor), with COG and with
+   ``--raster-format zarr`` outputs, in-process and on the Dask runner. Targets: MPix/s
+   ratio >= 0.5 (issue 24: with zarr on the Dask runner).
 
 With ``--baseline PATH`` (a checkout of another version: ``git worktree add /tmp/base
 <commit>``) that version's `geoseg predict` runs beside this one's, interleaved. Printed and
@@ -137,9 +138,16 @@ def ceiling(trees: dict, models: dict, size: int) -> list[dict]:
     copy, _ = process_seconds(["-m", "benchmarks.predict_child", "copy", str(scene)])
     rows = [{"run": "rasterio read + write (process)", "wall s": f"{copy:.1f}",
              "MPix/s": f"{mpix / copy:.1f}", "ratio": ""}]
-    for name, tree in trees.items():
-        seconds = predict(tree, scene, models["pixelwise"])
-        rows.append({"run": f"geoseg predict 1x1 model, {name}", "wall s": f"{seconds:.1f}",
+    runs = [(f"geoseg predict 1x1 model, {name}", tree, ()) for name, tree in trees.items()]
+    here = next(iter(trees.values()))
+    runs += [("geoseg predict 1x1 model --raster-format zarr", here,
+              ("--raster-format", "zarr")),
+             ("geoseg predict 1x1 model --raster-format zarr --runner dask", here,
+              ("--raster-format", "zarr", "--runner", "dask")),
+             ("geoseg predict 1x1 model --runner dask (COG)", here, ("--runner", "dask"))]
+    for label, tree, extra in runs:
+        seconds = predict(tree, scene, models["pixelwise"], *extra)
+        rows.append({"run": label, "wall s": f"{seconds:.1f}",
                      "MPix/s": f"{mpix / seconds:.1f}",
                      "ratio": f"**{copy / seconds:.2f}** of read + write"})
     return rows

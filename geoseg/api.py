@@ -110,6 +110,11 @@ def predict_array(array: Any, model: str | os.PathLike | ModelBundle, *,
     DataArrays on the input's coordinates (probabilities with a ``class`` coordinate of
     class names) when given a DataArray. The same tiling, stitching and checks as
     ``geoseg predict``: the pixels are those it writes for the same image as a GeoTIFF.
+
+    A Dask-backed DataArray (``rioxarray.open_rasterio(..., chunks=...)``, odc-stac,
+    stackstac; extra dims such as ``time`` one slice at a time) is not computed: the
+    results are lazy DataArrays chunked on the block grid, computed by the same block steps
+    when the caller computes them (:mod:`pipelines.lazy`; ``model`` a bundle path then).
     """
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
@@ -118,6 +123,11 @@ def predict_array(array: Any, model: str | os.PathLike | ModelBundle, *,
     from .names import CLASSES, PROBABILITIES
     from .prediction.flow import predict_scene
 
+    if _is_dataarray(array) and array.chunks is not None:  # Dask-backed: a lazy graph
+        from geoseg_pipelines.lazy import predict_lazy
+
+        array = _with_georeferencing(array, transform, crs, nodata)
+        return predict_lazy(array, model, options=options_from(options, PredictOptions()))
     data, transform, crs, nodata = _pixels_and_georeferencing(array, transform, crs, nodata)
     opts = options_from({**options, "probabilities": True, "vectorize": False,
                          "allow_no_crs": crs is None}, PredictOptions())
@@ -189,6 +199,19 @@ def _pixels_and_georeferencing(array: Any, transform: Any, crs: Any, nodata: Any
         raise ConfigError(f"an array of shape {data.shape}: expected (bands, height, width) "
                           "or (height, width)")
     return np.ascontiguousarray(data), transform or Affine.identity(), crs, nodata
+
+
+def _with_georeferencing(array: Any, transform: Any, crs: Any, nodata: Any) -> Any:
+    """``array`` with the given transform, CRS and nodata written on it (rioxarray)."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+    if crs is not None:
+        array = array.rio.write_crs(crs)
+    if transform is not None:
+        array = array.rio.write_transform(transform)
+    if nodata is not None:
+        array = array.rio.write_nodata(nodata)
+    return array
 
 
 def _has_rioxarray() -> bool:

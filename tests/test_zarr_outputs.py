@@ -248,3 +248,41 @@ def test_creation_options_are_refused_for_zarr(tiny_model_file, tmp_path):
         "error: --co sets GDAL COG creation options; it does not apply to --raster-format "
         "zarr"]
     assert not (tmp_path / "out").exists()
+
+
+def test_storage_that_cannot_rename_the_group_is_one_line_and_keeps_the_old(tmp_path,
+                                                                           monkeypatch):
+    import errno
+    import os
+
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from geoseg.classes import make_classes
+    from geoseg.errors import OutputNotWritableError
+    from geoseg.grid import PixelGrid
+    from geoseg.outputs import zarr_rasters
+
+    grid = PixelGrid(8, 8, Affine(1, 0, 0, 0, -1, 8), CRS.from_epsg(32633))
+    final = tmp_path / "prediction.zarr"
+    staging = zarr_rasters.create_group(tmp_path / ".parts" / "prediction.zarr", grid,
+                                        make_classes(("a", "b")), {}, probabilities=False,
+                                        chunk=8)
+    zarr_rasters.publish_group(staging, final)
+    before = sorted(p.relative_to(final) for p in final.rglob("*"))
+    staging = zarr_rasters.create_group(tmp_path / ".parts" / "prediction.zarr", grid,
+                                        make_classes(("a", "b")), {}, probabilities=False,
+                                        chunk=8)
+    real = os.replace
+
+    def cross_device(src, dst):
+        if Path(src) == staging:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real(src, dst)
+
+    monkeypatch.setattr(zarr_rasters.os, "replace", cross_device)
+    with pytest.raises(OutputNotWritableError, match="renames folders atomically") as info:
+        zarr_rasters.publish_group(staging, final)
+    assert "\n" not in str(info.value)
+    assert sorted(p.relative_to(final) for p in final.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".parts", "prediction.zarr"]

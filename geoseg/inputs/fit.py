@@ -27,8 +27,9 @@ and no output (DESIGN.md promise 10: never predicted as if it fitted).
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -162,21 +163,28 @@ def _sample(path: str, bands: Sequence[int]) -> np.ndarray:
         return sample_values(ds, bands)
 
 
+Sampler = Callable[[Sequence[int]], np.ndarray]
+"""bands -> (C, N) valid values of a decimated read (:func:`sample_values`): how a scene that
+is not a file (a lazy DataArray) gives its sample."""
+
+
 def fit_radiometry(scene: Scene, bands: Sequence[int], meta: BundleMeta, *,
                    stretch: tuple[float, float] | None,
-                   input_range: tuple[float, float] | None) -> Ranges | None:
+                   input_range: tuple[float, float] | None,
+                   sample: Sampler | None = None) -> Ranges | None:
     """The per band source ranges to rescale from (None: the scene fits as it is); refuses
     a scene whose values do not fit and for which no rescale was asked (``stretch`` and
     ``input_range``: ``--stretch`` and ``--input-range``). The scene is read (a decimated
     sample) only when its type is not the model's or a stretch is asked or recorded in the
-    model."""
+    model: from its file, or by ``sample``."""
+    sample = sample or functools.partial(_sample, scene.path)
     expected = expected_range(meta)
     if stretch is None and input_range is None:
         stretch = meta.stretch  # a model trained on stretched scenes: each scene alike
     if stretch is None and input_range is None:
         if expected is None or scene.dtype == (meta.input_dtype or "uint8"):
             return None
-        values = _sample(scene.path, bands)
+        values = sample(bands)
         if values.size == 0:
             return None
         low, high = np.percentile(values, [0.5, 99.5], axis=1)
@@ -198,14 +206,16 @@ def fit_radiometry(scene: Scene, bands: Sequence[int], meta: BundleMeta, *,
     if input_range is not None:
         return (input_range,) * len(bands)
     assert stretch is not None
-    return scene_stretch(scene.path, bands, stretch)
+    return scene_stretch(scene.path, bands, stretch, sample=sample)
 
 
-def scene_stretch(path: str, bands: Sequence[int], stretch: Sequence[float]) -> Ranges:
-    """Per band (LOW-th, HIGH-th percentile) of a scene's decimated sample: the source
-    range ``--stretch`` (or a model trained with ``stretch``) maps onto the expected one.
-    Training measures its scenes with this too, so both see the same numbers."""
-    values = _sample(path, bands)
+def scene_stretch(path: str, bands: Sequence[int], stretch: Sequence[float], *,
+                  sample: Sampler | None = None) -> Ranges:
+    """Per band (LOW-th, HIGH-th percentile) of a scene's decimated sample (its file's, or
+    ``sample``'s): the source range ``--stretch`` (or a model trained with ``stretch``) maps
+    onto the expected one. Training measures its scenes with this too, so both see the same
+    numbers."""
+    values = (sample or functools.partial(_sample, path))(bands)
     if values.size == 0:
         raise InvalidInputError(f"{path}: no valid pixel to compute the stretch from")
     low, high = np.percentile(values, list(stretch), axis=1)

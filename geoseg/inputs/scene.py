@@ -210,8 +210,15 @@ def _valid_mask(ds: Any, data: np.ndarray, window: Window,
         valid = ds.read_masks(bands[0], window=window.to_rasterio()) > 0
     else:
         valid = np.ones(data.shape[1:], bool)
-    if ds.nodata is not None and not np.isnan(ds.nodata):
-        valid &= ~np.all(data == data.dtype.type(ds.nodata), axis=0)
+    return valid & valid_values(data, ds.nodata)
+
+
+def valid_values(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(H, W) of (C, H, W) ``data``: False where every band equals ``nodata`` or any is
+    NaN (the value rule of :func:`read_window`, for pixels that come from an array)."""
+    valid = np.ones(data.shape[1:], bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~np.all(data == data.dtype.type(nodata), axis=0)
     if data.dtype.kind == "f":
         valid &= ~np.any(np.isnan(data), axis=0)
     return valid

@@ -24,7 +24,6 @@ previous group or the new one, never a partial one (DESIGN.md promise 6).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings

@@ -34,6 +34,7 @@ from ..tiling import Block, BlockGrid, Tile, TileGrid, check_tiling
 from .options import PredictOptions
 
 if TYPE_CHECKING:
+    from ..inputs.fit import Sampler
     from ..model.bundle import ModelBundle
     from ..model.meta import BundleMeta
 
@@ -75,17 +76,19 @@ class Plan:
                               if self.model_tile else {}))
 
 
-def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions) -> Plan:
+def make_plan(scene: Scene, meta: BundleMeta, options: PredictOptions, *,
+              sample: Sampler | None = None) -> Plan:
     """Tile and block grids for ``scene`` with ``options`` (tile size from the model's
     metadata unless overridden); checks the bands, the pixel size and the radiometry
-    against the model (:mod:`geoseg.inputs.fit`)."""
+    against the model (:mod:`geoseg.inputs.fit`; ``sample``: how a scene that is not a
+    file gives its decimated sample)."""
     from ..inputs.fit import fit_radiometry, model_zoom, rescale_terms
     from ..model.radiometry import expected_range
 
     bands = select_bands(scene, options.bands, expected=meta.in_channels, names=meta.bands)
     zoom = model_zoom(scene, meta, resample=options.resample)
     source = fit_radiometry(scene, bands, meta, stretch=options.stretch,
-                            input_range=options.input_range)
+                            input_range=options.input_range, sample=sample)
     expected = expected_range(meta)
     rescale = rescale_terms(source, expected) if source and expected else None
     size = options.tile_size or meta.tile_size

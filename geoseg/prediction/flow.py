@@ -55,6 +55,7 @@ from .stitch import finish, spills
 
 if TYPE_CHECKING:
     from ..grid import Window
+    from ..inputs.fit import Sampler
     from ..model.bundle import ModelBundle
     from ..model.meta import BundleMeta
 
@@ -100,11 +101,12 @@ class SceneFlow:
 
 def plan_flow(scene: Scene, out_dir: str | os.PathLike, *, meta: BundleMeta,
               model_sha256: str, options: PredictOptions,
-              folder: str | os.PathLike | None = None) -> SceneFlow:
+              folder: str | os.PathLike | None = None,
+              sample: Sampler | None = None) -> SceneFlow:
     """The flow of ``scene`` into ``folder`` (default ``OUT/<stem>/``; a batch names the
     folders of scenes that share a stem: :func:`geoseg.inputs.sources.folder_names`). Metadata
-    only; checks bands and tiling."""
-    plan = make_plan(scene, meta, options)
+    only; checks bands and tiling (``sample``: see :func:`~geoseg.prediction.blocks.make_plan`)."""
+    plan = make_plan(scene, meta, options, sample=sample)
     outputs = SceneOutputs(Path(folder) if folder else scene_dir(out_dir, scene.path),
                            vector_suffix=f".{options.vector_format}")
     tags = plan.tags(meta, model_sha256)
