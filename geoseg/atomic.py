@@ -49,12 +49,24 @@ def replacing(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+NPZ_LEVEL = 1
+"""DEFLATE level of part files: level 1 makes a block's done record (its spill strips,
+int32) 5-6x faster than numpy's savez_compressed (level 6) at the same size (measured:
+22 against 131 ms, 615 against 610 kB)."""
+
+
 def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
-    """Plain arrays as one compressed ``.npz`` at ``path``, via :func:`replacing` (a file
-    object, so numpy adds no suffix). Read back with ``np.load(allow_pickle=False)``."""
+    """Plain arrays as one compressed ``.npz`` at ``path`` (DEFLATE level
+    :data:`NPZ_LEVEL`), via :func:`replacing`. Read back with
+    ``np.load(allow_pickle=False)``: the same layout ``np.savez_compressed`` writes."""
+    import zipfile
+
     import numpy as np
 
     path = Path(path)
-    with replacing(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    with replacing(path) as tmp, zipfile.ZipFile(
+            tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_LEVEL) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
     return path
