@@ -28,7 +28,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from ..names import temporary_path
 if TYPE_CHECKING:
     from ..grid import PixelGrid, Window
 
-ZARR_FORMAT = 3
+ZARR_FORMAT: Final[Literal[3]] = 3
 ZSTD_LEVEL = 1
 """Chunks are zstd-compressed at level 1: class maps compress ~20x at it, and a higher
 level costs the workers that write the chunks time for a few percent of size."""
@@ -99,10 +99,10 @@ def create_group(path: str | os.PathLike, grid: PixelGrid, classes: tuple[ClassI
     shutil.rmtree(path, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     geo = geozarr_attributes(grid)
-    classes_json = [{"id": c.id, "name": c.name, "color": c.color} for c in classes]
-    group = zarr.create_group(path, zarr_format=ZARR_FORMAT, attributes={
-        **geo, **{k: v for k, v in tags.items() if k != CLASSES_TAG},
-        "classes": classes_json, "nodata": NODATA_CLASS})
+    classes_json: list[Any] = [{"id": c.id, "name": c.name, "color": c.color} for c in classes]
+    attributes: dict[str, Any] = {**geo, **{k: v for k, v in tags.items() if k != CLASSES_TAG},
+                                  "classes": classes_json, "nodata": NODATA_CLASS}
+    group = zarr.create_group(path, zarr_format=ZARR_FORMAT, attributes=attributes)
     compressors = ZstdCodec(level=ZSTD_LEVEL)
     raster_attrs = {**geo, **_gdal_crs(grid), "grid_mapping": "spatial_ref",
                     "coordinates": "spatial_ref"}
@@ -159,8 +159,8 @@ class ZarrRasters:
 
         self.path = Path(path)
         group = zarr.open_group(self.path, mode="r+", zarr_format=ZARR_FORMAT)
-        self.classes = group["classes"]
-        self.probs = group["probabilities"] if "probabilities" in group else None
+        self.classes: Any = group["classes"]  # zarr.Array (indexing typed loosely)
+        self.probs: Any = group["probabilities"] if "probabilities" in group else None
 
     def write(self, classes: np.ndarray, window: Window,
               probs: np.ndarray | None = None) -> None:
