@@ -82,6 +82,9 @@ def test_dask_outputs_equal_the_in_process_path(client, data, block_size, tmp_pa
     outcomes = run_batch(client, scenes, tmp_path, model=model, options=options)
     assert [o.status for o in outcomes] == ["done", "done"], [o.error for o in outcomes]
     assert_same_outputs(root / "reference", tmp_path, ["alpha", "beta"])
+    for stem in ("alpha", "beta"):  # its picture summed from other blocks, or read in strips
+        assert (tmp_path / stem / "preview.png").read_bytes() == \
+            (root / "reference" / stem / "preview.png").read_bytes()
     manifest = read_manifest(tmp_path / "beta")
     # device and precision "auto" are resolved once for the batch (no CUDA on the test
     # machine): the manifest names what ran

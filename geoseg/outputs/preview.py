@@ -1,13 +1,15 @@
 """A quick look at a scene's result: ``preview.png``, the scene with its classes over it and
 a legend, at most :data:`PREVIEW_SIDE` pixels a side.
 
-Both rasters are read decimated (GDAL picks their overviews: the published classes.tif
-always has MODE overviews, a COG scene has its own), so a preview costs a small read
-whatever the scene's size; a scene without overviews is read once at that reduced size
-(GDAL still reads its blocks). A preview that cannot be made is logged, never a failed
-scene. The scene's bands are stretched for display (2nd-98th
-percentile per band, any pixel type); classes that are not background are blended over it
-in their colours, nodata is greyed. Deterministic: the same outputs give the same bytes.
+The classes are read decimated from the published classes.tif's MODE overviews, a small
+read whatever the scene's size. The scene's picture is read from its own overviews where it
+has some; a scene without overviews is not decoded a second time: the local runner sums its
+picture from the blocks it reads for the model (:class:`Thumbnail`), and a runner that
+cannot (the Dask runner's assembling task) sums the same picture from a strip-by-strip
+read. A preview that cannot be made is logged, never a failed scene. The scene's bands are
+stretched for display (2nd-98th percentile per band, any pixel type); classes that are not
+background are blended over it in their colours, nodata is greyed. Deterministic: the
+same outputs give the same bytes, on either runner and at any block size.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from ..atomic import replacing
 from ..classes import NODATA_CLASS, ClassInfo
+from ..grid import Window
 
 PREVIEW_SIDE = 1024
 """The longest side of a preview image, in pixels."""
@@ -84,21 +87,102 @@ def render(image: np.ndarray, classes: np.ndarray, infos: Sequence[ClassInfo],
     return canvas
 
 
-def write_preview(scene: str | os.PathLike, classes_path: str | os.PathLike,
-                  out: str | os.PathLike, *, bands: Sequence[int],
-                  infos: Sequence[ClassInfo]) -> Path:
-    """``out`` (a PNG) for the scene and its published class raster, read decimated."""
+class Thumbnail:
+    """The preview's picture of a scene, summed from full-resolution pixels as they pass:
+    each preview pixel is the mean of the valid scene pixels of its box (rows
+    ``floor(i * H / h)`` up to the next box's, columns alike). Blocks add their windows in
+    any order and from any thread; integer pixels sum exactly, so the picture does not
+    depend on the block grid. A scene without overviews is then decoded once, by the
+    prediction, not a second time for its preview."""
+
+    def __init__(self, height: int, width: int, *, bands: int) -> None:
+        import threading
+
+        self.shape = preview_shape(height, width)
+        self.rows = (np.arange(self.shape[0] + 1) * height) // self.shape[0]
+        self.cols = (np.arange(self.shape[1] + 1) * width) // self.shape[1]
+        self.sums = np.zeros((bands, *self.shape), np.float64)
+        self.counts = np.zeros(self.shape, np.int64)
+        self.pixels = 0
+        self._lock = threading.Lock()
+
+    def add(self, pixels: np.ndarray, valid: np.ndarray, window: Window) -> None:
+        """(C, h, w) ``pixels`` and their (h, w) validity at ``window`` of the scene."""
+        r0, c0 = window.row, window.col
+        rows = self._boxes(self.rows, r0, r0 + window.height)
+        cols = self._boxes(self.cols, c0, c0 + window.width)
+        starts_r = np.maximum(self.rows[rows] - r0, 0)
+        starts_c = np.maximum(self.cols[cols] - c0, 0)
+        values = np.where(valid, pixels, 0).astype(np.float64)
+        sums = np.add.reduceat(np.add.reduceat(values, starts_r, axis=1), starts_c, axis=2)
+        counts = np.add.reduceat(np.add.reduceat(valid.astype(np.int64), starts_r, axis=0),
+                                 starts_c, axis=1)
+        with self._lock:
+            self.sums[:, rows, cols] += sums
+            self.counts[rows, cols] += counts
+            self.pixels += window.height * window.width
+
+    @staticmethod
+    def _boxes(edges: np.ndarray, start: int, stop: int) -> slice:
+        """The boxes (indexes into ``edges[:-1]``) that pixels ``start:stop`` fall in."""
+        first = int(np.searchsorted(edges, start, side="right")) - 1
+        last = int(np.searchsorted(edges, stop - 1, side="right")) - 1
+        return slice(first, last + 1)
+
+    def image(self) -> np.ndarray:
+        """(C, h, w) float64 box means (0 where a box holds no valid pixel)."""
+        return self.sums / np.maximum(self.counts, 1)
+
+
+def scene_thumbnail(scene: str | os.PathLike, height: int, width: int, *,
+                    bands: Sequence[int], strip: int = 512) -> np.ndarray:
+    """The scene's picture for its preview: from its overviews where it has some (GDAL's
+    average over the overview it picks, a small read), else the :class:`Thumbnail` of its
+    full-resolution pixels, read a strip of rows at a time (what the local runner sums from
+    its blocks, so both give the same picture)."""
     import rasterio
     from rasterio.enums import Resampling
 
     from ..inputs.sources import gdal_path
+    from ..inputs.scene import read_window
+
+    with rasterio.open(gdal_path(os.fspath(scene))) as ds:
+        shape = preview_shape(height, width)
+        if ds.overviews(bands[0]):
+            return ds.read(list(bands), out_shape=(len(bands), *shape),
+                           resampling=Resampling.average).astype(np.float64)
+        thumbnail = Thumbnail(height, width, bands=len(bands))
+        for row in range(0, height, strip):
+            window = Window(row, 0, min(strip, height - row), width)
+            pixels, valid = read_window(ds, window, bands=tuple(bands))
+            thumbnail.add(pixels, valid, window)
+        return thumbnail.image()
+
+
+def has_overviews(scene: str | os.PathLike, band: int) -> bool:
+    """Whether the scene's ``band`` has overviews (its preview picture is then read from
+    them, not summed from the blocks)."""
+    import rasterio
+
+    from ..inputs.sources import gdal_path
+
+    with rasterio.open(gdal_path(os.fspath(scene))) as ds:
+        return bool(ds.overviews(band))
+
+
+def write_preview(scene: str | os.PathLike, classes_path: str | os.PathLike,
+                  out: str | os.PathLike, *, bands: Sequence[int],
+                  infos: Sequence[ClassInfo], pixels: np.ndarray | None = None) -> Path:
+    """``out`` (a PNG) for the scene and its published class raster, read decimated
+    (``pixels``: the :func:`scene_thumbnail` when the caller read it already)."""
+    import rasterio
+    from rasterio.enums import Resampling
 
     with rasterio.open(classes_path) as ds:
         shape = preview_shape(ds.height, ds.width)
         classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-    with rasterio.open(gdal_path(os.fspath(scene))) as ds:
-        pixels = ds.read(list(bands), out_shape=(len(bands), *shape),
-                         resampling=Resampling.average)
+        if pixels is None or pixels.shape[1:] != shape:
+            pixels = scene_thumbnail(scene, ds.height, ds.width, bands=bands)
     valid = classes != NODATA_CLASS
     counts = np.bincount(classes[valid].ravel(), minlength=256)
     total = max(int(valid.sum()), 1)
@@ -112,13 +196,15 @@ def write_preview(scene: str | os.PathLike, classes_path: str | os.PathLike,
 
 def try_preview(scene: str | os.PathLike, classes_path: str | os.PathLike,
                 out: str | os.PathLike, *, bands: Sequence[int],
-                infos: Sequence[ClassInfo]) -> Path | None:
+                infos: Sequence[ClassInfo], pixels: np.ndarray | None = None) -> Path | None:
     """:func:`write_preview`, or None with a logged warning when it cannot be made: a quick
-    look never fails a scene whose outputs are complete."""
+    look never fails a scene whose outputs are complete. ``pixels``: the scene's picture
+    (:func:`scene_thumbnail`) when the caller has it."""
     import logging
 
     try:
-        return write_preview(scene, classes_path, out, bands=bands, infos=infos)
+        return write_preview(scene, classes_path, out, bands=bands, infos=infos,
+                             pixels=pixels)
     except Exception as exc:  # noqa: BLE001 - any reader or image error: no preview
         logging.getLogger("geoseg").warning("%s: no preview (%s)", scene, exc)
         return None

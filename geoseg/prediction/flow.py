@@ -56,6 +56,7 @@ from .stitch import finish, spills
 if TYPE_CHECKING:
     from ..grid import Window
     from ..inputs.fit import Sampler
+    from ..outputs.preview import Thumbnail
     from ..model.bundle import ModelBundle
     from ..model.meta import BundleMeta
 
@@ -234,7 +235,25 @@ class SceneWriter:
         self.probs: RasterOutput | None = None
         self.zarr: ZarrRasters | None = None
         self.vector: VectorSink | None = None
+        self.thumbnail: Thumbnail | None = None
+        """The preview's picture, summed from the blocks a runner reads (see
+        :meth:`sum_thumbnail`); a writer whose blocks were read elsewhere has none."""
         self._stack = ExitStack()
+
+    def sum_thumbnail(self) -> Thumbnail | None:
+        """Start summing the preview's picture from the blocks (:meth:`Thumbnail.add` with
+        each block's window, any order): for a scene without overviews, which would
+        otherwise be decoded whole again for its preview. None when not needed."""
+        from ..outputs.preview import Thumbnail, has_overviews
+
+        flow = self.flow
+        if not (flow.preview and self.want_rasters and not flow.zarr):
+            return None
+        if has_overviews(flow.scene, flow.plan.bands[0]):
+            return None
+        grid = flow.plan.scene.grid
+        self.thumbnail = Thumbnail(grid.height, grid.width, bands=len(flow.plan.bands))
+        return self.thumbnail
 
     def __enter__(self) -> "SceneWriter":
         flow, grid = self.flow, self.flow.plan.scene.grid
@@ -282,12 +301,15 @@ class SceneWriter:
             out["zarr"] = str(publish_zarr(self.flow))
         if self.classes is not None:
             out["classes"] = str(self.classes.publish())
-            if self.flow.preview:  # from the published COG's overviews: a small read
+            if self.flow.preview:  # classes from the published COG's overviews
                 from ..outputs.preview import try_preview
 
+                grid, thumbnail = self.flow.plan.scene.grid, self.thumbnail
+                whole = thumbnail is not None and thumbnail.pixels == grid.height * grid.width
                 made = try_preview(self.flow.scene, self.flow.outputs.classes,
                                    self.flow.outputs.preview, bands=self.flow.plan.bands,
-                                   infos=self.flow.classes)
+                                   infos=self.flow.classes,
+                                   pixels=thumbnail.image() if thumbnail and whole else None)
                 if made is not None:
                     out["preview"] = str(made)
         if self.probs is not None:
@@ -377,12 +399,18 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
     # environment with it, in the thread that opened it); a read takes a free one
     datasets, free = ExitStack(), queue.SimpleQueue[Any]()
 
+    thumbnail: Thumbnail | None = None  # the preview's picture, summed as blocks are read
+
     def read(block: Block) -> tuple[np.ndarray, np.ndarray]:
         ds = free.get()
         try:
-            return read_block(ds, plan, block)
+            pixels, valid = read_block(ds, plan, block)
         finally:
             free.put(ds)
+        if thumbnail is not None:
+            rows, cols = block.window.slices(within=plan.blocks.region(block))
+            thumbnail.add(pixels[:, rows, cols], valid[rows, cols], block.window)
+        return pixels, valid
 
     def finish_and_write(predicted: PredictedBlock) -> None:
         for key, strip in spill_strips(flow, predicted).items():
@@ -400,6 +428,7 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
                 ThreadPoolExecutor(max_workers=readers) as reader, \
                 ThreadPoolExecutor(max_workers=1) as finisher:
             writer = staging.enter_context(SceneWriter(flow))
+            thumbnail = writer.sum_thumbnail()
             batcher = TileBatcher(bundle, plan, batch_size=batch_size, progress=progress)
             finishing: Any = None
 
