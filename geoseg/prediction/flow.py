@@ -236,12 +236,12 @@ class SceneWriter:
         self.zarr: ZarrRasters | None = None
         self.vector: VectorSink | None = None
         self.thumbnail: Thumbnail | None = None
-        """The preview's picture, summed from the blocks a runner reads (see
-        :meth:`sum_thumbnail`); a writer whose blocks were read elsewhere has none."""
+        """The preview's picture, picked from the blocks a runner reads (see
+        :meth:`pick_thumbnail`); a writer whose blocks were read elsewhere has none."""
         self._stack = ExitStack()
 
-    def sum_thumbnail(self) -> Thumbnail | None:
-        """Start summing the preview's picture from the blocks (:meth:`Thumbnail.add` with
+    def pick_thumbnail(self) -> Thumbnail | None:
+        """Start picking the preview's picture from the blocks (:meth:`Thumbnail.add` with
         each block's window, any order): for a scene without overviews, which would
         otherwise be decoded whole again for its preview. None when not needed."""
         from ..outputs.preview import Thumbnail, has_overviews
@@ -251,8 +251,9 @@ class SceneWriter:
             return None
         if has_overviews(flow.scene, flow.plan.bands[0]):
             return None
-        grid = flow.plan.scene.grid
-        self.thumbnail = Thumbnail(grid.height, grid.width, bands=len(flow.plan.bands))
+        scene = flow.plan.scene
+        self.thumbnail = Thumbnail(scene.grid.height, scene.grid.width,
+                                   bands=len(flow.plan.bands), dtype=scene.dtype)
         return self.thumbnail
 
     def __enter__(self) -> "SceneWriter":
@@ -304,12 +305,12 @@ class SceneWriter:
             if self.flow.preview:  # classes from the published COG's overviews
                 from ..outputs.preview import try_preview
 
-                grid, thumbnail = self.flow.plan.scene.grid, self.thumbnail
-                whole = thumbnail is not None and thumbnail.pixels == grid.height * grid.width
+                thumbnail = self.thumbnail
+                whole = thumbnail is not None and thumbnail.complete
                 made = try_preview(self.flow.scene, self.flow.outputs.classes,
                                    self.flow.outputs.preview, bands=self.flow.plan.bands,
                                    infos=self.flow.classes,
-                                   pixels=thumbnail.image() if thumbnail and whole else None)
+                                   pixels=thumbnail.picture if thumbnail and whole else None)
                 if made is not None:
                     out["preview"] = str(made)
         if self.probs is not None:
@@ -399,7 +400,7 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
     # environment with it, in the thread that opened it); a read takes a free one
     datasets, free = ExitStack(), queue.SimpleQueue[Any]()
 
-    thumbnail: Thumbnail | None = None  # the preview's picture, summed as blocks are read
+    thumbnail: Thumbnail | None = None  # the preview's picture, picked as blocks are read
 
     def read(block: Block) -> tuple[np.ndarray, np.ndarray]:
         ds = free.get()
@@ -428,7 +429,7 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
                 ThreadPoolExecutor(max_workers=readers) as reader, \
                 ThreadPoolExecutor(max_workers=1) as finisher:
             writer = staging.enter_context(SceneWriter(flow))
-            thumbnail = writer.sum_thumbnail()
+            thumbnail = writer.pick_thumbnail()
             batcher = TileBatcher(bundle, plan, batch_size=batch_size, progress=progress)
             finishing: Any = None
 
