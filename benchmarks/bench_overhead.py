@@ -1,0 +1,54 @@
+"""`geoseg predict` against the network alone, in interleaved pairs (issue 23's target:
+predict at most 1.10x the same runtime's forward pass over the same tiles).
+
+The 4096^2 mirror-tiled OAM enlargement, smp Unet resnet18 (random weights, seed 0), tile
+256, overlap 64, batch 8, ``--tta none``, the default runtime. Each pair runs
+``benchmarks/predict_child.py forward`` (a process that loads the bundle and runs the same
+tiles in the same batches from memory) and then ``geoseg predict``, both processes with
+start-up included. Ratios per pair, their mean and median; appended to
+benchmarks/results/overhead.md.
+
+    .venv/bin/python -m benchmarks.bench_overhead [--pairs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from benchmarks.bench_throughput import predict, process_seconds
+from benchmarks.common import OAM, RESULTS, ROOT, WORK, mirror_enlarge, require
+
+
+def main(argv: list[str] | None = None) -> None:
+    from benchmarks.bench_predict import make_models
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--size", type=int, default=4096)
+    args = parser.parse_args(argv)
+    model = make_models()["Unet"]
+    scene = mirror_enlarge(require(OAM), args.size, WORK / f"oam_{args.size}.tif")
+    process_seconds(["-c", "from geoseg.model import load_for_prediction; "
+                           f"load_for_prediction({str(model)!r}, device='cpu', "
+                           "runtime='onnxruntime')"])  # the ONNX graph, exported untimed
+    ratios = []
+    for _ in range(args.pairs):
+        forward, _ = process_seconds(["-m", "benchmarks.predict_child", "forward",
+                                      str(scene), str(model), "8", "2"])
+        seconds = predict(ROOT, scene, model)
+        ratios.append(seconds / forward)
+        print(f"forward {forward:.1f} s, predict {seconds:.1f} s: {seconds / forward:.3f}",
+              flush=True)
+    text = (f"predict / forward, {args.size}^2, Unet r18, batch 8, tta none, "
+            f"{args.pairs} interleaved pairs: " + ", ".join(f"{r:.3f}" for r in ratios)
+            + f"; mean {statistics.mean(ratios):.3f}, median "
+            f"{statistics.median(ratios):.3f}\n\n")
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "overhead.md", "a") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
