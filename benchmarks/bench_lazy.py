@@ -20,8 +20,8 @@ import argparse
 import shutil
 import statistics
 
-from benchmarks.bench_throughput import predict, process_seconds
-from benchmarks.common import OAM, RESULTS, ROOT, WORK, mirror_enlarge, require, table
+from benchmarks.bench_throughput import field_inputs, predict, process_seconds
+from benchmarks.common import RESULTS, ROOT, WORK, table
 
 
 def lazy(scene, model, scheduler: str) -> float:
@@ -34,18 +34,11 @@ def lazy(scene, model, scheduler: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks.bench_predict import make_models
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--size", type=int, default=4096)
     args = parser.parse_args(argv)
-    model = make_models()["Unet"]
-    scene = mirror_enlarge(require(OAM), args.size, WORK / f"oam_{args.size}.tif")
-    # the ONNX graph exported once before anything is timed, as a first run would
-    process_seconds(["-c", "from geoseg.model import load_for_prediction; "
-                           f"load_for_prediction({str(model)!r}, device='cpu', "
-                           "runtime='onnxruntime')"])
+    scene, model = field_inputs(args.size)
     times: dict[str, list[float]] = {"file": [], "threads": [], "distributed": []}
     for _ in range(args.pairs):
         times["file"].append(predict(ROOT, scene, model))

@@ -16,22 +16,16 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from benchmarks.bench_throughput import predict, process_seconds
-from benchmarks.common import OAM, RESULTS, ROOT, WORK, mirror_enlarge, require
+from benchmarks.bench_throughput import field_inputs, predict, process_seconds
+from benchmarks.common import RESULTS, ROOT
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks.bench_predict import make_models
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--size", type=int, default=4096)
     args = parser.parse_args(argv)
-    model = make_models()["Unet"]
-    scene = mirror_enlarge(require(OAM), args.size, WORK / f"oam_{args.size}.tif")
-    process_seconds(["-c", "from geoseg.model import load_for_prediction; "
-                           f"load_for_prediction({str(model)!r}, device='cpu', "
-                           "runtime='onnxruntime')"])  # the ONNX graph, exported untimed
+    scene, model = field_inputs(args.size)
     ratios = []
     for _ in range(args.pairs):
         forward, _ = process_seconds(["-m", "benchmarks.predict_child", "forward",

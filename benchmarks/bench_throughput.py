@@ -64,6 +64,25 @@ def install_toolbelt() -> Path:
     return TOOLBELT
 
 
+def export_graph(model: Path) -> None:
+    """The ONNX graph of ``model``, exported once (as a first run on a machine does) before
+    anything is timed."""
+    process_seconds(["-c", "from geoseg.model import load_for_prediction; "
+                           f"load_for_prediction({str(model)!r}, device='cpu', "
+                           "runtime='onnxruntime')"])
+
+
+def field_inputs(size: int) -> tuple[Path, Path]:
+    """The field benchmark's scene (the OAM enlargement at ``size``^2) and Unet r18 bundle,
+    its ONNX graph exported."""
+    from benchmarks.bench_predict import make_models
+
+    model = make_models()["Unet"]
+    scene = mirror_enlarge(require(OAM), size, WORK / f"oam_{size}.tif")
+    export_graph(model)
+    return scene, model
+
+
 def predict(tree: Path, scene: Path, model: Path, *extra: str) -> float:
     out = WORK / "throughput-out"
     shutil.rmtree(out, ignore_errors=True)
@@ -76,11 +95,7 @@ def predict(tree: Path, scene: Path, model: Path, *extra: str) -> float:
 def field(trees: dict, models: dict, size: int, *, toolbelt: bool) -> list[dict]:
     scene = mirror_enlarge(require(OAM), size, WORK / f"oam_{size}.tif")
     model = models["Unet"]
-    # the ONNX graph of the model, exported once (as a first run on a machine does) before
-    # anything is timed
-    process_seconds(["-c", "from geoseg.model import load_for_prediction; "
-                           f"load_for_prediction({str(model)!r}, device='cpu', "
-                           "runtime='onnxruntime')"])
+    export_graph(model)
     forward, out = process_seconds(["-m", "benchmarks.predict_child", "forward", str(scene),
                                     str(model), "8", "2"])
     resolved = json.loads(out.strip().splitlines()[-1])
