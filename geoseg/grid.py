@@ -53,6 +53,12 @@ class Window:
         return slice(row0, row0 + self.height), slice(col0, col0 + self.width)
 
 
+def nearest_picks(length: int, count: int) -> np.ndarray:
+    """Indexes of ``count`` pixels picked from ``length``: each the pixel nearest the centre
+    of its ``length / count`` stretch (a nearest-neighbour decimation, as GDAL's)."""
+    return ((np.arange(count) + 0.5) * length / count).astype(np.int64)
+
+
 def intersect(a: Window, b: Window) -> Window | None:
     """The overlap of two windows, or None when they do not overlap."""
     row, col = max(a.row, b.row), max(a.col, b.col)

@@ -28,7 +28,7 @@ import numpy as np
 
 from geoseg.classes import NODATA_CLASS
 from geoseg.errors import ConfigError, InvalidInputError
-from geoseg.grid import PixelGrid, Window, intersect
+from geoseg.grid import PixelGrid, Window, intersect, nearest_picks
 from geoseg.inputs.scene import Scene, valid_values
 from geoseg.prediction.options import PredictOptions
 
@@ -200,8 +200,8 @@ def _sample(data: Any, bands: Sequence[int], nodata: float | None) -> np.ndarray
 
     height, width = data.shape[1:]
     scale = max(max(height, width) / SAMPLE_SIDE, 1)
-    rows = np.floor((np.arange(max(1, round(height / scale))) + 0.5) * scale).astype(int)
-    cols = np.floor((np.arange(max(1, round(width / scale))) + 0.5) * scale).astype(int)
+    rows = nearest_picks(height, max(1, round(height / scale)))
+    cols = nearest_picks(width, max(1, round(width / scale)))
     values = np.asarray(data[[b - 1 for b in bands]][:, rows][:, :, cols].compute())
     valid = np.ones(values.shape[1:], bool)
     if nodata is not None and not math.isnan(nodata):

@@ -138,12 +138,6 @@ def prepare_folder(job: SceneJob, *, out_dir: str | os.PathLike) -> frozenset[tu
     check_free_space(Path(out_dir), outputs.folder, needed=disk_estimate(job.flow))
     outputs.parts.mkdir(exist_ok=True)
     write_identity(outputs, identity)
-    if job.flow.zarr and not (reuse and (outputs.zarr_staging / "zarr.json").is_file()):
-        from geoseg.outputs.zarr_rasters import create_group
-
-        flow = job.flow  # the group the blocks write their chunks into (Dask runner)
-        create_group(outputs.zarr_staging, flow.plan.scene.grid, flow.classes, flow.tags,
-                     probabilities=flow.probabilities, chunk=flow.plan.blocks.step)
     return reuse
 
 

@@ -275,6 +275,10 @@ class _Feeder:
         self.running.append(state)
         try:
             reuse = prepare_folder(scene.job, out_dir=self.out_dir)
+            if scene.job.flow.zarr:  # the group whose chunks the finish tasks write
+                from geoseg.prediction.flow import stage_zarr
+
+                stage_zarr(scene.job.flow, keep=bool(reuse))
         except (GeosegError, OSError) as exc:
             self.running.remove(state)
             remove_scene_leftovers(scene.job.flow.outputs.folder)

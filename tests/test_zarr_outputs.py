@@ -193,7 +193,7 @@ def test_dask_blocks_write_their_own_chunks_and_a_rerun_resumes_by_block(scene, 
 
     from geoseg.inputs.sources import folder_names
     from geoseg.model.meta import file_sha256, read_meta
-    from geoseg.prediction.flow import block_steps
+    from geoseg.prediction.flow import block_steps, stage_zarr
     from geoseg_pipelines import tasks
     from geoseg_pipelines.manifest import read_manifest
     from geoseg_pipelines.resume import iter_plans, prepare_folder
@@ -209,6 +209,7 @@ def test_dask_blocks_write_their_own_chunks_and_a_rerun_resumes_by_block(scene, 
                                   options=opts, names=folder_names([path])))
         job = planned.job
         assert prepare_folder(job, out_dir=tmp_path) == frozenset()
+        stage_zarr(job.flow)  # as the runner does before it submits the blocks
         steps = block_steps(job.flow)[:3]
         spills = {}
         for step in steps:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..atomic import replacing
 from ..classes import NODATA_CLASS, ClassInfo
-from ..grid import Window
+from ..grid import Window, nearest_picks
 
 PREVIEW_SIDE = 1024
 """The longest side of a preview image, in pixels."""
@@ -99,8 +99,8 @@ class Thumbnail:
 
     def __init__(self, height: int, width: int, *, bands: int, dtype: str) -> None:
         self.shape = preview_shape(height, width)
-        self.rows = ((np.arange(self.shape[0]) + 0.5) * height / self.shape[0]).astype(int)
-        self.cols = ((np.arange(self.shape[1]) + 0.5) * width / self.shape[1]).astype(int)
+        self.rows = nearest_picks(height, self.shape[0])
+        self.cols = nearest_picks(width, self.shape[1])
         self.picture = np.zeros((bands, *self.shape), dtype)
         self.filled = np.zeros(self.shape, bool)
 

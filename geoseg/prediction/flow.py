@@ -260,11 +260,8 @@ class SceneWriter:
         flow, grid = self.flow, self.flow.plan.scene.grid
         stack = self._stack.__enter__()
         if self.want_rasters and flow.zarr:
-            staging = flow.outputs.zarr_staging
-            create_group(staging, grid, flow.classes, flow.tags,
-                         probabilities=flow.probabilities, chunk=flow.plan.blocks.step)
             stack.callback(_drop_zarr_staging, flow.outputs)  # gone unless published
-            self.zarr = ZarrRasters(staging)
+            self.zarr = ZarrRasters(stage_zarr(flow))
         elif self.want_rasters:
             self.classes = stack.enter_context(
                 class_output(flow.outputs.classes, grid, flow.classes, flow.tags,
@@ -305,12 +302,11 @@ class SceneWriter:
             if self.flow.preview:  # classes from the published COG's overviews
                 from ..outputs.preview import try_preview
 
-                thumbnail = self.thumbnail
-                whole = thumbnail is not None and thumbnail.complete
+                picked = self.thumbnail
                 made = try_preview(self.flow.scene, self.flow.outputs.classes,
                                    self.flow.outputs.preview, bands=self.flow.plan.bands,
                                    infos=self.flow.classes,
-                                   pixels=thumbnail.picture if thumbnail and whole else None)
+                                   pixels=picked.picture if picked and picked.complete else None)
                 if made is not None:
                     out["preview"] = str(made)
         if self.probs is not None:
@@ -322,6 +318,16 @@ class SceneWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self._stack.__exit__(*exc)
+
+
+def stage_zarr(flow: SceneFlow, *, keep: bool = False) -> Path:
+    """The scene's Zarr group in its staging folder, empty (``keep``: an interrupted run's,
+    with the chunks of its finished blocks, where there is one)."""
+    staging = flow.outputs.zarr_staging
+    if keep and (staging / "zarr.json").is_file():
+        return staging
+    return create_group(staging, flow.plan.scene.grid, flow.classes, flow.tags,
+                        probabilities=flow.probabilities, chunk=flow.plan.blocks.step)
 
 
 def publish_zarr(flow: SceneFlow) -> Path:
