@@ -5,16 +5,18 @@ The 4096^2 mirror-tiled OAM enlargement, smp Unet resnet18 (random weights, seed
 256, overlap 64, batch 8, ``--tta none``, the default runtime. Each pair runs
 ``benchmarks/predict_child.py forward`` (a process that loads the bundle and runs the same
 tiles in the same batches from memory) and then ``geoseg predict``, both processes with
-start-up included. Ratios per pair, their mean and median; appended to
-benchmarks/results/overhead.md.
+start-up included; with ``--baseline PATH`` (a checkout of another version) that version's
+``geoseg predict`` runs in the same round. Ratios per round, their mean and median;
+appended to benchmarks/results/overhead.md.
 
-    .venv/bin/python -m benchmarks.bench_overhead [--pairs 6]
+    .venv/bin/python -m benchmarks.bench_overhead [--pairs 6] [--baseline /tmp/base]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 from benchmarks.bench_throughput import field_inputs, predict, process_seconds
 from benchmarks.common import RESULTS, ROOT
@@ -24,20 +26,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--baseline", type=Path, help="checkout of the version to compare")
     args = parser.parse_args(argv)
     scene, model = field_inputs(args.size)
-    ratios = []
+    trees = {"this version": ROOT}
+    if args.baseline:
+        trees[f"baseline ({args.baseline.name})"] = args.baseline.resolve()
+    ratios: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(args.pairs):
         forward, _ = process_seconds(["-m", "benchmarks.predict_child", "forward",
                                       str(scene), str(model), "8", "2"])
-        seconds = predict(ROOT, scene, model)
-        ratios.append(seconds / forward)
-        print(f"forward {forward:.1f} s, predict {seconds:.1f} s: {seconds / forward:.3f}",
-              flush=True)
-    text = (f"predict / forward, {args.size}^2, Unet r18, batch 8, tta none, "
-            f"{args.pairs} interleaved pairs: " + ", ".join(f"{r:.3f}" for r in ratios)
-            + f"; mean {statistics.mean(ratios):.3f}, median "
-            f"{statistics.median(ratios):.3f}\n\n")
+        for name, tree in trees.items():
+            seconds = predict(tree, scene, model)
+            ratios[name].append(seconds / forward)
+            print(f"forward {forward:.1f} s, predict ({name}) {seconds:.1f} s: "
+                  f"{seconds / forward:.3f}", flush=True)
+    text = f"predict / forward, {args.size}^2, Unet r18, batch 8, tta none, {args.pairs} rounds\n\n"
+    for name, values in ratios.items():
+        text += (f"- {name}: " + ", ".join(f"{r:.3f}" for r in values)
+                 + f"; mean {statistics.mean(values):.3f}, median "
+                 f"{statistics.median(values):.3f}\n")
+    text += "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / "overhead.md", "a") as f:
