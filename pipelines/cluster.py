@@ -25,7 +25,7 @@ from geoseg.errors import ConfigError
 
 from .hardware import Layout, plan_layout, this_machine
 
-LOCAL_DEFAULTS = {"n_workers": None, "threads_per_worker": 1, "memory_limit": "auto",
+LOCAL_DEFAULTS = {"n_workers": None, "threads_per_worker": None, "memory_limit": "auto",
                   "dashboard_address": "127.0.0.1:8787"}
 """The dashboard listens on localhost only unless ``--dashboard`` opens it wider."""
 JOB_KEYS = {"cores", "processes", "memory", "walltime", "queue", "account", "job_name",
@@ -114,10 +114,10 @@ def _local(data: dict, workers: int | None, source: str | None = None,
         options["n_workers"] = workers
     if dashboard is not None:
         options["dashboard_address"] = None if dashboard.lower() == "none" else dashboard
-    count = options["n_workers"]
+    count, threads = options["n_workers"], options["threads_per_worker"]
     layout = plan_layout(this_machine(), device=device,
                          workers=None if count is None else int(count),
-                         threads_per_worker=int(options["threads_per_worker"]))
+                         threads_per_worker=None if threads is None else int(threads))
     options["n_workers"] = len(layout.workers)
     return ClusterChoice("local", options=options, source=source, layout=layout)
 
@@ -217,13 +217,21 @@ def connect(choice: ClusterChoice, *,
         address = o["dashboard_address"]
         web = ({"dashboard_address": address} if address is not None else
                {"dashboard_address": "127.0.0.1:0", "scheduler_kwargs": {"dashboard": False}})
+        # a CPU machine's default: one worker in this process (its threads), started with
+        # the cluster; otherwise worker processes, started from the layout's specs
+        in_process = layout.in_process
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2}), \
-                LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                LocalCluster(n_workers=1 if in_process else 0,
+                             threads_per_worker=layout.workers[0].threads if in_process
+                             else 1, processes=not in_process,
                              memory_limit=o["memory_limit"], **web) as cluster, \
                 Client(cluster) as client:
-            start_layout(cluster, layout)
+            if not in_process:
+                start_layout(cluster, layout)
             client.wait_for_workers(len(layout.workers))
-            echo(f"local cluster: {len(layout.workers)} worker process(es)"
+            workers = (f"1 worker in this process ({layout.workers[0].threads} threads)"
+                       if in_process else f"{len(layout.workers)} worker process(es)")
+            echo(f"local cluster: {workers}"
                  f"{f' on {layout.gpu_workers} GPU(s)' if layout.gpu_workers else ''}, "
                  + (f"dashboard {client.dashboard_link}" if address is not None
                     else "no dashboard"))

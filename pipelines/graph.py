@@ -8,6 +8,12 @@ The graph of one scene (block ``(r, c)`` in row-major order)::
     finish(all) --> rasters (parts -> classes.tif [+ probabilities.tif], COG) --.
     finish(all) --> polygons (pieces -> seam merge -> polygons.gpkg) ------------+--> outputs
 
+A scene of one block on workers that need no resource (a CPU cluster; a batch of chips) is
+one ``scene`` task instead: read, model, finish and outputs as the in-process runner writes
+them, with no spill strips, part files or assembling task (24 chips of 200^2 on 2 cores,
+``benchmarks/bench_runners.py``). On GPU workers it stays split, so the ``GPU`` resource is
+held only while the model runs.
+
 A finish task takes exactly the spills of ``BlockGrid.sources(block)``. ``predict`` holds
 the block's int32 accumulator on its worker; ``finish`` is scheduled there (its largest
 input) and pulls only the neighbours' spill strips. Earlier blocks and scenes get higher
@@ -38,6 +44,14 @@ class SceneGraph:
     finishes: list = field(default_factory=list)
     parts: list = field(default_factory=list)
     final: Any = None
+    whole: bool = False
+    """One task for the whole scene (:func:`tasks.scene_task`): ``final`` gives the block's
+    record and the outputs."""
+
+    @property
+    def blocks(self) -> int:
+        """Blocks the run loop counts as they finish."""
+        return 1 if self.whole else len(self.finishes)
 
     @property
     def watched(self) -> list:
@@ -52,6 +66,12 @@ class SceneGraph:
         return [*self.finishes, *self.parts, self.final]
 
 
+def is_whole(job: tasks.SceneJob, *, resources: dict | None,
+             finished: frozenset[tuple[int, int]] = frozenset()) -> bool:
+    """Whether the scene runs as one ``scene`` task (see the module docstring)."""
+    return len(job.flow.plan.blocks) == 1 and not finished and not resources
+
+
 def submit_scene(client: Any, job: tasks.SceneJob, *, resources: dict | None, token: str,
                  priority: int, finished: frozenset[tuple[int, int]] = frozenset()
                  ) -> tuple[SceneGraph, int]:
@@ -59,6 +79,9 @@ def submit_scene(client: Any, job: tasks.SceneJob, *, resources: dict | None, to
     priority. Blocks in ``finished`` (done by an earlier, interrupted run of the same
     identity) are not predicted again: their record and spill strips are read back."""
     name = f"{Path(job.flow.scene).stem}-{token}"
+    if is_whole(job, resources=resources, finished=finished):
+        final = client.submit(tasks.scene_task, job, key=f"scene-{name}", priority=priority)
+        return SceneGraph(final=final, whole=True), priority - 1
     spills: dict = {}
     graph = SceneGraph()
     for step in block_steps(job.flow):

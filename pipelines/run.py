@@ -21,9 +21,9 @@ from geoseg.errors import ConfigError, GeosegError
 from geoseg.inputs.sources import folder_names
 from geoseg.model.devices import Capabilities
 from geoseg.prediction.options import PredictOptions
-from geoseg.prediction.scene_report import Tally
+from geoseg.prediction.scene_report import BlockDone, Tally
 
-from .graph import SceneGraph, submit_scene
+from .graph import SceneGraph, is_whole, submit_scene
 from .outcomes import (
     BatchInterrupted,
     SceneOutcome,
@@ -195,6 +195,10 @@ def _unplanned(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
             for p in paths]
 
 
+INTERRUPT_WAIT = 60.0
+"""Seconds an interrupted batch waits for the steps running in its own process (one block
+each) before it removes its unfinished scenes' files."""
+
 BLOCKS_AHEAD = 4
 """Blocks submitted and not yet finished, per worker thread of the cluster: enough to keep
 every worker busy (a scene's next blocks wait on the scheduler while its first ones run),
@@ -275,7 +279,8 @@ class _Feeder:
         self.running.append(state)
         try:
             reuse = prepare_folder(scene.job, out_dir=self.out_dir)
-            if scene.job.flow.zarr:  # the group whose chunks the finish tasks write
+            whole = is_whole(scene.job, resources=self.resources, finished=reuse)
+            if scene.job.flow.zarr and not whole:  # the group the finish tasks write into
                 from geoseg.prediction.flow import stage_zarr
 
                 stage_zarr(scene.job.flow, keep=bool(reuse))
@@ -292,7 +297,7 @@ class _Feeder:
             priority=self.priority, finished=reuse)
         if self.progress is not None:
             self.progress.add_total(len(scene.job.flow.plan.tiles))
-        state.blocks_left = len(state.graph.finishes)
+        state.blocks_left = state.graph.blocks
         self.active.add(id(state))
         self.blocks += state.blocks_left
         for future in state.graph.watched:
@@ -335,6 +340,9 @@ def _collect(client: Any, feeder: _Feeder, *, progress: Any,
                 on_failure(state.planned.outcome)
             continue
         if future is state.graph.final:
+            if state.graph.whole:  # the scene's one block, finished with its outputs
+                done, value = value
+                _tally(state, done, progress)
             feeder.done(state)
             feeder.feed()
             try:
@@ -351,18 +359,27 @@ def _collect(client: Any, feeder: _Feeder, *, progress: Any,
                 echo(f"{o.scene}: {o.tiles} tiles in {o.seconds:.1f} s -> "
                      f"{o.outputs.get('classes')}")
         else:
-            state.tally.add(value)
-            if value.started and (not state.first_block or value.started < state.first_block):
-                state.first_block = value.started
-            if progress is not None:
-                progress.advance(value.n_tiles)
+            _tally(state, value, progress)
             feeder.finished_block(state)
             feeder.feed()
 
 
+def _tally(state: _Running, done: BlockDone, progress: Any) -> None:
+    """A finished block of ``state``'s scene: its counts and tiles, its start."""
+    state.tally.add(done)
+    if done.started and (not state.first_block or done.started < state.first_block):
+        state.first_block = done.started
+    if progress is not None:
+        progress.advance(done.n_tiles)
+
+
 def _interrupt(client: Any, running: list[_Running]) -> None:
     """Ctrl-C: stop every unfinished scene's tasks and remove what they wrote; finished
-    scenes (their manifests written) are kept."""
+    scenes (their manifests written) are kept. Tasks already running in this process (a
+    worker in the client's process) end their step first: what they write goes too."""
+    from .tasks import wait_for_tasks
+
+    unfinished = []
     for state in running:
         outcome = state.planned.outcome
         if outcome.status in ("done", "failed") or state.planned.job is None:
@@ -372,18 +389,27 @@ def _interrupt(client: Any, running: list[_Running]) -> None:
             client.cancel([f for f in state.graph.held if f is not None], force=True)
         except Exception:  # noqa: BLE001 - the cluster may be going down already
             pass
-        remove_scene_leftovers(state.planned.job.flow.outputs.folder)
+        unfinished.append(state.planned.job.flow.outputs.folder)
+    wait_for_tasks(timeout=INTERRUPT_WAIT)
+    for folder in unfinished:
+        remove_scene_leftovers(folder)
 
 
 def _sweep_failed(running: list[_Running]) -> None:
     """Failed scenes' folders once more at the end of the batch: ``client.cancel`` does not
     stop a task already running, which may write a part file after :func:`_fail` cleaned
-    the folder (scenes whose scheduler was lost keep their parts for the rerun)."""
-    for state in running:
-        outcome, job = state.planned.outcome, state.planned.job
-        if outcome.status == "failed" and job is not None and not (
-                outcome.exception is not None and connection_lost(outcome.exception)):
-            remove_scene_leftovers(job.flow.outputs.folder)
+    the folder (scenes whose scheduler was lost keep their parts for the rerun); in this
+    process's worker, such a task is waited for first."""
+    from .tasks import wait_for_tasks
+
+    failed = [state.planned.job.flow.outputs.folder for state in running
+              if state.planned.outcome.status == "failed" and state.planned.job is not None
+              and not (state.planned.outcome.exception is not None
+                       and connection_lost(state.planned.outcome.exception))]
+    if failed:
+        wait_for_tasks(timeout=INTERRUPT_WAIT)
+    for folder in failed:
+        remove_scene_leftovers(folder)
 
 
 def _fail(client: Any, state: _Running, exc: BaseException) -> None:

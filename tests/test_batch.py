@@ -1,6 +1,7 @@
 """The Dask pipeline against the in-process path: byte-identical rasters, equal polygons,
-for 1 and 2 worker processes and two block sizes; the model loads once per worker; a
-worker killed mid-run changes nothing."""
+for 1 and 2 worker processes, a worker in the client's process, and two block sizes (one
+scene of one block: a whole-scene task); the model loads once per worker; a worker killed
+mid-run changes nothing."""
 
 from __future__ import annotations
 
@@ -26,11 +27,16 @@ from geoseg_pipelines.manifest import read_manifest
 RASTERS = ("classes.tif", "probabilities.tif")
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+@pytest.fixture(scope="module", params=[1, 2, "in-process"],
+                ids=["1-worker", "2-workers", "in-process"])
 def client(request):
+    """Worker processes (a GPU machine's layout, or --workers), or a CPU machine's default:
+    one worker in this process with two threads (pipelines.hardware)."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=request.param, threads_per_worker=1, processes=True,
+    in_process = request.param == "in-process"
+    with LocalCluster(n_workers=1 if in_process else request.param,
+                      threads_per_worker=2 if in_process else 1, processes=not in_process,
                       dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield client
@@ -99,6 +105,45 @@ def test_dask_outputs_equal_the_in_process_path(client, data, block_size, tmp_pa
     assert sorted(p.name for p in (tmp_path / "alpha").iterdir()) == [
         "classes.qml", "classes.tif", "classes.tif.aux.xml", "item.json", "manifest.json",
         "polygons.gpkg", "preview.png", "probabilities.tif"]
+
+
+def test_a_one_block_scene_is_one_task_unless_its_model_task_needs_a_gpu(data, tmp_path):
+    """No spill strips, part files or assembling task for a scene of one block on CPU
+    workers; with the GPU resource the model task stays apart, so the GPU is held only while
+    the model runs, and a block an interrupted run finished is still read back."""
+    from geoseg.model.meta import file_sha256, read_meta
+    from geoseg_pipelines.graph import submit_scene
+    from geoseg_pipelines.resume import plan_scenes
+
+    root, model, scenes, options = data
+    options = replace(options, block_size=128).resolved("cpu")
+    job = plan_scenes([scenes[1]], tmp_path, model_path=model, meta=read_meta(model),
+                      model_sha256=file_sha256(model), options=options)[0].job
+    assert job is not None and len(job.flow.plan.blocks) == 1
+
+    class Recording:
+        def __init__(self):
+            self.submitted = []
+
+        def submit(self, fn, *args, key, priority, resources=None, **kwargs):
+            self.submitted.append((fn.__name__, resources))
+            return key
+
+    def graph(**kwargs):
+        recording = Recording()
+        made, _ = submit_scene(recording, job, token="t", priority=0, **kwargs)
+        return made, recording.submitted
+
+    cpu, submitted = graph(resources=None)
+    assert cpu.whole and cpu.blocks == 1 and cpu.watched == [cpu.final]
+    assert submitted == [("scene_task", None)]
+    gpu, submitted = graph(resources={"GPU": 1})
+    assert not gpu.whole and gpu.blocks == 1
+    assert [name for name, _ in submitted] == ["predict_task", "spills_task", "finish_task",
+                                               "rasters_task", "polygons_task", "outputs_task"]
+    assert [r for name, r in submitted if name == "predict_task"] == [{"GPU": 1}]
+    resumed, submitted = graph(resources=None, finished=frozenset({(0, 0)}))
+    assert not resumed.whole and submitted[0][0] == "saved_spills_task"
 
 
 def test_model_is_loaded_once_per_worker(client, data, tmp_path):
@@ -307,7 +352,7 @@ def test_the_scheduler_holds_a_bounded_graph_however_many_scenes(client, tmp_pat
                                                                   monkeypatch):
     """Scenes go in with backpressure (pipelines.run.BLOCKS_AHEAD blocks a worker thread,
     one here): at no submission does the scheduler hold more than a few scenes' tasks,
-    where the 30 one-block scenes here (5 tasks each) were all submitted at once before."""
+    where the 30 one-block scenes here were all submitted at once before."""
     from geoseg_pipelines import run as run_module
 
     model = tmp_path / "tiny.safetensors"
@@ -326,6 +371,7 @@ def test_the_scheduler_holds_a_bounded_graph_however_many_scenes(client, tmp_pat
     outcomes = run_batch(client, scenes, tmp_path / "out", model=model,
                          options=PredictOptions(tta="none"))
     assert [o.status for o in outcomes] == ["done"] * 30
-    # 5 tasks a scene: at most 3 scenes in flight and the last ones being released (all
-    # at once, the scheduler held over 100 tasks at the last submissions)
+    # at most 3 scenes in flight and the last ones being released (all at once, the
+    # scheduler held over 100 tasks at the last submissions; a one-block scene is 1 task
+    # on these workers, 5 where its model task needs a GPU)
     assert len(seen) == 30 and max(seen) <= 40, seen

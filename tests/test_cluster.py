@@ -9,14 +9,17 @@ import yaml
 from conftest import REPO
 from geoseg.errors import ConfigError
 from geoseg_pipelines.cluster import choose_cluster, describe, job_script
+from geoseg_pipelines.hardware import this_machine
 
 SLURM = REPO / "configs" / "cluster" / "slurm.yaml"
 
 
-def test_local_is_the_default_with_one_process_per_core():
+def test_local_is_the_default_in_this_process_on_a_cpu_machine():
     choice = choose_cluster()
     assert choice.kind == "local"
-    assert choice.options["n_workers"] >= 1 and choice.options["threads_per_worker"] == 1
+    assert choice.layout is not None and choice.options["threads_per_worker"] is None
+    if not this_machine().gpus:
+        assert choice.layout.in_process and choice.options["n_workers"] == 1
     assert choose_cluster(workers=3).options["n_workers"] == 3
     assert choose_cluster(cluster=REPO / "configs" / "cluster" / "local.yaml",
                           workers=2).options["n_workers"] == 2

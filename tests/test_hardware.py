@@ -22,12 +22,12 @@ def test_one_model_worker_per_gpu_pinned_with_the_gpu_resource(gpus):
     machine = Hardware(cores=16 * max(1, gpus), gpus=tuple(str(i) for i in range(gpus)),
                        memory=128 * GIB)
     layout = plan_layout(machine)
-    if gpus == 0:  # a CPU machine: one single-threaded worker per core
-        assert len(layout.workers) == 16
-        assert all(w.threads == 1 and w.gpu is None and not w.resources
-                   for w in layout.workers)
-        assert layout.device == "auto"
-        assert all(w.memory == 8 * GIB for w in layout.workers)
+    if gpus == 0:  # a CPU machine: one worker in the client's process, a thread per core
+        assert layout.in_process and len(layout.workers) == 1
+        (worker,) = layout.workers
+        assert worker.threads == 16 and worker.gpu is None and not worker.resources
+        assert layout.device == "auto" and worker.memory == 128 * GIB
+        assert "1 worker in this process, 16 thread(s)" in layout.describe()
         return
     assert len(layout.workers) == gpus
     assert [w.gpu for w in layout.workers] == [str(i) for i in range(gpus)]
@@ -40,6 +40,18 @@ def test_one_model_worker_per_gpu_pinned_with_the_gpu_resource(gpus):
     assert "16 thread(s)" in text and "CUDA_VISIBLE_DEVICES" in text
 
 
+def test_worker_processes_on_a_cpu_machine_when_asked_for():
+    """--workers N (or threads_per_worker) asks for worker processes: N single-threaded
+    ones, or as many of the given threads as the cores hold."""
+    machine = Hardware(cores=16, memory=128 * GIB)
+    four = plan_layout(machine, workers=4)
+    assert not four.in_process and [w.threads for w in four.workers] == [1] * 4
+    assert all(w.memory == 8 * GIB for w in four.workers)  # its threads' share
+    assert "4 worker process(es), CPU only" in four.describe()
+    pairs = plan_layout(machine, threads_per_worker=2)
+    assert not pairs.in_process and [w.threads for w in pairs.workers] == [2] * 8
+
+
 def test_gpu_layout_choices():
     machine = Hardware(cores=32, gpus=("0", "1", "2", "3"), memory=256 * GIB)
     assert [w.gpu for w in plan_layout(machine, workers=2).workers] == ["0", "1"]
@@ -47,7 +59,8 @@ def test_gpu_layout_choices():
     one = plan_layout(machine, device="cuda:2")
     assert [w.gpu for w in one.workers] == ["2"] and one.device == "cuda"
     cpu = plan_layout(machine, device="cpu")
-    assert len(cpu.workers) == 32 and cpu.device == "cpu" and not cpu.gpu_workers
+    assert cpu.in_process and cpu.workers[0].threads == 32 and cpu.device == "cpu"
+    assert not cpu.gpu_workers
     uuids = Hardware(cores=8, gpus=("GPU-aa", "GPU-bb"))
     assert [w.gpu for w in plan_layout(uuids).workers] == ["GPU-aa", "GPU-bb"]
 
