@@ -177,8 +177,9 @@ def resolve_options(config: str | None, **overrides: Any) -> PredictOptions:
 @click.option("--cluster", "cluster_profile", type=click.Path(dir_okay=False),
               help="Cluster profile YAML, e.g. configs/cluster/slurm.yaml.")
 @click.option("--workers", type=int,
-              help="Worker processes of the local cluster (default: one per core), or "
-                   "SLURM jobs of a --cluster profile.")
+              help="Worker processes of the local cluster (default: one per GPU; on a "
+                   "CPU machine one worker in this process, a thread per core), or SLURM "
+                   "jobs of a --cluster profile.")
 @click.option("--dry-run", is_flag=True,
               help="Plan the scenes and show the cluster (SLURM job script), run nothing.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
