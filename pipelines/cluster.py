@@ -38,6 +38,12 @@ BATCH_SYSTEM_KEYS = {"slurm": JOB_KEYS | {"job_cpu", "job_mem"},
 SCALE_KEYS = {"jobs", "minimum_jobs", "maximum_jobs", "start_timeout"}
 START_TIMEOUT = 3600
 """Seconds a batch system's cluster waits for its first worker (``start_timeout``)."""
+LOG_LENGTH = 100
+"""Messages and transitions a local cluster's scheduler keeps for debugging, per worker
+stream (Dask's ``distributed.admin.low-level-log-length``, 1000 by default). Each message
+to a worker carries its task with the scene's plan: at 1000 the scheduler (in the client's
+process) held the last 1000 scenes' plans per worker, most of the peak RSS that grew with a
+batch's size (``benchmarks/bench_many_scenes.py``)."""
 RUNNERS = ("auto", "local", "dask")
 """Who runs a batch (``--runner``): ``local``, every scene in this process with no cluster;
 ``dask``, the cluster of ``--scheduler``/``--cluster`` or a local one; ``auto``, local for
@@ -220,7 +226,8 @@ def connect(choice: ClusterChoice, *,
         # a CPU machine's default: one worker in this process (its threads), started with
         # the cluster; otherwise worker processes, started from the layout's specs
         in_process = layout.in_process
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2}), \
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2,
+                              "distributed.admin.low-level-log-length": LOG_LENGTH}), \
                 LocalCluster(n_workers=1 if in_process else 0,
                              threads_per_worker=layout.workers[0].threads if in_process
                              else 1, processes=not in_process,

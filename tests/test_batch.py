@@ -375,3 +375,30 @@ def test_the_scheduler_holds_a_bounded_graph_however_many_scenes(client, tmp_pat
     # scheduler held over 100 tasks at the last submissions; a one-block scene is 1 task
     # on these workers, 5 where its model task needs a GPU)
     assert len(seen) == 30 and max(seen) <= 40, seen
+
+
+def test_the_local_schedulers_logs_hold_a_bounded_number_of_scenes(tmp_path, monkeypatch):
+    """Each message the scheduler sends a worker carries the task with its scene's plan, and
+    Dask keeps the last ``low-level-log-length`` messages per worker stream for debugging
+    (1000 by default: that many scenes' plans in the client's process). The local cluster
+    keeps ``cluster.LOG_LENGTH``; set to 4 here, 30 scenes leave only a few plans alive."""
+    import gc
+
+    from geoseg_pipelines import cluster
+    from geoseg_pipelines.tasks import SceneJob
+
+    model = tmp_path / "tiny.safetensors"
+    save_bundle(create_bundle(arch="tinycnn", encoder="-", classes=make_classes(("a", "b")),
+                              bands=("r", "g", "b"), tile_size=64, overlap=32), model)
+    scenes = [write_raster(tmp_path / f"s{i:02d}.tif", smooth_noise((40, 40), seed=i))
+              for i in range(30)]
+    monkeypatch.setattr(cluster, "LOG_LENGTH", 4)
+    with cluster.connect(cluster.choose_cluster(dashboard="none"),
+                         echo=lambda _: None) as client:
+        outcomes = run_batch(client, scenes, tmp_path / "out", model=model,
+                             options=PredictOptions(tta="none"))
+        assert [o.status for o in outcomes] == ["done"] * 30
+        del outcomes
+        gc.collect()
+        alive = sum(isinstance(o, SceneJob) for o in gc.get_objects())
+    assert alive <= 12, f"{alive} scenes' jobs still held after the batch"
