@@ -13,9 +13,10 @@ local cluster starts (:class:`Layout`):
   thread per core: no worker process to start, the model loaded once and taking every core
   (torch's or ONNX Runtime's own threads, one block through it at a time), the other
   threads reading, finishing and writing around it, as the in-process runner does. Against
-  one single-threaded worker process per core (the layout before), the 24-chip batch took
-  about 4.3 s against 5.5 s on 2 cores, and the 4096^2 field the same time
-  (``benchmarks/bench_runners.py``). ``--workers N`` (or ``threads_per_worker``) asks for
+  one single-threaded worker process per core (the layout before), a batch of 24 chips of
+  200^2 took 3.7-4.0 s against 5.2-5.3 s on 2 cores (with its one-block scenes as single
+  tasks, ``pipelines.graph``), the 4096^2 field 1.095x the in-process runner against
+  1.118x (``benchmarks/bench_runners.py``). ``--workers N`` (or ``threads_per_worker``) asks for
   worker processes: N of them, single-threaded unless told otherwise.
 
 Memory per worker is the machine's share for its threads (what ``memory_limit: auto`` gives

@@ -162,6 +162,12 @@ def has_overviews(scene: str | os.PathLike, band: int) -> bool:
         return bool(ds.overviews(band))
 
 
+PNG_LEVEL = 3
+"""zlib level of preview.png: a 1024 x 1078 preview takes 0.14 s at level 3 against 0.25 s
+at Pillow's default 6, and comes out 1% smaller (a photo-like picture gains nothing from
+the slower levels); it is written in the scene's tail, after the model's last batch."""
+
+
 def write_preview(scene: str | os.PathLike, classes_path: str | os.PathLike,
                   out: str | os.PathLike, *, bands: Sequence[int],
                   infos: Sequence[ClassInfo], pixels: np.ndarray | None = None) -> Path:
@@ -182,7 +188,8 @@ def write_preview(scene: str | os.PathLike, classes_path: str | os.PathLike,
     image = render(stretch(pixels, valid), classes, infos, shares)
     out = Path(out)
     with replacing(out, suffix=".png") as tmp:
-        image.save(tmp, format="PNG")  # type: ignore[attr-defined]
+        image.save(tmp, format="PNG",  # type: ignore[attr-defined]
+                   compress_level=PNG_LEVEL)
     return out
 
 
