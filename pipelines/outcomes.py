@@ -10,10 +10,10 @@ from pathlib import Path
 from geoseg.errors import GeosegError
 from geoseg.prediction.options import PredictOptions
 
-from .manifest import versions, write_json
+from .manifest import versions
 
 
-@dataclass
+@dataclass(slots=True)
 class SceneOutcome:
     """One row of the batch summary."""
 
@@ -66,14 +66,27 @@ def mark_failed(outcome: SceneOutcome, exc: BaseException) -> None:
 def write_summary(path: str | os.PathLike, outcomes: list[SceneOutcome], *,
                   model: str | os.PathLike, model_sha256: str, options: PredictOptions,
                   seconds: float) -> Path:
-    """``OUT/summary.json``: the batch's scenes, statuses and errors."""
+    """``OUT/summary.json``: the batch's scenes, statuses and errors, a scene a line,
+    written as it goes (a batch of 10,000 scenes builds no list of their rows, nor one
+    string of the whole file)."""
+    import json
+
+    from geoseg.atomic import replacing
+
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    return write_json(path, {
-        "model": str(model), "model_sha256": model_sha256,
-        "options": options.identity(), "software": versions(),
-        "seconds": round(seconds, 3), "counts": counts,
-        "scenes": [{f.name: getattr(o, f.name) for f in fields(o) if f.name != "exception"}
-                   for o in outcomes]})
+    head = json.dumps({"model": str(model), "model_sha256": model_sha256,
+                       "options": options.identity(), "software": versions(),
+                       "seconds": round(seconds, 3), "counts": counts, "scenes": []},
+                      indent=2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp, open(tmp, "w") as f:
+        f.write(head[:head.rindex("[") + 1])  # ... "scenes": [
+        for i, o in enumerate(outcomes):
+            row = {k.name: getattr(o, k.name) for k in fields(o) if k.name != "exception"}
+            f.write(("," if i else "") + "\n    " + json.dumps(row))
+        f.write("\n  ]\n}\n")
+    return path
 
 
 def format_table(outcomes: list[SceneOutcome]) -> str:
