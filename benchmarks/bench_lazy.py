@@ -21,7 +21,7 @@ import shutil
 import statistics
 
 from benchmarks.bench_throughput import field_inputs, predict, process_seconds
-from benchmarks.common import RESULTS, ROOT, WORK, table
+from benchmarks.common import ROOT, WORK, append_result, table
 
 
 def lazy(scene, model, scheduler: str) -> float:
@@ -55,10 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     text = (f"Lazy against file, {args.size}^2, Unet r18, tile 256/64, batch 8, tta none, "
             f"{args.pairs} interleaved runs each\n\n"
             + table(rows, ["run", "wall s", "mean s", "ratio"]) + "\n\n")
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "lazy.md", "a") as f:
-        f.write(text)
+    append_result("lazy", text)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,10 @@ appended to benchmarks/results/overhead.md.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 from benchmarks.bench_throughput import field_inputs, predict, process_seconds
-from benchmarks.common import RESULTS, ROOT
+from benchmarks.common import ROOT, append_result, ratio_lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,15 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"forward {forward:.1f} s, predict ({name}) {seconds:.1f} s: "
                   f"{seconds / forward:.3f}", flush=True)
     text = f"predict / forward, {args.size}^2, Unet r18, batch 8, tta none, {args.pairs} rounds\n\n"
-    for name, values in ratios.items():
-        text += (f"- {name}: " + ", ".join(f"{r:.3f}" for r in values)
-                 + f"; mean {statistics.mean(values):.3f}, median "
-                 f"{statistics.median(values):.3f}\n")
-    text += "\n"
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "overhead.md", "a") as f:
-        f.write(text)
+    append_result("overhead", text + ratio_lines(ratios) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 from pathlib import Path
 
-from benchmarks.common import RESULTS, ROOT, WORK, clean_profile, geoseg_seconds
+from benchmarks.common import (ROOT, WORK, append_result, clean_profile, geoseg_seconds,
+                               ratio_lines)
 
 DEMO_MODEL = ROOT / "models" / "buildings.safetensors"
 DEMO_SCENE = ROOT / "data" / "demo" / "23429155_15_uint8_clipped.tif"
@@ -93,15 +93,9 @@ def main(argv: list[str] | None = None) -> None:
                 ratios[name].append(dask / local)
                 print(f"{job} ({name}): in-process {local:.1f} s, dask {dask:.1f} s: "
                       f"{dask / local:.3f}", flush=True)
-        text += f"`--runner dask` / in-process, {job}, {args.pairs} pairs\n\n"
-        for name, values in ratios.items():
-            text += (f"- {name}: " + ", ".join(f"{r:.3f}" for r in values)
-                     + f"; mean {statistics.mean(values):.3f}\n")
-        text += "\n"
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "runners.md", "a") as f:
-        f.write(text)
+        text += (f"`--runner dask` / in-process, {job}, {args.pairs} pairs\n\n"
+                 + ratio_lines(ratios) + "\n")
+    append_result("runners", text)
 
 
 if __name__ == "__main__":

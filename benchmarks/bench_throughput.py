@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import (OAM, RESULTS, ROOT, WORK, geoseg_seconds, mirror_enlarge,
+from benchmarks.common import (OAM, ROOT, WORK, append_result, geoseg_seconds, mirror_enlarge,
                                require, table)
 
 TOOLBELT = WORK / "toolbelt"
@@ -191,10 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = ceiling(trees, models, args.ceiling_size)
         text += f"Ceiling, {args.ceiling_size}^2, 1x1 model\n\n"
         text += table(rows, ["run", "wall s", "MPix/s", "ratio"]) + "\n\n"
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "throughput.md", "a") as f:
-        f.write(text)
+    append_result("throughput", text)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,23 @@ def publish(name: str, heading: str, rows: list[dict]) -> None:
     print(text)
 
 
+def ratio_lines(ratios: dict[str, list[float]]) -> str:
+    """A markdown line per version: its ratios, their mean and median."""
+    import statistics
+
+    return "".join(f"- {name}: " + ", ".join(f"{r:.3f}" for r in values)
+                   + f"; mean {statistics.mean(values):.3f}, median "
+                   f"{statistics.median(values):.3f}\n" for name, values in ratios.items())
+
+
+def append_result(name: str, text: str) -> None:
+    """Print ``text`` and append it to results/``name``.md (the runs kept over time)."""
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"{name}.md", "a") as f:
+        f.write(text)
+
+
 def geoseg_seconds(tree: Path, *args: str) -> float:
     """Wall seconds of one ``geoseg ARGS`` process of the geoseg checkout at ``tree`` (its
     ``pipelines/cli.py:main``, the console script's entry point, imported from the tree as
