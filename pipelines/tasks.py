@@ -155,8 +155,7 @@ def _predict(job: SceneJob, row: int, col: int, *, thumbnail: Any = None) -> Pre
     with gdal_env(), open_raster(plan.scene.path) as ds:
         pixels, valid = read_block(ds, plan, block)
     if thumbnail is not None:
-        rows, cols = block.window.slices(within=plan.blocks.region(block))
-        thumbnail.add(pixels[:, rows, cols], valid[rows, cols], block.window)
+        thumbnail.add(pixels, valid, block.window, within=plan.blocks.region(block))
     with MODEL_LOCK:
         return predict_block(bundle, plan, block, pixels, valid,
                              batch_size=options.batch_size).on_host()

@@ -104,8 +104,13 @@ class Thumbnail:
         self.picture = np.zeros((bands, *self.shape), dtype)
         self.filled = np.zeros(self.shape, bool)
 
-    def add(self, pixels: np.ndarray, valid: np.ndarray, window: Window) -> None:
-        """(C, h, w) ``pixels`` and their (h, w) validity at ``window`` of the scene."""
+    def add(self, pixels: np.ndarray, valid: np.ndarray, window: Window, *,
+            within: Window | None = None) -> None:
+        """(C, h, w) ``pixels`` and their (h, w) validity at ``window`` of the scene, or at
+        ``within`` when they cover that larger window (a block read with its halo)."""
+        if within is not None:
+            inner_rows, inner_cols = window.slices(within=within)
+            pixels, valid = pixels[:, inner_rows, inner_cols], valid[inner_rows, inner_cols]
         rows = self._inside(self.rows, window.row, window.row_stop)
         cols = self._inside(self.cols, window.col, window.col_stop)
         if rows.start == rows.stop or cols.start == cols.stop:

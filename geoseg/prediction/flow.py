@@ -415,8 +415,7 @@ def run_local(flow: SceneFlow, bundle: ModelBundle, *, batch_size: int,
         finally:
             free.put(ds)
         if thumbnail is not None:
-            rows, cols = block.window.slices(within=plan.blocks.region(block))
-            thumbnail.add(pixels[:, rows, cols], valid[rows, cols], block.window)
+            thumbnail.add(pixels, valid, block.window, within=plan.blocks.region(block))
         return pixels, valid
 
     def finish_and_write(predicted: PredictedBlock) -> None:
