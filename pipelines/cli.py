@@ -253,9 +253,10 @@ def predict(scenes: tuple[str, ...], model: str, out: str, config: str | None,
 def report_batch(result: BatchResult) -> None:
     """The table, the summary's place and the closing line; exit 130 (Ctrl-C) or 1 (a scene
     failed) as the batch ended."""
-    from .outcomes import format_table
+    from .outcomes import table_lines
 
-    click.echo(format_table(result.outcomes))
+    for line in table_lines(result.outcomes):
+        click.echo(line)
     if result.summary_error is None:
         click.echo(f"summary: {result.summary}")
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -73,7 +73,8 @@ def write_summary(path: str | os.PathLike, outcomes: list[SceneOutcome], *,
 
     from geoseg.atomic import replacing
 
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    counts = {s: n for s, n in status_counts(outcomes).items()
+              if s in ("done", "skipped", "failed")}
     head = json.dumps({"model": str(model), "model_sha256": model_sha256,
                        "options": options.identity(), "software": versions(),
                        "seconds": round(seconds, 3), "counts": counts, "scenes": []},
@@ -89,12 +90,32 @@ def write_summary(path: str | os.PathLike, outcomes: list[SceneOutcome], *,
     return path
 
 
-def format_table(outcomes: list[SceneOutcome]) -> str:
-    """The end-of-run table: scene, status, megapixels, seconds, error."""
-    rows = [("scene", "status", "MPix", "seconds", "error")]
-    rows += [(_shown_name(o), o.status, f"{o.megapixels:.2f}", f"{o.seconds:.1f}",
-              o.error) for o in outcomes]
-    return align(rows)
+def status_counts(outcomes: Iterable[SceneOutcome]) -> dict[str, int]:
+    """Scenes by status: ``done``, ``skipped`` and ``failed`` always, others as they occur
+    (``interrupted``, ``pending``)."""
+    counts = dict.fromkeys(("done", "skipped", "failed"), 0)
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    return counts
+
+
+TABLE_HEAD = ("scene", "status", "MPix", "seconds", "error")
+
+
+def table_lines(outcomes: Sequence[SceneOutcome]) -> Iterator[str]:
+    """The end-of-run table (scene, status, megapixels, seconds, error), a line at a time:
+    the column widths come from a first pass, so a batch of 10,000 scenes never holds its
+    rows or the table whole."""
+    widths = [len(h) for h in TABLE_HEAD[:-1]]
+    for o in outcomes:
+        widths = [max(w, len(v)) for w, v in zip(widths, _row(o)[:-1], strict=False)]
+    yield _aligned(TABLE_HEAD, widths)
+    for o in outcomes:
+        yield _aligned(_row(o), widths)
+
+
+def _row(o: SceneOutcome) -> tuple[str, ...]:
+    return (_shown_name(o), o.status, f"{o.megapixels:.2f}", f"{o.seconds:.1f}", o.error)
 
 
 def _shown_name(o: SceneOutcome) -> str:
@@ -110,8 +131,13 @@ def _shown_name(o: SceneOutcome) -> str:
 def align(rows: Sequence[tuple[str, ...]]) -> str:
     """Rows of strings as left-aligned columns; the last column (errors) is not padded."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=False)) + "  "
-                      + r[-1]).rstrip() for r in rows)
+    return "\n".join(_aligned(r, widths) for r in rows)
+
+
+def _aligned(row: Sequence[str], widths: Sequence[int]) -> str:
+    """One row, its columns padded to ``widths`` (the last column is not)."""
+    return ("  ".join(f"{v:<{w}}" for v, w in zip(row, widths, strict=False)) + "  "
+            + row[-1]).rstrip()
 
 
 class BatchInterrupted(KeyboardInterrupt):

@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,13 @@ from geoseg.prediction.options import PredictOptions
 
 from .cluster import RUNNERS, ClusterChoice, connect
 from .logs import library_logs
-from .outcomes import BatchInterrupted, SceneOutcome, announce_unplanned, write_summary
+from .outcomes import (
+    BatchInterrupted,
+    SceneOutcome,
+    announce_unplanned,
+    status_counts,
+    write_summary,
+)
 from .progress import TileProgress
 
 if TYPE_CHECKING:
@@ -174,12 +180,12 @@ def write_batch_pages(out: Path, outcomes: Sequence[SceneOutcome]) -> None:
 
     log = logging.getLogger("geoseg")
     try:
-        write_item_collection([scene_folder(out, o) for o in outcomes
-                               if o.status in ("done", "skipped")], out)
+        write_item_collection((scene_folder(out, o) for o in outcomes
+                               if o.status in ("done", "skipped")), out)
     except Exception as exc:  # noqa: BLE001 - a catalog page is not worth the batch
         log.warning("%s: items.json not written (%s)", out, exc)
     try:
-        write_index(index_cards(out, outcomes), out)
+        write_index(index_cards(out, outcomes), out, counts=status_counts(outcomes))
     except Exception as exc:  # noqa: BLE001 - nor is the index
         log.warning("%s: index.html not written (%s)", out, exc)
 
@@ -191,20 +197,18 @@ def scene_folder(out: Path, outcome: SceneOutcome) -> Path:
     return Path(outcome.folder) if outcome.folder else scene_dir(out, outcome.scene)
 
 
-def index_cards(out: Path, outcomes: Sequence[SceneOutcome]) -> list[SceneCard]:
-    """What OUT/index.html shows of each scene: its outcome and, from its manifest (read
-    once), its class shares and, for a scene skipped as complete, its outputs."""
+def index_cards(out: Path, outcomes: Iterable[SceneOutcome]) -> Iterator[SceneCard]:
+    """What OUT/index.html shows of each scene, one at a time: its outcome and, from its
+    manifest (read once), its class shares and, for a scene skipped as complete, its
+    outputs."""
     from geoseg.outputs.index_page import SceneCard, class_shares
 
     from .manifest import read_manifest
 
-    cards = []
     for o in outcomes:
         folder = scene_folder(out, o)
         manifest = (read_manifest(folder) or {}) if o.status in ("done", "skipped") else {}
         outputs = dict(o.outputs) or {k: str(folder / v)
                                       for k, v in manifest.get("outputs", {}).items()}
-        cards.append(SceneCard(o.scene, o.status, folder if folder.is_dir() else None,
-                               o.seconds, o.megapixels, o.error, outputs,
-                               class_shares(manifest)))
-    return cards
+        yield SceneCard(o.scene, o.status, folder if folder.is_dir() else None, o.seconds,
+                        o.megapixels, o.error, outputs, class_shares(manifest))

@@ -404,3 +404,20 @@ def test_the_local_schedulers_logs_hold_a_bounded_number_of_scenes(tmp_path, mon
         alive = sum(isinstance(o, SceneJob) and o.flow.outputs.folder.parent == out
                     for o in gc.get_objects())
     assert alive <= 12, f"{alive} scenes' jobs still held after the batch"
+
+
+def test_the_end_of_run_table_is_aligned_a_line_at_a_time():
+    from geoseg_pipelines.outcomes import SceneOutcome, align, status_counts, table_lines
+
+    outcomes = [SceneOutcome("/data/a.tif", "done", 1.5, 2.25, folder="/out/a"),
+                SceneOutcome("/data/north/tile.tif", "failed", 12.0, 0.5,
+                             error="tile.tif: not a raster", folder="/out/north_tile"),
+                SceneOutcome("/data/b.tif", "interrupted", folder="/out/b")]
+    lines = list(table_lines(outcomes))
+    assert "\n".join(lines) == align([
+        ("scene", "status", "MPix", "seconds", "error"),
+        ("a.tif", "done", "1.50", "2.2", ""),
+        ("tile.tif (north_tile)", "failed", "12.00", "0.5", "tile.tif: not a raster"),
+        ("b.tif", "interrupted", "0.00", "0.0", "")])
+    assert lines[2].index("failed") == lines[0].index("status") == len("tile.tif (north_tile)  ")
+    assert status_counts(outcomes) == {"done": 1, "skipped": 0, "failed": 1, "interrupted": 1}

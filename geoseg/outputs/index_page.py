@@ -10,7 +10,7 @@ through a temporary name.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -66,54 +66,63 @@ def _link(path: str | os.PathLike, out: Path) -> str:
         return Path(path).resolve().as_uri()
 
 
-def render_index(cards: Iterable[SceneCard], out: Path, *, title: str) -> str:
-    """The page's HTML."""
-    cards = list(cards)
-    done = sum(c.status in ("done", "skipped") for c in cards)
-    failed = sum(c.status == "failed" for c in cards)
-    others = len(cards) - done - failed
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f"<title>{escape(title)}</title>", f"<style>{STYLE}</style>", "</head>",
-             "<body>", f"<h1>{escape(title)}</h1>",
-             f"<p>{done} of {len(cards)} scene(s) complete"
-             f"{f', {failed} failed' if failed else ''}"
-             f"{f', {others} interrupted' if others else ''}.</p>",
-             '<div class="scenes">']
+def render_index(cards: Iterable[SceneCard], out: Path, *, title: str,
+                 counts: dict[str, int]) -> Iterator[str]:
+    """The page's HTML, a line at a time: a batch of 10,000 scenes never holds its cards
+    or its page whole. ``counts``: the scenes by status (``done``, ``skipped``,
+    ``failed``, others), for the line above the cards."""
+    total = sum(counts.values())
+    done = counts.get("done", 0) + counts.get("skipped", 0)
+    failed = counts.get("failed", 0)
+    others = total - done - failed
+    yield from ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+                f"<title>{escape(title)}</title>", f"<style>{STYLE}</style>", "</head>",
+                "<body>", f"<h1>{escape(title)}</h1>",
+                f"<p>{done} of {total} scene(s) complete"
+                f"{f', {failed} failed' if failed else ''}"
+                f"{f', {others} interrupted' if others else ''}.</p>",
+                '<div class="scenes">']
     for card in cards:
-        failed = card.status == "failed"
-        parts.append(f'<section class="scene{" failed" if failed else ""}">')
-        parts.append(f"<h2>{escape(Path(card.scene).name or card.scene)}</h2>")
-        preview = card.outputs.get("preview")
-        if preview and Path(preview).is_file():
-            parts.append(f'<a href="{escape(_link(preview, out))}"><img '
-                         f'src="{escape(_link(preview, out))}" alt="preview of '
-                         f'{escape(Path(card.scene).name)}"></a>')
-        parts.append(f'<p><span class="status">{escape(card.status)}</span>'
-                     f" &middot; {card.megapixels:.2f} MPix &middot; {card.seconds:.1f} s</p>")
-        if failed:
-            parts.append(f'<p class="error">{escape(card.error)}</p>')
-        shares = card.shares
-        if shares:
-            parts.append("<table>")
-            parts += [f"<tr><td>{escape(name)}</td><td>{100 * share:.1f}%</td></tr>"
-                      for name, share in shares.items()]
-            parts.append("</table>")
-        links = [f'<a href="{escape(_link(path, out))}">{escape(Path(path).name)}</a>'
-                 for kind, path in card.outputs.items() if kind != "preview"]
-        if card.folder and (card.folder / "item.json").is_file():
-            links.append(f'<a href="{escape(_link(card.folder / "item.json", out))}">'
-                         "item.json</a>")
-        if links:
-            parts.append("<p>" + " &middot; ".join(links) + "</p>")
-        parts.append("</section>")
-    parts += ["</div>", f"<script>{MARK_LOADED}</script>", "</body>", "</html>"]
-    return "\n".join(parts) + "\n"
+        yield from _card(card, out)
+    yield from ["</div>", f"<script>{MARK_LOADED}</script>", "</body>", "</html>"]
 
 
-def write_index(cards: Iterable[SceneCard], out: Path, *, title: str = "geoseg batch"
-                ) -> Path:
-    """``OUT/index.html`` for ``cards``."""
+def _card(card: SceneCard, out: Path) -> list[str]:
+    """One scene's section of the page."""
+    failed = card.status == "failed"
+    parts = [f'<section class="scene{" failed" if failed else ""}">',
+             f"<h2>{escape(Path(card.scene).name or card.scene)}</h2>"]
+    preview = card.outputs.get("preview")
+    if preview and Path(preview).is_file():
+        parts.append(f'<a href="{escape(_link(preview, out))}"><img '
+                     f'src="{escape(_link(preview, out))}" alt="preview of '
+                     f'{escape(Path(card.scene).name)}"></a>')
+    parts.append(f'<p><span class="status">{escape(card.status)}</span>'
+                 f" &middot; {card.megapixels:.2f} MPix &middot; {card.seconds:.1f} s</p>")
+    if failed:
+        parts.append(f'<p class="error">{escape(card.error)}</p>')
+    if card.shares:
+        parts.append("<table>")
+        parts += [f"<tr><td>{escape(name)}</td><td>{100 * share:.1f}%</td></tr>"
+                  for name, share in card.shares.items()]
+        parts.append("</table>")
+    links = [f'<a href="{escape(_link(path, out))}">{escape(Path(path).name)}</a>'
+             for kind, path in card.outputs.items() if kind != "preview"]
+    if card.folder and (card.folder / "item.json").is_file():
+        links.append(f'<a href="{escape(_link(card.folder / "item.json", out))}">'
+                     "item.json</a>")
+    if links:
+        parts.append("<p>" + " &middot; ".join(links) + "</p>")
+    parts.append("</section>")
+    return parts
+
+
+def write_index(cards: Iterable[SceneCard], out: Path, *, counts: dict[str, int],
+                title: str = "geoseg batch") -> Path:
+    """``OUT/index.html`` for ``cards`` (taken one at a time: a generator keeps the batch's
+    cards out of memory), ``counts`` as :func:`render_index` takes them."""
     path = out / INDEX
-    with replacing(path, suffix=".html") as tmp:
-        tmp.write_text(render_index(cards, out, title=title), encoding="utf-8")
+    with replacing(path, suffix=".html") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for line in render_index(cards, out, title=title, counts=counts):
+            f.write(line + "\n")
     return path

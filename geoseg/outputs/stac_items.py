@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,12 +123,12 @@ def write_item(item: pystac.Item, folder: Path) -> Path:
     return path
 
 
-def write_item_collection(folders: Sequence[Path], out: Path) -> Path | None:
+def write_item_collection(folders: Iterable[Path], out: Path) -> Path | None:
     """``OUT/items.json``: the items of ``folders`` that have one, hrefs relative to OUT.
     Written one item at a time (a batch of 10,000 scenes never holds them all), under a
-    temporary name until complete."""
-    import pystac
-
+    temporary name until complete. Each ``item.json`` was written by :func:`write_item`
+    (pystac); only its assets' hrefs change, as plain JSON (pystac's round trip of an
+    item took 2.5 ms, 25 s for 10,000 scenes)."""
     target, tmp, count = out / "items.json", out / ".items.json.tmp", 0
     try:
         with open(tmp, "w") as f:
@@ -137,10 +137,10 @@ def write_item_collection(folders: Sequence[Path], out: Path) -> Path | None:
                 path = folder / "item.json"
                 if not path.is_file():
                     continue
-                item = pystac.Item.from_dict(json.loads(path.read_text()))
-                for asset in item.assets.values():
-                    asset.href = f"./{folder.name}/{Path(asset.href).name}"
-                text = json.dumps(item.to_dict(transform_hrefs=False), indent=2)
+                item = json.loads(path.read_text())
+                for asset in item.get("assets", {}).values():
+                    asset["href"] = f"./{folder.name}/{Path(asset['href']).name}"
+                text = json.dumps(item, indent=2)
                 f.write(("," if count else "") + "\n    "
                         + text.replace("\n", "\n    "))
                 count += 1
