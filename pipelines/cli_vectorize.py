@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from geoseg.vector.layer import vectorize_raster
-
 from .cli_errors import one_line_errors
 
 
@@ -39,6 +37,8 @@ def vectorize(classes_tif: Path, out: Path, min_area: float | None, simplify: fl
               connectivity: str, classes: str | None, probabilities: Path | None,
               block_size: int, workers: int, overwrite: bool, allow_no_crs: bool) -> None:
     """Vectorize a class raster CLASSES_TIF into polygons, block by block."""
+    from geoseg.vector.layer import vectorize_raster  # its imports only for this command
+
     keep = [c for c in classes.split(",") if c.strip()] if classes else None
     summary = vectorize_raster(
         classes_tif, out, block_size=block_size, min_area=min_area, simplify=simplify,

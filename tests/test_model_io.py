@@ -415,7 +415,8 @@ def test_resolve_runtime_by_device_kind_and_precision():
 def test_onnxruntime_prediction_imports_no_torch(tmp_path, make_bundle, network):
     """Light start-up: predicting on onnxruntime imports neither torch nor smp, timm or
     torchvision, for an imported ONNX graph and for an smp bundle whose graph is in the
-    cache (geoseg.arrays: numpy all the way); the classes equal an in-process run's."""
+    cache (geoseg.arrays: numpy all the way), nor dask or scipy in the local runner
+    (polygons are not asked for); the classes equal an in-process run's."""
     import subprocess
     import sys
 
@@ -432,7 +433,7 @@ def test_onnxruntime_prediction_imports_no_torch(tmp_path, make_bundle, network)
     code = (f"import sys, geoseg; geoseg.predict({str(image)!r}, {str(bundle)!r}, "
             f"{str(tmp_path / 'out')!r}, runner='local'); "
             "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'timm', "
-            "'torchvision') if m in sys.modules))")
+            "'torchvision', 'dask', 'scipy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

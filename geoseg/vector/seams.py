@@ -33,8 +33,6 @@ from typing import Any
 
 import numpy as np
 import shapely
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ..errors import IncompleteRunError
 from ..grid import Window
@@ -258,6 +256,9 @@ class SeamStream:
         """Join the open pieces and this row's seam pieces ``keep`` (the list is emptied:
         pieces are dropped as soon as they are unioned) by ``pairs``; return the groups
         that are now final."""
+        from scipy.sparse import coo_matrix  # 0.13 s to import: only where seams are joined
+        from scipy.sparse.csgraph import connected_components
+
         pieces = Pieces.concat([self.open] + keep)
         keep.clear()
         self.open = Pieces.empty()
