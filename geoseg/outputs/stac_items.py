@@ -127,8 +127,8 @@ def write_item_collection(folders: Iterable[Path], out: Path) -> Path | None:
     """``OUT/items.json``: the items of ``folders`` that have one, hrefs relative to OUT.
     Written one item at a time (a batch of 10,000 scenes never holds them all), under a
     temporary name until complete. Each ``item.json`` was written by :func:`write_item`
-    (pystac); only its assets' hrefs change, as plain JSON (pystac's round trip of an
-    item took 2.5 ms, 25 s for 10,000 scenes)."""
+    (pystac); only its assets' hrefs change, as plain JSON (2,000 items: 0.4 s, against
+    1.6 s through pystac's round trip of each item; the same bytes)."""
     target, tmp, count = out / "items.json", out / ".items.json.tmp", 0
     try:
         with open(tmp, "w") as f:
