@@ -24,6 +24,7 @@ from geoseg.config import load_yaml
 from geoseg.errors import ConfigError
 
 from .hardware import Layout, plan_layout, this_machine
+from .outcomes import error_line
 
 LOCAL_DEFAULTS = {"n_workers": None, "threads_per_worker": None, "memory_limit": "auto",
                   "dashboard_address": "127.0.0.1:8787"}
@@ -38,6 +39,9 @@ BATCH_SYSTEM_KEYS = {"slurm": JOB_KEYS | {"job_cpu", "job_mem"},
 SCALE_KEYS = {"jobs", "minimum_jobs", "maximum_jobs", "start_timeout"}
 START_TIMEOUT = 3600
 """Seconds a batch system's cluster waits for its first worker (``start_timeout``)."""
+LOCAL_START_TIMEOUT = 300
+"""Seconds a local cluster's worker processes may take to start (import geoseg and its
+libraries, join the scheduler) before the batch gives up with one line."""
 LOG_LENGTH = 100
 """Messages and transitions a local cluster's scheduler keeps for debugging, per worker
 stream (Dask's ``distributed.admin.low-level-log-length``, 1000 by default). Each message
@@ -227,27 +231,25 @@ def connect(choice: ClusterChoice, *,
         # the cluster; otherwise worker processes, started from the layout's specs
         in_process = layout.in_process
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2,
-                              "distributed.admin.low-level-log-length": LOG_LENGTH}), \
-                LocalCluster(n_workers=1 if in_process else 0,
-                             threads_per_worker=layout.workers[0].threads if in_process
-                             else 1, processes=not in_process,
-                             memory_limit=o["memory_limit"], **web) as cluster, \
-                Client(cluster) as client:
-            if not in_process:
-                start_layout(cluster, layout)
-            client.wait_for_workers(len(layout.workers))
-            workers = (f"1 worker in this process ({layout.workers[0].threads} threads)"
-                       if in_process else f"{len(layout.workers)} worker process(es)")
-            echo(f"local cluster: {workers}"
-                 f"{f' on {layout.gpu_workers} GPU(s)' if layout.gpu_workers else ''}, "
-                 + (f"dashboard {client.dashboard_link}" if address is not None
-                    else "no dashboard"))
-            try:
-                yield client
-            except KeyboardInterrupt:
-                if not in_process:  # a worker in this process ends its step and stops
-                    stop_local_workers(cluster)
-                raise
+                              "distributed.admin.low-level-log-length": LOG_LENGTH}):
+            cluster = _local_cluster(LocalCluster, layout, memory_limit=o["memory_limit"],
+                                     web=web)
+            with cluster, Client(cluster) as client:
+                if not in_process:
+                    start_layout(cluster, layout)
+                wait_for_local_workers(cluster, client, len(layout.workers))
+                workers = (f"1 worker in this process ({layout.workers[0].threads} threads)"
+                           if in_process else f"{len(layout.workers)} worker process(es)")
+                echo(f"local cluster: {workers}"
+                     f"{f' on {layout.gpu_workers} GPU(s)' if layout.gpu_workers else ''}, "
+                     + (f"dashboard {client.dashboard_link}" if address is not None
+                        else "no dashboard"))
+                try:
+                    yield client
+                except KeyboardInterrupt:
+                    if not in_process:  # a worker in this process ends its step and stops
+                        stop_local_workers(cluster)
+                    raise
         return
     jobqueue = _jobqueue()
     o = choice.options
@@ -270,6 +272,52 @@ def connect(choice: ClusterChoice, *,
                 cluster.adapt(minimum_jobs=int(o.get("minimum_jobs", 0)),
                               maximum_jobs=int(o.get("maximum_jobs", o.get("jobs", 1))))
             yield client
+
+
+def _local_cluster(cls: Any, layout: Layout, *, memory_limit: Any, web: dict) -> Any:
+    """The local cluster of ``layout``: with its one worker when that runs in this process
+    (it starts here, so its preload or imports may fail: one ConfigError line), else with
+    none (:func:`start_layout` adds the worker processes)."""
+    in_process = layout.in_process
+    try:
+        return cls(n_workers=1 if in_process else 0,
+                   threads_per_worker=layout.workers[0].threads if in_process else 1,
+                   processes=not in_process, memory_limit=memory_limit, **web)
+    except Exception as exc:  # noqa: BLE001 - any failure to start is one line
+        raise ConfigError(f"the local Dask cluster did not start ({error_line(exc)})") from exc
+
+
+def wait_for_local_workers(cluster: Any, client: Any, count: int, *,
+                           timeout: float = LOCAL_START_TIMEOUT) -> None:
+    """Wait until ``count`` workers of the local ``cluster`` have joined; a worker process
+    that failed to start (a worker preload or an import that fails, a process killed as it
+    starts) is one ConfigError at once, not a batch waiting for a worker that never comes
+    (distributed logs the cause, which goes to OUT/geoseg.log)."""
+    import time
+
+    from distributed.core import Status
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.wait_for_workers(count, timeout=0.5)
+            return
+        except TimeoutError:
+            pass
+        failed = [worker for worker in cluster.workers.values()
+                  if worker.status in (Status.failed, Status.closed)]
+        if failed:
+            # the nanny keeps why it failed (distributed's Server, a private name)
+            cause = getattr(failed[0], "_Server__startup_exc", None)
+            cause = getattr(cause, "__cause__", None) or cause
+            raise ConfigError(f"{len(failed)} of the local cluster's {count} worker "
+                              "process(es) failed to start"
+                              f"{f' ({error_line(cause)})' if cause is not None else ''}; "
+                              "more in geoseg.log in the output folder")
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the local cluster's worker processes did not all start "
+                              f"within {timeout:.0f} s; the machine may be short of memory "
+                              "(see geoseg.log in the output folder)")
 
 
 def start_layout(cluster: Any, layout: Layout) -> None:

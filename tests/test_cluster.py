@@ -150,6 +150,27 @@ def test_a_queue_that_never_starts_a_job_is_one_line_not_a_hang(monkeypatch):
             pass
 
 
+@pytest.mark.parametrize("workers", [None, 2], ids=["in-process", "worker-processes"])
+def test_local_workers_that_cannot_start_are_one_line_not_a_hang(workers):
+    """A worker whose start fails (here a preload that cannot be imported; in practice an
+    import or a process killed as it starts): one ConfigError naming the cause, at once,
+    whether the worker runs in this process or in its own (whose nanny only logs it)."""
+    import time
+
+    import dask
+    import distributed  # noqa: F401 - its config defaults first: the set below only adds
+
+    from geoseg_pipelines.cluster import connect
+
+    choice = choose_cluster(workers=workers, dashboard="none")
+    start = time.monotonic()
+    with dask.config.set({"distributed.worker.preload": ["geoseg_no_such_preload"]}):
+        with pytest.raises(ConfigError, match="No module named 'geoseg_no_such_preload'"):
+            with connect(choice, echo=lambda line: None):
+                pass
+    assert time.monotonic() - start < 60  # not the 300 s start timeout
+
+
 def test_the_pbs_profile_job_script_asks_for_one_gpu_per_job():
     choice = choose_cluster(cluster=REPO / "configs" / "cluster" / "pbs.yaml")
     assert choice.kind == "pbs"
