@@ -316,8 +316,7 @@ def wait_for_local_workers(cluster: Any, client: Any, count: int, *,
                               "more in geoseg.log in the output folder")
         if time.monotonic() > deadline:
             raise ConfigError(f"the local cluster's worker processes did not all start "
-                              f"within {timeout:.0f} s; the machine may be short of memory "
-                              "(see geoseg.log in the output folder)")
+                              f"within {timeout:.0f} s; see geoseg.log in the output folder")
 
 
 def start_layout(cluster: Any, layout: Layout) -> None:
