@@ -59,11 +59,13 @@ def class_shares(manifest: dict) -> dict[str, float]:
     return {name: n / total for name, n in counts.items()} if total else {}
 
 
-def _link(path: str | os.PathLike, out: Path) -> str:
+def _link(path: str | os.PathLike, root: Path) -> str:
+    """``path`` relative to ``root`` (OUT, resolved once by the caller), else as a URI."""
+    resolved = Path(path).resolve()
     try:
-        return Path(path).resolve().relative_to(out.resolve()).as_posix()
+        return resolved.relative_to(root).as_posix()
     except ValueError:
-        return Path(path).resolve().as_uri()
+        return resolved.as_uri()
 
 
 def render_index(cards: Iterable[SceneCard], out: Path, *, title: str,
@@ -82,20 +84,21 @@ def render_index(cards: Iterable[SceneCard], out: Path, *, title: str,
                 f"{f', {failed} failed' if failed else ''}"
                 f"{f', {others} interrupted' if others else ''}.</p>",
                 '<div class="scenes">']
+    root = out.resolve()
     for card in cards:
-        yield from _card(card, out)
+        yield from _card(card, root)
     yield from ["</div>", f"<script>{MARK_LOADED}</script>", "</body>", "</html>"]
 
 
-def _card(card: SceneCard, out: Path) -> list[str]:
-    """One scene's section of the page."""
+def _card(card: SceneCard, root: Path) -> list[str]:
+    """One scene's section of the page (links relative to ``root``, OUT resolved)."""
     failed = card.status == "failed"
     parts = [f'<section class="scene{" failed" if failed else ""}">',
              f"<h2>{escape(Path(card.scene).name or card.scene)}</h2>"]
     preview = card.outputs.get("preview")
     if preview and Path(preview).is_file():
-        parts.append(f'<a href="{escape(_link(preview, out))}"><img '
-                     f'src="{escape(_link(preview, out))}" alt="preview of '
+        href = escape(_link(preview, root))
+        parts.append(f'<a href="{href}"><img src="{href}" alt="preview of '
                      f'{escape(Path(card.scene).name)}"></a>')
     parts.append(f'<p><span class="status">{escape(card.status)}</span>'
                  f" &middot; {card.megapixels:.2f} MPix &middot; {card.seconds:.1f} s</p>")
@@ -106,10 +109,10 @@ def _card(card: SceneCard, out: Path) -> list[str]:
         parts += [f"<tr><td>{escape(name)}</td><td>{100 * share:.1f}%</td></tr>"
                   for name, share in card.shares.items()]
         parts.append("</table>")
-    links = [f'<a href="{escape(_link(path, out))}">{escape(Path(path).name)}</a>'
+    links = [f'<a href="{escape(_link(path, root))}">{escape(Path(path).name)}</a>'
              for kind, path in card.outputs.items() if kind != "preview"]
     if card.folder and (card.folder / "item.json").is_file():
-        links.append(f'<a href="{escape(_link(card.folder / "item.json", out))}">'
+        links.append(f'<a href="{escape(_link(card.folder / "item.json", root))}">'
                      "item.json</a>")
     if links:
         parts.append("<p>" + " &middot; ".join(links) + "</p>")
