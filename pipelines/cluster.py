@@ -201,7 +201,7 @@ def connect(choice: ClusterChoice, *,
             echo: Callable[[str], object] = print) -> Iterator[Any]:
     """A ``distributed.Client`` for ``choice``; clusters started here are closed on exit.
     The dashboard address is echoed at start."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if choice.kind == "address":
         try:
@@ -232,8 +232,7 @@ def connect(choice: ClusterChoice, *,
         in_process = layout.in_process
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 2,
                               "distributed.admin.low-level-log-length": LOG_LENGTH}):
-            cluster = _local_cluster(LocalCluster, layout, memory_limit=o["memory_limit"],
-                                     web=web)
+            cluster = _local_cluster(layout, memory_limit=o["memory_limit"], web=web)
             with cluster, Client(cluster) as client:
                 if not in_process:
                     start_layout(cluster, layout)
@@ -274,15 +273,17 @@ def connect(choice: ClusterChoice, *,
             yield client
 
 
-def _local_cluster(cls: Any, layout: Layout, *, memory_limit: Any, web: dict) -> Any:
+def _local_cluster(layout: Layout, *, memory_limit: Any, web: dict) -> Any:
     """The local cluster of ``layout``: with its one worker when that runs in this process
     (it starts here, so its preload or imports may fail: one ConfigError line), else with
     none (:func:`start_layout` adds the worker processes)."""
+    from distributed import LocalCluster
+
     in_process = layout.in_process
     try:
-        return cls(n_workers=1 if in_process else 0,
-                   threads_per_worker=layout.workers[0].threads if in_process else 1,
-                   processes=not in_process, memory_limit=memory_limit, **web)
+        return LocalCluster(n_workers=1 if in_process else 0,
+                            threads_per_worker=layout.workers[0].threads if in_process else 1,
+                            processes=not in_process, memory_limit=memory_limit, **web)
     except Exception as exc:  # noqa: BLE001 - any failure to start is one line
         raise ConfigError(f"the local Dask cluster did not start ({error_line(exc)})") from exc
 
