@@ -6,9 +6,11 @@ Scenes: one 64 x 64 RGB GeoTIFF written once and hard-linked under N names (one 
 block each: the per-scene state is all there is). Model: an untrained ``tinycnn`` (tile
 64). `geoseg predict FOLDER --runner dask --workers 2 --tta none`, a process timed whole;
 its RSS (that process only: the workers are children and not counted) is sampled every
-0.1 s. Prints a table and keeps it in benchmarks/results/many_scenes.md.
+0.1 s. With ``--baseline PATH`` (a checkout of another version) that version runs each
+batch too, right after this one. Prints a table and appends it to
+benchmarks/results/many_scenes.md.
 
-    .venv/bin/python -m benchmarks.bench_many_scenes [--counts 100 10000]
+    .venv/bin/python -m benchmarks.bench_many_scenes [--counts 100 10000] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, WORK, publish
+from benchmarks.common import ROOT, WORK, append_result, table
 
 
 def make_batch(folder: Path, count: int) -> Path:
@@ -55,15 +57,17 @@ def make_model(path: Path) -> Path:
     return path
 
 
-def peak_rss(args: list[str]) -> tuple[float, int]:
-    """Wall seconds and the peak RSS (bytes) of one process, its children not counted."""
+def peak_rss(args: list[str], tree: Path = ROOT) -> tuple[float, int]:
+    """Wall seconds and the peak RSS (bytes) of one process of the checkout at ``tree``, its
+    children not counted."""
     import psutil
 
     out = WORK / "many-out"
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    proc = subprocess.Popen([*args, "-o", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*args, "-o", str(out)], cwd=tree, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tree)})
     watched, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         try:
@@ -82,21 +86,28 @@ def peak_rss(args: list[str]) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[100, 10000])
+    parser.add_argument("--baseline", type=Path, help="checkout of the version to compare")
     args = parser.parse_args(argv)
     model = make_model(WORK / "many-tiny.safetensors")
     geoseg = [sys.executable, "-c", "from pipelines.cli import main; main()"]
-    rows, first = [], None
+    trees = {"this version": ROOT}
+    if args.baseline:
+        trees[f"baseline ({args.baseline.name})"] = args.baseline.resolve()
+    rows, first = [], {}
     for count in args.counts:
         folder = make_batch(WORK / f"many-{count}", count)
-        seconds, rss = peak_rss([*geoseg, "predict", str(folder), "-m", str(model),
-                                 "--runner", "dask", "--workers", "2", "--tta", "none"])
-        first = first or rss
-        rows.append({"scenes": str(count), "wall s": f"{seconds:.1f}",
-                     "scenes/s": f"{count / seconds:.1f}",
-                     "peak RSS MB": f"{rss / 1e6:.0f}", "ratio": f"{rss / first:.2f}"})
-    publish("many_scenes", "Client + scheduler peak RSS, tiny scenes, `--runner dask "
-            "--workers 2`", rows)
-
+        for name, tree in trees.items():
+            seconds, rss = peak_rss([*geoseg, "predict", str(folder), "-m", str(model),
+                                     "--runner", "dask", "--workers", "2", "--tta", "none"],
+                                    tree)
+            first.setdefault(name, rss)
+            rows.append({"version": name, "scenes": str(count), "wall s": f"{seconds:.1f}",
+                         "scenes/s": f"{count / seconds:.1f}",
+                         "peak RSS MB": f"{rss / 1e6:.0f}",
+                         "ratio": f"{rss / first[name]:.2f}"})
+            print(rows[-1], flush=True)
+    append_result("many_scenes", "Client + scheduler peak RSS, tiny scenes, `--runner dask "
+                  "--workers 2`\n\n" + table(rows, list(rows[0])) + "\n\n")
 
 if __name__ == "__main__":
     main()
