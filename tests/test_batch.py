@@ -178,8 +178,10 @@ def test_a_worker_killed_mid_run_changes_nothing(client, data, tmp_path, vectori
     what was lost; rasters are byte-identical and polygons equal."""
     from dataclasses import replace
 
-    if len(client.scheduler_info()["workers"]) < 2:
+    started = len(client.cluster.workers)  # the fixture's workers, rejoined or not
+    if started < 2:
         pytest.skip("needs two workers: one survives the kill")
+    client.wait_for_workers(started, timeout=60)  # the worker an earlier test killed
     root, model, scenes, options = data
     options = replace(options, block_size=32, vectorize=vectorize, batch_size=1)
     kind = "vector" if vectorize else "classes"
